@@ -1,0 +1,68 @@
+"""The ``poisonlab`` command: one sub-command per module in ``poisonlab.commands``.
+
+Each command module defines NAME, HELP, ``add_arguments(parser)`` and ``run(args) -> int``;
+they are found automatically. A user mistake (PoisonlabError, a bad flag, a missing file)
+is printed as one line on stderr with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from poisonlab import __version__
+from poisonlab.errors import PoisonlabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line 'poisonlab: error: ...' and exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"poisonlab {self.prog.split(' ', 1)[-1]}: error: {message}\n"
+                     if " " in self.prog else f"poisonlab: error: {message}\n")
+
+
+def _command_modules():
+    import poisonlab.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            yield importlib.import_module(f"poisonlab.commands.{info.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered."""
+    parser = _Parser(prog="poisonlab", description="A laboratory for poisoning attacks and defenses.")
+    parser.add_argument("--version", action="version", version=f"poisonlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in _command_modules():
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, run the sub-command, turn user errors into one line and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except PoisonlabError as err:
+        print(f"poisonlab: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"poisonlab: error: file not found: {err.filename or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("poisonlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

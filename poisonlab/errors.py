@@ -1,0 +1,55 @@
+"""The error hierarchy: every user mistake is a PoisonlabError with a one-line message.
+
+The message names the offending value and what would be accepted; the CLI prints it as
+one line and exits 2 (no traceback). Programming errors stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PoisonlabError(Exception):
+    """A user mistake or untrusted input that poisonlab refuses, with a one-line reason."""
+
+
+class ConfigError(PoisonlabError, ValueError):
+    """A bad parameter, option or experiment configuration."""
+
+
+class DataError(PoisonlabError, ValueError):
+    """A data file, dataset or update that cannot be used (corrupt, wrong shape, unsafe)."""
+
+
+class ResourceError(PoisonlabError):
+    """A request that would exceed a stated memory or time budget."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' did you mean 'x'?' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" did you mean '{close[0]}'?" if close else ""
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
+    """The error for a name not in a registry: names it, suggests the nearest, lists all."""
+    choices = sorted(choices)
+    hint = did_you_mean(name, choices)
+    return ConfigError(f"{kind} '{name}' is not known;{hint} known: {', '.join(choices)}")
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                *, low_open: bool = False, high_open: bool = False) -> float:
+    """Raise ConfigError unless low <= value <= high (open ends when asked); return value."""
+    bad = value != value  # NaN
+    if low is not None:
+        bad = bad or (value <= low if low_open else value < low)
+    if high is not None:
+        bad = bad or (value >= high if high_open else value > high)
+    if bad:
+        lo = "" if low is None else f"{'(' if low_open else '['}{low}"
+        hi = "" if high is None else f"{high}{')' if high_open else ']'}"
+        accepted = f"{lo or '(-inf'}, {hi or 'inf)'}"
+        raise ConfigError(f"{name}={value!r} is out of range; accepted: {accepted}")
+    return value

@@ -1,0 +1,1 @@
+"""Federated learning: partitions, the vectorized round loop, update attacks, robust aggregation."""

@@ -1,0 +1,64 @@
+"""The contracts of the federated hot path, shared by the engine, attacks, aggregators and Flower.
+
+The k sampled clients' updates are one (k, d) float32 tensor (update = local model minus
+global model, flattened). An update attack rewrites the malicious rows of it; an aggregator
+reduces it to (d,). Nothing in that path loops over clients in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """An aggregator's answer: the aggregated update (d,), which rows it kept, optional per-row scores.
+
+    selected: bool (k,), True for rows that contributed (or were not flagged).
+    scores: float (k,) or None; higher means more suspicious where the rule has a notion of it,
+    otherwise the rule's own per-row quantity (documented by each rule).
+    info: small JSON-able extras (e.g. clipping factors, cluster ids) for the report.
+    """
+
+    update: torch.Tensor
+    selected: torch.Tensor
+    scores: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a rule or an attack may know about the round.
+
+    round: 0-based round index; num_clients: K in the federation; sampled: ids (k,) of the
+    rows' clients; global_params: flat (d,) global model before the round; server_lr: eta;
+    malicious: bool (k,) truth, for attacks and for scoring defenses (never used by a rule to decide);
+    honest_updates: the honest rows (attacks that are omniscient read them; None otherwise);
+    seed: experiment seed for derived generators; extras: rule-specific inputs such as
+    FLTrust's server update g0 or a validation callback.
+    """
+
+    round: int = 0
+    num_clients: int = 0
+    sampled: torch.Tensor | None = None
+    global_params: torch.Tensor | None = None
+    server_lr: float = 1.0
+    malicious: torch.Tensor | None = None
+    omniscient: bool = True
+    seed: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+class Aggregator(Protocol):
+    """agg(updates (k, d), weights (k,), ctx) -> Aggregate. Weights are non-negative, not necessarily normalised."""
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate: ...
+
+
+class UpdateAttack(Protocol):
+    """attack(updates (k, d), malicious bool (k,), ctx) -> (k, d) with only the malicious rows rewritten."""
+
+    def __call__(self, updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor: ...

@@ -1,0 +1,93 @@
+"""Evaluation metrics: accuracy, per-class accuracy, confusion, attack success, flips, detection.
+
+All take predicted and true labels as int64 tensors; nothing here trains or draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of predictions equal to the labels (nan for an empty set)."""
+    return float((pred == y).float().mean()) if len(y) else float("nan")
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) int64 counts; row = true class, column = predicted class."""
+    return torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Recall of each class (diagonal of the confusion matrix / row sums); nan where a class is absent."""
+    cm = confusion_matrix(pred, y, num_classes).double()
+    return cm.diagonal() / cm.sum(dim=1)
+
+
+def attack_success_rate(pred_triggered: torch.Tensor, y_true: torch.Tensor, target: int) -> float:
+    """ASR: among triggered inputs whose true class is not the target, the fraction predicted as target."""
+    keep = y_true != target
+    return accuracy(pred_triggered[keep], torch.full_like(y_true[keep], target))
+
+
+def flip_count(pred: torch.Tensor, y: torch.Tensor, source: int, target: int) -> int:
+    """Number of inputs of true class source predicted as target (e.g. 7 -> 1)."""
+    return int(((y == source) & (pred == target)).sum())
+
+
+@dataclass(frozen=True)
+class DetectionScores:
+    """Detection quality against ground truth; rates are nan where undefined."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    tpr: float
+    fpr: float
+    precision: float
+    recall: float
+    f1: float
+    auroc: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def detection_scores(flagged: torch.Tensor, truth: torch.Tensor, scores: torch.Tensor | None = None) -> DetectionScores:
+    """TPR, FPR, precision, recall, F1 of a boolean flag vector; AUROC of scores (higher = more suspicious)."""
+    flagged = torch.as_tensor(flagged, dtype=torch.bool).flatten()
+    truth = torch.as_tensor(truth, dtype=torch.bool).flatten()
+    tp = int((flagged & truth).sum())
+    fp = int((flagged & ~truth).sum())
+    fn = int((~flagged & truth).sum())
+    tn = int((~flagged & ~truth).sum())
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    return DetectionScores(tp, fp, tn, fn, recall, ratio(fp, fp + tn), precision, recall, f1,
+                           auroc(scores, truth) if scores is not None else float("nan"))
+
+
+def auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tie correction); nan if one class is absent."""
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten().numpy()
+    t = torch.as_tensor(truth, dtype=torch.bool).flatten().numpy()
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    s = np.nan_to_num(s, nan=-np.inf)
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
