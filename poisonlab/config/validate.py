@@ -1,0 +1,48 @@
+"""Checks of component names and parameters against their registries, with the key path in the error."""
+
+from __future__ import annotations
+
+from poisonlab.catalog import registry
+from poisonlab.config.schema import Component, ExperimentConfig
+from poisonlab.errors import ConfigError
+from poisonlab.registry import check_params
+
+
+def check_components(config: ExperimentConfig) -> None:
+    """Raise ConfigError at the first unknown component name or parameter, naming its key path."""
+    for path, kind, name, params in components(config):
+        try:
+            entry = registry(kind).entry(name)
+            check_params(f"{kind.rstrip('s')} '{name}'", entry.factory, params)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+
+def components(config: ExperimentConfig):
+    """(key path, registry kind, name, params) for every named component in the config."""
+    yield "data.dataset", "datasets", config.data.dataset, config.data.params
+    yield "model.name", "models", config.model.name, _model_params(config.model)
+    yield from _listed("poison", "poisons", config.poison)
+    yield from _listed("detect", "detectors", config.detect)
+    fed = config.federated
+    if fed is None:
+        return
+    yield "federated.partition.name", "partitions", fed.partition.name, fed.partition.params
+    chain = fed.aggregator_chain()
+    yield from _listed("federated.aggregator", "aggregators", chain, indexed=isinstance(fed.aggregator, list))
+    for i, adv in enumerate(fed.adversaries()):
+        prefix = f"federated.adversary.{i}" if isinstance(fed.adversary, list) else "federated.adversary"
+        if adv.poison is not None:
+            yield f"{prefix}.poison.name", "poisons", adv.poison.name, adv.poison.params
+        if adv.attack is not None:
+            yield f"{prefix}.attack.name", "attacks", adv.attack.name, adv.attack.params
+
+
+def _listed(prefix: str, kind: str, items: list[Component], indexed: bool = True):
+    for i, c in enumerate(items):
+        yield (f"{prefix}.{i}.name" if indexed else f"{prefix}.name"), kind, c.name, c.params
+
+
+def _model_params(model: Component) -> dict:
+    """Model params as make_model passes them (input_shape/num_classes come from the data)."""
+    return {**model.params, "input_shape": (1,), "num_classes": 2}

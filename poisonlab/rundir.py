@@ -1,0 +1,96 @@
+"""The run directory: atomic writes and a manifest of content hashes of everything in it.
+
+A killed run never leaves a half-written file: every file is written to a temporary name in
+the same directory and renamed into place (os.replace is atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write data to path atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text to path atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(value: Any) -> Any:
+    """Tensors, numpy values, dataclasses and NaN made JSON-safe (NaN/Inf -> null)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """Atomically write value as indented JSON (NaN/Inf become null)."""
+    return atomic_write_text(path, json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Atomically write a list of flat dicts as CSV (columns: union of keys, in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def _cell(value: Any) -> Any:
+    value = to_jsonable(value)
+    return json.dumps(value) if isinstance(value, (list, dict)) else ("" if value is None else value)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: str | Path, name: str = "manifest.json") -> Path:
+    """Record the SHA-256 of every file in the run directory (except the manifest itself)."""
+    run_dir = Path(run_dir)
+    files = {str(p.relative_to(run_dir)): sha256_file(p) for p in sorted(run_dir.rglob("*"))
+             if p.is_file() and p.name != name and not p.name.startswith(".")}
+    return write_json(run_dir / name, {"algorithm": "sha256", "files": files})
