@@ -1,0 +1,170 @@
+"""Sweeps: the cartesian product of a config's ``grid:`` section, one run directory per cell.
+
+A cell whose metrics.json exists with the same resolved config is skipped, so rerunning a
+sweep does no work for finished cells. The summary groups cells that differ only by seed and
+reports the mean and standard deviation of the final metrics, as CSV and markdown.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from poisonlab.config.load import parse, set_path
+from poisonlab.config.validate import check_components
+from poisonlab.errors import ConfigError
+from poisonlab.rundir import atomic_write_text, write_csv
+
+SUMMARY_METRICS = ("clean_accuracy", "attack_success_rate", "flag_precision", "flag_recall")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: its settings (dotted key -> value), its document and directory name."""
+
+    settings: dict[str, Any]
+    doc: dict
+    slug: str
+
+
+def expand_grid(doc: dict) -> list[Cell]:
+    """Every combination of the grid's values applied to the base document (grid removed)."""
+    grid = doc.get("grid") or {}
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("sweep needs a 'grid:' section mapping key paths to lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key} must be a non-empty list of values; got {values!r}")
+    base = {k: v for k, v in doc.items() if k != "grid"}
+    cells = []
+    for combo in itertools.product(*grid.values()):
+        settings = dict(zip(grid.keys(), combo))
+        cell_doc = copy.deepcopy(base)
+        for key, value in settings.items():
+            set_path(cell_doc, key, copy.deepcopy(value))
+        cells.append(Cell(settings, cell_doc, cell_slug(settings)))
+    return cells
+
+
+def cell_slug(settings: dict[str, Any]) -> str:
+    """A readable, filesystem-safe directory name for a cell, with a short hash for uniqueness."""
+    parts = [f"{key.split('.')[-1]}-{_short(value)}" for key, value in settings.items()]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "__".join(parts))[:120] + f"__{digest}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return str(value["name"])
+    if isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value):
+        return "+".join(str(v["name"]) for v in value)
+    return str(value)
+
+
+def config_digest(doc: dict) -> str:
+    """SHA-256 of a resolved config document (canonical JSON)."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_sweep(doc: dict, out_dir: Path, run_one: Callable[[Any, Path], dict],
+              log: Callable[[str], None] = print) -> list[dict]:
+    """Run every unfinished cell with run_one(config, cell_dir) -> metrics; return one summary row per cell."""
+    cells = expand_grid(doc)
+    configs = [parse(cell.doc) for cell in cells]  # validate every cell before running any
+    for config in configs:
+        check_components(config)
+    rows = []
+    for i, (cell, config) in enumerate(zip(cells, configs), 1):
+        cell_dir = out_dir / cell.slug
+        metrics = finished_metrics(cell_dir, cell.doc)
+        if metrics is None:
+            log(f"[{i}/{len(cells)}] running {cell.slug}")
+            atomic_write_text(cell_dir / "cell.json", json.dumps({"settings": cell.settings,
+                                                                   "digest": config_digest(cell.doc)}, default=str))
+            metrics = run_one(config, cell_dir)
+        else:
+            log(f"[{i}/{len(cells)}] finished already: {cell.slug}")
+        rows.append({**{k: _short(v) for k, v in cell.settings.items()}, **final_figures(metrics)})
+    return rows
+
+
+def finished_metrics(cell_dir: Path, doc: dict) -> dict | None:
+    """The metrics of a finished cell run with the same config, or None."""
+    marker, metrics_path = cell_dir / "cell.json", cell_dir / "metrics.json"
+    if not (marker.is_file() and metrics_path.is_file()):
+        return None
+    try:
+        if json.loads(marker.read_text())["digest"] != config_digest(doc):
+            return None
+        return json.loads(metrics_path.read_text())
+    except (ValueError, KeyError):
+        return None
+
+
+def final_figures(metrics: dict) -> dict:
+    """The summary numbers of one run: final clean accuracy, ASR, mean flag precision/recall."""
+    final = metrics.get("final", {})
+    history = metrics.get("history", [])
+    out = {"clean_accuracy": final.get("clean_accuracy"), "attack_success_rate": final.get("attack_success_rate")}
+    for key in ("precision", "recall"):
+        values = [h[key] for h in history if h.get(key) is not None]
+        out[f"flag_{key}"] = sum(values) / len(values) if values else None
+    return out
+
+
+def summarize(rows: list[dict], seed_key: str = "seed") -> list[dict]:
+    """Group rows that differ only by seed; mean and standard deviation of each summary metric."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = tuple((k, v) for k, v in row.items() if k != seed_key and k not in SUMMARY_METRICS)
+        groups.setdefault(key, []).append(row)
+    summary = []
+    for key, members in groups.items():
+        entry = dict(key)
+        entry["seeds"] = len(members)
+        for metric in SUMMARY_METRICS:
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            entry[f"{metric}_mean"] = sum(values) / len(values) if values else None
+            entry[f"{metric}_std"] = _std(values) if values else None
+        summary.append(entry)
+    return summary
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def write_summary(out_dir: Path, summary: list[dict]) -> tuple[Path, Path]:
+    """summary.csv and summary.md (a markdown table with mean ± std in percent)."""
+    csv_path = write_csv(out_dir / "summary.csv", summary)
+    md_path = atomic_write_text(out_dir / "summary.md", markdown_table(summary))
+    return csv_path, md_path
+
+
+def markdown_table(summary: list[dict]) -> str:
+    """The summary as a markdown table: settings columns, then metric mean ± std (percent)."""
+    if not summary:
+        return "(no cells)\n"
+    settings = [k for k in summary[0] if not k.endswith(("_mean", "_std")) and k != "seeds"]
+    header = settings + ["seeds", "clean accuracy", "ASR", "flag precision", "flag recall"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary:
+        cells = [str(row[k]) for k in settings] + [str(row["seeds"])]
+        cells += [_pm(row[f"{m}_mean"], row[f"{m}_std"]) for m in SUMMARY_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.1f} ± {100 * (std or 0):.1f}"
