@@ -13,6 +13,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "models": ("poisonlab.models", "MODELS"),
     "triggers": ("poisonlab.poison.triggers", "TRIGGERS"),
     "poisons": ("poisonlab.poison.registry", "POISONS"),
+    "partitions": ("poisonlab.fl.partition", "PARTITIONS"),
     "attacks": ("poisonlab.fl.attacks", "ATTACKS"),
     "aggregators": ("poisonlab.fl.aggregators", "AGGREGATORS"),
     "detectors": ("poisonlab.detect", "DETECTORS"),
