@@ -1,0 +1,70 @@
+"""Simple crafted updates: sign flip, Gaussian noise, scaling (boosting)."""
+
+from __future__ import annotations
+
+import torch
+
+from poisonlab.errors import check_range
+from poisonlab.fl.attacks import ATTACKS
+from poisonlab.fl.attacks.base import benign_rows, check, rewrite
+from poisonlab.fl.types import RoundContext
+from poisonlab.rng import generator
+
+
+@ATTACKS.register("sign_flip", reference="Damaskinos et al. 2018 / Li et al. 2019 (RSA): reversed gradient")
+def sign_flip(c: float = 1.0):
+    """Sign flip: each malicious row becomes -c times its own honest update, x_m' = -c * x_m.
+
+    Needs no knowledge of the honest rows.
+    """
+    check_range("c", c, 0.0, low_open=True)
+
+    def attack(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        malicious = check(updates, malicious)
+        return rewrite(updates, malicious, -c * updates[malicious])
+
+    return attack
+
+
+@ATTACKS.register("gaussian", reference="Blanchard et al. 2017 (Krum), Gaussian Byzantine vectors")
+def gaussian(sigma: float | None = None, mean: str = "zero"):
+    """Gaussian noise: x_m' = m + sigma * N(0, I_d), a fresh draw per malicious row.
+
+    sigma None matches the benign norm: sigma = mean_i ||g_i|| / sqrt(d) over the benign rows
+    (honest rows if omniscient, the attackers' own otherwise), so E||noise|| is about that norm.
+    mean "zero" gives pure noise (m = 0); mean "own" adds the noise to the row's own update.
+    Noise comes from poisonlab.rng.generator(seed, "attack", "gaussian", round).
+    """
+    if sigma is not None:
+        check_range("sigma", sigma, 0.0)
+    if mean not in ("zero", "own"):
+        from poisonlab.errors import ConfigError
+
+        raise ConfigError(f"gaussian mean='{mean}' is not known; accepted: zero, own")
+
+    def attack(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        malicious = check(updates, malicious)
+        m, d = int(malicious.sum()), updates.shape[1]
+        if m == 0:
+            return updates.clone()
+        scale = sigma
+        if scale is None:
+            scale = float(benign_rows(updates, malicious, ctx).norm(dim=1).mean()) / d ** 0.5
+        noise = torch.randn(m, d, generator=generator(ctx.seed, "attack", "gaussian", ctx.round),
+                            dtype=updates.dtype) * scale
+        base = updates[malicious] if mean == "own" else torch.zeros_like(noise)
+        return rewrite(updates, malicious, base + noise)
+
+    return attack
+
+
+@ATTACKS.register("scale", reference="Bhagoji et al. 2019 (explicit boosting); Bagdasaryan et al. 2020")
+def scale(gamma: float = 10.0):
+    """Scaling (boosting): x_m' = gamma * x_m, so the row weighs gamma times more in a mean."""
+    check_range("gamma", gamma, 0.0, low_open=True)
+
+    def attack(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        malicious = check(updates, malicious)
+        return rewrite(updates, malicious, gamma * updates[malicious])
+
+    return attack
