@@ -1,0 +1,137 @@
+"""Shared pieces of the aggregation rules: parameter checks, weights, row subsets, chunking.
+
+A *rule* is a callable ``rule(updates (k, d), weights (k,), ctx) -> Aggregate``.
+A *transform* is a step that rewrites or filters rows before a rule, with
+``step.transform(updates, weights, ctx) -> Transformed``; ``chain`` composes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from poisonlab.errors import ConfigError
+from poisonlab.fl.types import Aggregate, RoundContext
+
+#: default memory budget (bytes) for temporaries of rules that sort or copy columns
+CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """A transform's answer: rewritten rows, their weights, which rows go on, and per-row flags.
+
+    keep: bool (k,), rows passed on to the next step (False = dropped before the reducer).
+    selected: bool (k,), False for rows the step flagged (e.g. clipped) even if kept.
+    """
+
+    updates: torch.Tensor
+    weights: torch.Tensor
+    keep: torch.Tensor
+    selected: torch.Tensor
+    scores: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- parameter checks
+def check_int(rule: str, name: str, value, low: int = 0) -> int:
+    """value as an int >= low, else a ConfigError naming the rule."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (
+            isinstance(value, float) and value.is_integer()):
+        raise ConfigError(f"{rule}: {name}={value!r} must be an integer >= {low}")
+    if int(value) < low:
+        raise ConfigError(f"{rule}: {name}={value!r} is out of range; accepted: integer >= {low}")
+    return int(value)
+
+
+def check_positive(rule: str, name: str, value, allow_zero: bool = False) -> float:
+    """value as a finite float > 0 (>= 0 with allow_zero), else a ConfigError naming the rule."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{rule}: {name}={value!r} must be a number") from None
+    if not (v == v and abs(v) != float("inf")) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{rule}: {name}={value!r} is out of range; accepted: finite number {bound}")
+    return v
+
+
+def check_updates(updates: torch.Tensor, weights: torch.Tensor) -> None:
+    """Programming-error checks on the hot-path contract (shapes)."""
+    if updates.dim() != 2 or weights.shape != (updates.shape[0],):
+        raise ValueError(f"updates must be (k, d) and weights (k,); got {tuple(updates.shape)}"
+                         f" and {tuple(weights.shape)}")
+
+
+# ---------------------------------------------------------------- small helpers
+def normalized(weights: torch.Tensor) -> torch.Tensor:
+    """weights / sum(weights) as float32 (all zeros if the sum is 0)."""
+    w = weights.to(torch.float32)
+    total = w.sum()
+    return w / total if total > 0 else torch.zeros_like(w)
+
+
+def weighted_mean(updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_i w_i x_i / sum_i w_i as one (1, k) @ (k, d) product; zeros if the weights sum to 0."""
+    return normalized(weights).to(updates.dtype) @ updates
+
+
+def row_norms(updates: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each row, (k,)."""
+    return torch.linalg.vector_norm(updates, dim=1)
+
+
+def empty(updates: torch.Tensor, info: dict | None = None) -> Aggregate:
+    """The answer when no row contributes: a zero update, nothing selected."""
+    k, d = updates.shape
+    return Aggregate(torch.zeros(d, dtype=updates.dtype), torch.zeros(k, dtype=torch.bool), None,
+                     dict(info or {}, empty=True))
+
+
+def one_hot(k: int, index) -> torch.Tensor:
+    """bool (k,) with True at index (an int or an index tensor)."""
+    mask = torch.zeros(k, dtype=torch.bool)
+    mask[index] = True
+    return mask
+
+
+def column_chunks(k: int, d: int, bytes_per_entry: int, budget: int = CHUNK_BYTES) -> Iterator[slice]:
+    """Column slices of a (k, d) matrix such that a temporary of k x width x bytes_per_entry fits budget."""
+    width = max(1, int(budget) // max(1, k * bytes_per_entry))
+    for start in range(0, d, width):
+        yield slice(start, min(d, start + width))
+
+
+def subset_context(ctx: RoundContext, keep: torch.Tensor) -> RoundContext:
+    """The round context restricted to the kept rows (sampled ids and truth follow the rows)."""
+    sampled = ctx.sampled[keep] if ctx.sampled is not None else None
+    malicious = ctx.malicious[keep] if ctx.malicious is not None else None
+    return dataclasses.replace(ctx, sampled=sampled, malicious=malicious)
+
+
+def client_ids(ctx: RoundContext, k: int) -> torch.Tensor:
+    """The rows' client ids (ctx.sampled), or 0..k-1 when the engine did not give them."""
+    return ctx.sampled.long() if ctx.sampled is not None else torch.arange(k)
+
+
+def with_signature(factory, extra: list[inspect.Parameter]):
+    """Decorator giving a wrapper the factory's signature plus extra keyword-only parameters."""
+
+    def wrap(wrapper):
+        functools.update_wrapper(wrapper, factory)
+        sig = inspect.signature(factory)
+        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+        return wrapper
+
+    return wrap
+
+
+def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    """||x_i - point|| for each row, (k,), via ||x||^2 - 2 x.p + ||p||^2 (no (k, d) temporary)."""
+    sq = torch.einsum("kd,kd->k", updates, updates) - 2 * (updates @ point) + point.dot(point)
+    return sq.clamp_min(0).sqrt()

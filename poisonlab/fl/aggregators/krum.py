@@ -1,0 +1,89 @@
+"""Krum and Multi-Krum (Blanchard et al. 2017), and the pairwise distance matrix they share with Bulyan.
+
+score(i) = sum of ||x_i - x_j||^2 over the n - f - 2 rows j != i closest to x_i (n = k rows).
+Krum returns the row of lowest score; Multi-Krum the plain mean of the m lowest-scoring rows.
+Both need n > 2f + 2 and ignore client weights (as in the paper).
+selected: the chosen row(s); scores: the Krum score (higher = more suspicious).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from poisonlab.errors import ConfigError
+from poisonlab.fl.aggregators import register
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, check_int, check_updates, column_chunks, empty, one_hot
+from poisonlab.fl.types import Aggregate, RoundContext
+
+REFERENCE = ("Blanchard et al. 2017, Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent"
+             " (NeurIPS)")
+
+
+def pairwise_sq_distances(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """(k, k) squared Euclidean distances from the Gram matrix: ||a||^2 + ||b||^2 - 2 a.b, clamped at 0.
+
+    Columns are centred (distances are translation invariant) to limit float32 cancellation,
+    and processed in chunks of at most chunk_bytes; the Gram matrix accumulates in float64.
+    """
+    k, d = x.shape
+    gram = torch.zeros(k, k, dtype=torch.float64)
+    for cols in column_chunks(k, d, x.element_size(), chunk_bytes):
+        block = x[:, cols]
+        block = block - block.mean(dim=0)
+        gram += (block @ block.T).double()
+    sq = gram.diagonal()
+    dist = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min_(0)
+    dist.fill_diagonal_(0)
+    return dist
+
+
+def krum_scores(dist: torch.Tensor, f: int) -> torch.Tensor:
+    """Krum score of every row from the (n, n) squared distance matrix: sum over its n - f - 2 nearest."""
+    n = dist.shape[0]
+    q = n - f - 2
+    if q <= 0:
+        return torch.zeros(n, dtype=dist.dtype)
+    off = dist + torch.diag(torch.full((n,), float("inf"), dtype=dist.dtype))
+    return torch.topk(off, q, dim=1, largest=False).values.sum(dim=1)
+
+
+def check_krum_n(rule: str, n: int, f: int) -> None:
+    """Krum's condition n > 2f + 2, as a ConfigError naming rule, n and f."""
+    if not n > 2 * f + 2:
+        raise ConfigError(f"{rule} needs n > 2f + 2; got n={n}, f={f}")
+
+
+class Krum:
+    """Multi-Krum with m rows (Krum is m = 1)."""
+
+    def __init__(self, f: int, m: int, name: str, chunk_bytes: int = CHUNK_BYTES):
+        self.f, self.m, self.name, self.chunk_bytes = f, m, name, chunk_bytes
+
+    def __repr__(self) -> str:
+        return f"krum(f={self.f})" if self.name == "krum" else f"multi_krum(f={self.f}, m={self.m})"
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        check_updates(updates, weights)
+        n = updates.shape[0]
+        if n == 0:
+            return empty(updates)
+        check_krum_n(self.name, n, self.f)
+        if self.m > n - self.f:
+            raise ConfigError(f"multi_krum needs 1 <= m <= n - f; got m={self.m}, n={n}, f={self.f}")
+        scores = krum_scores(pairwise_sq_distances(updates, self.chunk_bytes), self.f)
+        chosen = torch.sort(scores, stable=True).indices[: self.m]
+        update = updates[chosen[0]].clone() if self.m == 1 else updates[chosen].mean(dim=0)
+        return Aggregate(update, one_hot(n, chosen), scores.float(), {"chosen": chosen.tolist()})
+
+
+@register("krum", reference=REFERENCE)
+def krum(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Krum:
+    """Krum: the update whose n - f - 2 nearest neighbours are closest (needs n > 2f + 2)."""
+    return Krum(check_int("krum", "f", f), 1, "krum", int(chunk_bytes))
+
+
+@register("multi_krum", reference=REFERENCE)
+def multi_krum(f: int = 1, m: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Krum:
+    """Multi-Krum: the mean of the m best Krum-scored updates (needs n > 2f + 2, 1 <= m <= n - f)."""
+    return Krum(check_int("multi_krum", "f", f), check_int("multi_krum", "m", m, low=1), "multi_krum",
+                int(chunk_bytes))

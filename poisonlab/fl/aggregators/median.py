@@ -1,0 +1,97 @@
+"""Coordinate-wise order statistics: median and trimmed mean (Yin et al. 2018).
+
+Both ignore the client weights (every row counts once, as in the paper) and work on column
+chunks so that the sort temporaries stay within ``chunk_bytes``.
+selected: all True (every row contributes to some coordinates); scores: ||x_i - update||.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from poisonlab.errors import ConfigError
+from poisonlab.fl.aggregators import register
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, check_updates, column_chunks, distances_to, empty
+from poisonlab.fl.types import Aggregate, RoundContext
+
+REFERENCE = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
+
+
+def coordinate_median(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """Per-column median of x (k, d); for even k the mean of the two middle values (as numpy)."""
+    k, d = x.shape
+    out = torch.empty(d, dtype=x.dtype)
+    lo_rank, hi_rank = (k + 1) // 2, k // 2 + 1  # 1-based ranks of the middle value(s)
+    for cols in column_chunks(k, d, 3 * x.element_size() + 8, chunk_bytes):
+        block = x[:, cols]
+        lo = torch.kthvalue(block, lo_rank, dim=0).values
+        out[cols] = lo if lo_rank == hi_rank else (lo + torch.kthvalue(block, hi_rank, dim=0).values) / 2
+    return out
+
+
+def coordinate_trimmed_mean(x: torch.Tensor, cut: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """Per-column mean of x after removing the cut smallest and cut largest values (scipy's trim_mean)."""
+    k, d = x.shape
+    if cut == 0:
+        return x.mean(dim=0)
+    out = torch.empty(d, dtype=x.dtype)
+    for cols in column_chunks(k, d, 2 * x.element_size() + 8, chunk_bytes):
+        ordered = torch.sort(x[:, cols], dim=0).values
+        out[cols] = ordered[cut:k - cut].mean(dim=0)
+    return out
+
+
+class Median:
+    """update_j = median_i x_ij (coordinate-wise)."""
+
+    def __init__(self, chunk_bytes: int = CHUNK_BYTES):
+        self.chunk_bytes = chunk_bytes
+
+    def __repr__(self) -> str:
+        return "median()"
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        check_updates(updates, weights)
+        if updates.shape[0] == 0:
+            return empty(updates)
+        update = coordinate_median(updates, self.chunk_bytes)
+        selected = torch.ones(updates.shape[0], dtype=torch.bool)
+        return Aggregate(update, selected, distances_to(updates, update), {})
+
+
+class TrimmedMean:
+    """update_j = mean of x_(c+1)j .. x_(k-c)j, c = int(beta * k) (sorted per coordinate)."""
+
+    def __init__(self, beta: float, chunk_bytes: int = CHUNK_BYTES):
+        self.beta, self.chunk_bytes = beta, chunk_bytes
+
+    def __repr__(self) -> str:
+        return f"trimmed_mean(beta={self.beta})"
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        check_updates(updates, weights)
+        k = updates.shape[0]
+        if k == 0:
+            return empty(updates)
+        cut = int(self.beta * k)
+        update = coordinate_trimmed_mean(updates, cut, self.chunk_bytes)
+        selected = torch.ones(k, dtype=torch.bool)
+        return Aggregate(update, selected, distances_to(updates, update), {"trimmed_per_side": cut})
+
+
+@register("median", reference=REFERENCE)
+def median(chunk_bytes: int = CHUNK_BYTES) -> Median:
+    """Coordinate-wise median (breakdown point 1/2; for even k the mean of the two middle values)."""
+    return Median(int(chunk_bytes))
+
+
+@register("trimmed_mean", reference=REFERENCE)
+def trimmed_mean(beta: float = 0.1, chunk_bytes: int = CHUNK_BYTES) -> TrimmedMean:
+    """Coordinate-wise beta-trimmed mean: drop int(beta*k) values from each end, average the rest."""
+    try:
+        ok = 0 <= float(beta) < 0.5
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"trimmed_mean needs 0 <= beta < 0.5; got beta={beta!r}")
+    return TrimmedMean(float(beta), int(chunk_bytes))

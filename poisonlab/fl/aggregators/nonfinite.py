@@ -1,0 +1,64 @@
+"""The NaN/Inf policy every rule built by ``get()`` or ``chain()`` starts with.
+
+"drop" (default): rows with a NaN or Inf are removed before the rule (warned via logging,
+marked not selected); "zero": such rows are replaced by zeros (and marked not selected);
+"error": a DataError naming the rows. Non-finite or negative weights are always a DataError.
+Detection costs one row sum: a finite sum proves a finite row, only the others are re-checked.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.fl.aggregators.base import Transformed, client_ids
+from poisonlab.fl.types import RoundContext
+
+log = logging.getLogger("poisonlab.fl.aggregators")
+POLICIES = ("drop", "zero", "error")
+
+
+def finite_rows(updates: torch.Tensor) -> torch.Tensor:
+    """bool (k,): rows without NaN/Inf. A finite row sum implies a finite row (overflow is re-checked)."""
+    ok = torch.isfinite(updates.sum(dim=1))
+    for i in torch.nonzero(~ok).flatten().tolist():
+        ok[i] = bool(torch.isfinite(updates[i]).all())
+    return ok
+
+
+class NonFinite:
+    """A transform applying the NaN/Inf policy; see the module docstring."""
+
+    def __init__(self, policy: str = "drop"):
+        if policy not in POLICIES:
+            raise ConfigError(f"nonfinite={policy!r} is not a policy; accepted: {', '.join(POLICIES)}")
+        self.policy = policy
+
+    def __repr__(self) -> str:
+        return f"nonfinite({self.policy!r})"
+
+    def transform(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Transformed:
+        """Check weights, then drop / zero / refuse the non-finite rows."""
+        if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+            raise DataError(f"client weights must be finite and >= 0; got {weights.tolist()[:10]}")
+        ok = finite_rows(updates)
+        if bool(ok.all()):
+            return Transformed(updates, weights, ok, ok)
+        bad = client_ids(ctx, len(ok))[~ok].tolist()
+        if self.policy == "error":
+            raise DataError(f"updates of clients {bad} contain NaN or Inf; accepted: finite values"
+                            " (or nonfinite='drop'/'zero')")
+        log.warning("round %d: %d update(s) with NaN/Inf (clients %s): %s", ctx.round, len(bad), bad,
+                    "dropped" if self.policy == "drop" else "zeroed")
+        info = {"nonfinite_clients": bad}
+        if self.policy == "drop":
+            return Transformed(updates, weights, ok, ok, None, info)
+        zeroed = torch.where(ok[:, None], updates, torch.zeros((), dtype=updates.dtype))
+        return Transformed(zeroed, weights, torch.ones_like(ok), ok, None, info)
+
+
+def nonfinite_guard(policy: str = "drop") -> NonFinite:
+    """The NaN/Inf transform for policy 'drop', 'zero' or 'error'."""
+    return NonFinite(policy)
