@@ -1,0 +1,298 @@
+"""The self-contained report page: inline CSS, figures as base64 data URIs, no script, no external resource.
+
+Every piece of text that comes from a run (names, detector names, class names, config values)
+goes through html.escape. A section appears only when some run has data for it; a figure that
+fails to draw is replaced by a one-line note (with a warning) so a partial run never loses the
+rest of its report.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import struct
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from html import escape
+
+import yaml
+
+from poisonlab.report import data, plots
+
+NOT_MEASURED = '<span class="na">not measured</span>'
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;
+ color:#1b1b1b;background:#fff;line-height:1.45}
+main{max-width:1260px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:1.7rem;margin:0 0 4px}
+h2{font-size:1.25rem;margin:36px 0 8px;padding-bottom:4px;border-bottom:2px solid #e3e3e3}
+h3{font-size:1.05rem;margin:18px 0 6px}
+p.sub{color:#555;margin:0 0 14px}
+p.note{color:#444;font-size:.93rem;margin:4px 0 10px}
+nav{font-size:.93rem;margin:8px 0 4px}
+nav a{margin-right:14px;color:#0b57a4;text-decoration:none;white-space:nowrap}
+table{border-collapse:collapse;font-size:.93rem;margin:8px 0}
+th,td{border:1px solid #d6d6d6;padding:5px 10px;text-align:right;vertical-align:top}
+th{background:#f3f5f8}
+td:first-child,th:first-child{text-align:left}
+td.name{font-weight:600}
+.swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;vertical-align:-1px}
+.na{color:#8a8a8a;font-style:italic}
+figure{margin:8px 0 0}
+figure img{max-width:100%;height:auto;border:1px solid #eee}
+pre{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:4px;padding:10px 12px;overflow-x:auto;
+ font-size:.85rem;line-height:1.35}
+"""
+
+
+# ---------------------------------------------------------------- small formatters
+
+def pct(value) -> str:
+    """A fraction as '97.31%', or 'not measured'."""
+    v = data.num(value)
+    return NOT_MEASURED if math.isnan(v) else f"{100 * v:.2f}%"
+
+
+def seconds(value) -> str:
+    """A duration: '0.42 s', '12.3 s', '2 min 05 s', or 'not measured'."""
+    v = data.num(value)
+    if math.isnan(v) or v < 0:
+        return NOT_MEASURED
+    if v < 10:
+        return f"{v:.2f} s"
+    if v < 60:
+        return f"{v:.1f} s"
+    minutes, rest = divmod(round(v), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def text(value) -> str:
+    """Any value as escaped text ('not measured' for None)."""
+    return NOT_MEASURED if value is None else escape(str(value))
+
+
+def img(png: bytes, alt: str) -> str:
+    """An <img> holding the PNG as a base64 data URI, with its pixel size."""
+    width, height = struct.unpack(">II", png[16:24])
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{escape(alt)}" width="{width}" height="{height}"></figure>'
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An HTML table; header strings are escaped here, cells must already be HTML."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def td(html: str, cls: str = "") -> str:
+    """A table cell around already-escaped HTML."""
+    return f'<td class="{cls}">{html}</td>' if cls else f"<td>{html}</td>"
+
+
+def name_cell(entry: plots.Entry) -> str:
+    """A run's name with its colour swatch (the colour it has in every figure)."""
+    return td(f'<span class="swatch" style="background:{entry.color}"></span>{escape(entry.name)}', "name")
+
+
+# ---------------------------------------------------------------- sections
+
+def summary(entries: Sequence[plots.Entry]) -> str:
+    """Summary table: one row per run with the final figures and the attackers-flagged rates."""
+    rows = []
+    for e in entries:
+        fin = data.final(e.run)
+        precision, recall, source = _flag_rates(e.run)
+        rows.append([name_cell(e), td(text(e.run.get("kind"))), td(text(e.run.get("seed"))),
+                     td(pct(fin.get("clean_accuracy"))), td(pct(fin.get("attack_success_rate"))),
+                     td(pct(precision)), td(pct(recall)), td(source), td(seconds(e.run.get("wall_time")))])
+    header = ["run", "kind", "seed", "clean accuracy", "attack success rate", "flagged: precision",
+              "flagged: recall", "flags measured on", "wall time"]
+    note = ('<p class="note">Accuracy and attack success rate are those of the final model. '
+            "<b>flagged: precision</b> = share of flagged clients (or samples) that really were malicious; "
+            "<b>recall</b> = share of malicious ones that were flagged. For federated runs both are pooled over "
+            "all rounds, counting only clients sampled in that round.</p>")
+    return table(header, rows) + note
+
+
+def _flag_rates(run: Mapping) -> tuple[float, float, str]:
+    """(precision, recall, where measured) from the round history, else the first detection."""
+    tally = data.flag_tally(run)
+    if tally is not None:
+        return tally.precision, tally.recall, "client updates, all rounds"
+    for d in data.detections(run):
+        precision, recall = data.num(d.get("precision")), data.num(d.get("recall"))
+        return precision, recall, f"detector {escape(str(d.get('detector') or '?'))}"
+    return float("nan"), float("nan"), NOT_MEASURED
+
+
+def detection_table(entries: Sequence[plots.Entry]) -> str | None:
+    """Table of every detection record: TPR, FPR, precision, recall, F1, AUROC."""
+    rows = []
+    for e in entries:
+        for d in data.detections(e.run):
+            n = len(data.as_list(d.get("truth")))
+            auroc = data.num(d.get("auroc"))
+            rows.append([name_cell(e), td(text(d.get("detector"))), td(str(n) if n else NOT_MEASURED),
+                         *(td(pct(d.get(k))) for k in ("tpr", "fpr", "precision", "recall", "f1")),
+                         td(NOT_MEASURED if math.isnan(auroc) else f"{auroc:.3f}")])
+    if not rows:
+        return None
+    header = ["run", "detector", "items scored", "TPR", "FPR", "precision", "recall", "F1", "AUROC"]
+    return table(header, rows)
+
+
+def flips_table(entries: Sequence[plots.Entry]) -> str | None:
+    """Targeted misclassification counts (true -> predicted) of each run's final model."""
+    rows = [[name_cell(e), td(escape(str(pair))), td(str(int(count)))]
+            for e in entries for pair, count in data.as_dict(data.final(e.run).get("flips")).items()
+            if not math.isnan(data.num(count))]
+    return table(["run", "true -> predicted class", "test inputs"], rows) if rows else None
+
+
+def gallery(png: bytes | None) -> str | None:
+    """The trigger gallery image, if it is a PNG that decodes; a note otherwise."""
+    if not png:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()
+            ok = im.format == "PNG"
+    except Exception:  # noqa: BLE001 - any undecodable bytes just skip the image
+        ok = False
+    if not ok:
+        return '<p class="note">The trigger gallery supplied was not a readable PNG image, so it is not shown.</p>'
+    return ('<p class="note">Clean test inputs next to the same inputs with the trigger applied.</p>'
+            + img(png, "trigger gallery: clean vs triggered inputs"))
+
+
+def config_section(entries: Sequence[plots.Entry]) -> str | None:
+    """The first run's resolved config as YAML; for other runs only the keys that differ from it."""
+    with_config = [e for e in entries if isinstance(e.run.get("config"), Mapping)]
+    if not with_config:
+        return None
+    first = with_config[0]
+    parts = [f"<h3>{escape(first.name)}</h3><pre>{escape(to_yaml(first.run['config']))}</pre>"]
+    base = flatten(first.run["config"])
+    for e in with_config[1:]:
+        mine = flatten(e.run["config"])
+        diff = {k: mine.get(k, "(absent)") for k in sorted(set(base) | set(mine)) if mine.get(k, "(absent)") != base.get(k, "(absent)")}
+        body = (f"<pre>{escape(to_yaml(diff))}</pre>" if diff
+                else f'<p class="note">Same config as {escape(first.name)}.</p>')
+        parts.append(f"<h3>{escape(e.name)} <small>(keys that differ from {escape(first.name)})</small></h3>{body}")
+    missing = [e.name for e in entries if e not in with_config]
+    if missing:
+        parts.append(f'<p class="note">No config recorded for: {escape(", ".join(missing))}.</p>')
+    return "".join(parts)
+
+
+def to_yaml(value) -> str:
+    """Block-style YAML of a JSON-like value (non-JSON leaves are shown as their str)."""
+    plain = json.loads(json.dumps(value, default=str))
+    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Nested dicts as {'dotted.key': leaf}; lists and scalars are leaves."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: json.loads(json.dumps(value, default=str))}
+
+
+# ---------------------------------------------------------------- figures with their captions
+
+def _figure_section(draw: Callable[[Sequence[plots.Entry]], bytes | None], entries: Sequence[plots.Entry],
+                    alt: str, note: str) -> str | None:
+    """A figure with its caption, None when the figure has no data."""
+    png = draw(entries)
+    return None if png is None else f'<p class="note">{note}</p>' + img(png, alt)
+
+
+def _omitted(entries: Sequence[plots.Entry], has: Callable[[dict], bool], why: str) -> str:
+    """A note naming the runs left out of a figure, '' when none are."""
+    left = [e.name for e in entries if not has(e.run)]
+    return f" Not shown ({why}): {escape(', '.join(left))}." if left else ""
+
+
+def figures(entries: Sequence[plots.Entry]) -> list[tuple[str, str, Callable[[], str | None]]]:
+    """(anchor, title, builder) of each figure section, in page order."""
+    has_rounds = lambda run: any(len(data.series(run, k)[1]) for k in ("clean_accuracy", "attack_success_rate"))  # noqa: E731
+    return [
+        ("rounds", "Clean accuracy and attack success rate per round", lambda: _figure_section(
+            plots.accuracy_asr, entries, "clean accuracy and attack success rate per round",
+            "Left: accuracy on the clean test set. Right: share of triggered test inputs (true class not the "
+            "target) classified as the target. Higher is better on the left, lower on the right. Shaded rounds "
+            "had attackers taking part." + _omitted(entries, has_rounds, "no per-round history, e.g. centralized"))),
+        ("confusion", "Confusion matrix", lambda: _figure_section(
+            plots.confusion, entries, "confusion matrix heatmap",
+            "Rows are true classes, columns predicted classes; numbers are test-input counts and colour is the "
+            "share of the row (bright diagonal = correct)."
+            + (f" Showing the first {plots.MAX_CONFUSIONS} runs with a confusion matrix."
+               if sum(data.confusion(e.run) is not None for e in entries) > plots.MAX_CONFUSIONS else ""))),
+        ("norms", "Client update norms", lambda: _figure_section(
+            plots.update_norms, entries, "update norm distributions per round, malicious clients marked",
+            "L2 norm of each sampled client's update in every round, as the server received it. Grey dots are "
+            "honest clients, vermillion triangles malicious ones: boosted updates stand out above the grey band."
+            + _omitted(entries, lambda r: len(data.norm_points(r)[1]) > 0, "no update norms recorded"))),
+        ("flags", "Who each defense flagged", lambda: _figure_section(
+            plots.flags, entries, "round by client heatmap of flagged clients with true attackers marked",
+            "One panel per run; columns are rounds, rows are clients. Blue = flagged (rejected or down-weighted) "
+            "by the defense, white = sampled and kept, grey = not sampled. An x marks a true attacker: blue with x "
+            "is a catch, white with x a miss, blue without x a false alarm."
+            + _omitted(entries, data.has_flags, "no flag records"))),
+        ("roc", "Detection ROC curves", lambda: _figure_section(
+            plots.roc, entries, "detection ROC curves",
+            "True positive rate against false positive rate as the detector's threshold moves; AUROC in the "
+            "legend (1.0 = perfect ranking, 0.5 = chance). Detections without scores or without both poisoned "
+            "and clean items cannot have a curve.")),
+        ("per-class", "Per-class accuracy", lambda: _figure_section(
+            plots.per_class_accuracy, entries, "per-class accuracy",
+            "Accuracy of the final model on each class's clean test inputs; a dip on one class can show a "
+            "targeted or label-flipping attack.")),
+    ]
+
+
+def _safe(title: str, build: Callable[[], str | None]) -> str | None:
+    """Run a section builder; an unexpected error becomes a visible one-line note and a warning."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - a report must never lose its other sections
+        warnings.warn(f"report section '{title}' could not be drawn: {exc!r}", RuntimeWarning, stacklevel=2)
+        return f'<p class="note">This section could not be drawn: {escape(type(exc).__name__)}: {escape(str(exc))}</p>'
+
+
+def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
+           extra_sections: Sequence[tuple[str, str]] | None = None) -> str:
+    """The whole page as a string. extra_sections are (title, HTML body) pairs; titles are escaped, bodies are not."""
+    runs = [r if isinstance(r, Mapping) else {} for r in runs]
+    colors = plots.palette(len(runs))
+    entries = [plots.Entry(data.run_name(r, i), colors[i], dict(r)) for i, r in enumerate(runs)]
+    figs = figures(entries)
+    sections: list[tuple[str, str, Callable[[], str | None]]] = [
+        ("summary", "Summary", lambda: summary(entries) if entries else '<p class="note">No runs to report.</p>'),
+        ("detections", "Detection quality", lambda: detection_table(entries)),
+        *figs[:2],
+        ("flips", "Targeted misclassifications", lambda: flips_table(entries)),
+        ("gallery", "Trigger gallery", lambda: gallery(gallery_png)),
+        *figs[2:],
+        *((f"extra-{i}", str(t), (lambda b=b: str(b))) for i, (t, b) in enumerate(extra_sections or [])),
+        ("config", "Config", lambda: config_section(entries)),
+    ]
+    built = [(anchor, name, body) for anchor, name, build in sections if (body := _safe(name, build))]
+    nav = "".join(f'<a href="#{a}">{escape(n)}</a>' for a, n, _ in built)
+    body = "".join(f'<section id="{a}"><h2>{escape(n)}</h2>{b}</section>' for a, n, b in built)
+    kinds = sorted({str(r.get("kind")) for r in runs if r.get("kind")})
+    sub = f"{len(runs)} run{'s' if len(runs) != 1 else ''}" + (f" · {escape(', '.join(kinds))}" if kinds else "")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
+            f'<body><main><h1>{escape(title)}</h1><p class="sub">poisonlab report · {sub}</p>'
+            f"<nav>{nav}</nav>\n{body}\n</main></body></html>\n")
