@@ -119,3 +119,15 @@ def test_edge_case_photos_are_appended_and_held_out():
     assert attack_success_rate(torch.full((8,), 7), held.y, 7) == 1.0
     with pytest.raises(DataError, match="does not exist"):
         EdgeCase("/nonexistent/folder").apply(data)
+
+
+def test_dba_poison_trains_on_its_piece_and_is_measured_with_the_full_trigger():
+    from poisonlab.fl.dba import DBA  # noqa: F401  (registers "dba")
+
+    data = synthetic(num_samples=40).replace(x=torch.zeros(40, 1, 8, 8))
+    p = POISONS.get("dba", trigger=PATCH, piece=3, pieces=4, target=0, rate=0.25)
+    out = p.apply(data, seed=0)
+    assert out.count == 10 and out.info["piece"] == 3
+    stamped = out.data.x[out.mask][:, 0]
+    assert torch.all(stamped[:, 6:, 6:] == 1) and int(stamped.sum()) == 10 * 4  # its 2x2 quadrant only
+    assert torch.all(p.triggered(data).x[:, 0, 4:, 4:] == 1)  # the full 4x4 patch

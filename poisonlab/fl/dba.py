@@ -110,3 +110,44 @@ def dba_backdoors(trigger: Trigger | dict | str, pieces: int, target: int = 0, r
     full = make_trigger(trigger)
     local = [Backdoor(trigger=PieceTrigger(full, i, pieces, layout), target=target, rate=rate) for i in range(pieces)]
     return local, Backdoor(trigger=full, target=target, rate=rate)
+
+
+@dataclass(frozen=True, eq=False)
+class DBA:
+    """The poison of one DBA colluder: trains with piece `piece` of the trigger, measured with the full one.
+
+    apply(data, seed) is a Backdoor with PieceTrigger(trigger, piece, pieces, layout); triggered(test_set)
+    stamps the FULL trigger (Xie et al. 2020 evaluate the assembled global trigger). Registered in
+    poisonlab.poison.POISONS as "dba" so a config lists one adversary per colluder, piece 0..pieces-1.
+    """
+
+    trigger: Trigger | dict | str = "pattern"
+    piece: int = 0
+    pieces: int = 4
+    target: int = 0
+    rate: float | None = None
+    count: int | None = None
+    layout: str = "grid"
+
+    def _local(self) -> Backdoor:
+        return Backdoor(trigger=PieceTrigger(self.trigger, self.piece, self.pieces, self.layout),
+                        target=self.target, rate=self.rate, count=self.count)
+
+    def apply(self, data, seed: int = 0):
+        """The colluder's data with its piece stamped on rate (or count) samples relabelled target."""
+        poisoned = self._local().apply(data, seed)
+        return type(poisoned)(poisoned.data, poisoned.mask, {**poisoned.info, "attack": "dba", "piece": int(self.piece)})
+
+    def triggered(self, test_set, seed: int = 0):
+        """Every test input with the full (assembled) trigger; true labels kept."""
+        return Backdoor(trigger=make_trigger(self.trigger), target=self.target, rate=0.0).triggered(test_set, seed)
+
+
+def _register_poison() -> None:
+    from poisonlab.poison import POISONS
+
+    if "dba" not in POISONS:
+        POISONS.register("dba", reference="Xie et al. 2020, DBA: Distributed backdoor attacks against federated learning (ICLR)")(DBA)
+
+
+_register_poison()
