@@ -74,11 +74,18 @@ def text(value) -> str:
     return NOT_MEASURED if value is None else escape(str(value))
 
 
-def img(png: bytes, alt: str) -> str:
-    """An <img> holding the PNG as a base64 data URI, with its pixel size."""
+def img(png: bytes, alt: str, enlarge_to: int = 0) -> str:
+    """An <img> holding the PNG as a base64 data URI, with its display size.
+
+    A PNG narrower than `enlarge_to` pixels is shown an integer factor larger, with crisp
+    (pixelated) scaling, so tiny trigger images stay visible.
+    """
     width, height = struct.unpack(">II", png[16:24])
+    scale = max(1, min(8, enlarge_to // max(width, 1)))
+    style = ' style="image-rendering:pixelated"' if scale > 1 else ""
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return f'<figure><img src="{uri}" alt="{escape(alt)}" width="{width}" height="{height}"></figure>'
+    return (f'<figure><img src="{uri}" alt="{escape(alt)}" width="{width * scale}" '
+            f'height="{height * scale}"{style}></figure>')
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -108,7 +115,7 @@ def summary(entries: Sequence[plots.Entry]) -> str:
         precision, recall, source = _flag_rates(e.run)
         rows.append([name_cell(e), td(text(e.run.get("kind"))), td(text(e.run.get("seed"))),
                      td(pct(fin.get("clean_accuracy"))), td(pct(fin.get("attack_success_rate"))),
-                     td(pct(precision)), td(pct(recall)), td(source), td(seconds(e.run.get("wall_time")))])
+                     td(precision), td(recall), td(source), td(seconds(e.run.get("wall_time")))])
     header = ["run", "kind", "seed", "clean accuracy", "attack success rate", "flagged: precision",
               "flagged: recall", "flags measured on", "wall time"]
     note = ('<p class="note">Accuracy and attack success rate are those of the final model. '
@@ -118,15 +125,16 @@ def summary(entries: Sequence[plots.Entry]) -> str:
     return table(header, rows) + note
 
 
-def _flag_rates(run: Mapping) -> tuple[float, float, str]:
-    """(precision, recall, where measured) from the round history, else the first detection."""
+def _flag_rates(run: Mapping) -> tuple[str, str, str]:
+    """(precision, recall, where measured) cells from the round history, else the first detection."""
     tally = data.flag_tally(run)
     if tally is not None:
-        return tally.precision, tally.recall, "client updates, all rounds"
+        precision = pct(tally.precision) if tally.tp + tally.fp else '<span class="na">nobody flagged</span>'
+        recall = pct(tally.recall) if tally.tp + tally.fn else '<span class="na">no attacker sampled</span>'
+        return precision, recall, "client updates, all rounds"
     for d in data.detections(run):
-        precision, recall = data.num(d.get("precision")), data.num(d.get("recall"))
-        return precision, recall, f"detector {escape(str(d.get('detector') or '?'))}"
-    return float("nan"), float("nan"), NOT_MEASURED
+        return pct(d.get("precision")), pct(d.get("recall")), f"detector {escape(str(d.get('detector') or '?'))}"
+    return NOT_MEASURED, NOT_MEASURED, NOT_MEASURED
 
 
 def detection_table(entries: Sequence[plots.Entry]) -> str | None:
@@ -168,7 +176,7 @@ def gallery(png: bytes | None) -> str | None:
     if not ok:
         return '<p class="note">The trigger gallery supplied was not a readable PNG image, so it is not shown.</p>'
     return ('<p class="note">Clean test inputs next to the same inputs with the trigger applied.</p>'
-            + img(png, "trigger gallery: clean vs triggered inputs"))
+            + img(png, "trigger gallery: clean vs triggered inputs", enlarge_to=480))
 
 
 def config_section(entries: Sequence[plots.Entry]) -> str | None:
@@ -229,8 +237,8 @@ def figures(entries: Sequence[plots.Entry]) -> list[tuple[str, str, Callable[[],
         ("rounds", "Clean accuracy and attack success rate per round", lambda: _figure_section(
             plots.accuracy_asr, entries, "clean accuracy and attack success rate per round",
             "Left: accuracy on the clean test set. Right: share of triggered test inputs (true class not the "
-            "target) classified as the target. Higher is better on the left, lower on the right. Shaded rounds "
-            "had attackers taking part." + _omitted(entries, has_rounds, "no per-round history, e.g. centralized"))),
+            "target) classified as the target. Higher is better on the left, lower on the right."
+            + (" Shaded rounds had attackers taking part." if plots.attack_rounds(entries) else "") + _omitted(entries, has_rounds, "no per-round history, e.g. centralized"))),
         ("confusion", "Confusion matrix", lambda: _figure_section(
             plots.confusion, entries, "confusion matrix heatmap",
             "Rows are true classes, columns predicted classes; numbers are test-input counts and colour is the "
@@ -287,7 +295,7 @@ def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
         ("config", "Config", lambda: config_section(entries)),
     ]
     built = [(anchor, name, body) for anchor, name, build in sections if (body := _safe(name, build))]
-    nav = "".join(f'<a href="#{a}">{escape(n)}</a>' for a, n, _ in built)
+    nav = "\n".join(f'<a href="#{a}">{escape(n)}</a>' for a, n, _ in built)
     body = "".join(f'<section id="{a}"><h2>{escape(n)}</h2>{b}</section>' for a, n, b in built)
     kinds = sorted({str(r.get("kind")) for r in runs if r.get("kind")})
     sub = f"{len(runs)} run{'s' if len(runs) != 1 else ''}" + (f" · {escape(', '.join(kinds))}" if kinds else "")

@@ -29,6 +29,7 @@ ATTACKER = "#D55E00"   # Okabe-Ito vermillion: malicious clients in every figure
 HONEST = "#7f7f7f"
 FLAGGED = "#0072B2"    # Okabe-Ito blue
 MAX_CONFUSIONS = 4
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 
 
 class Entry(NamedTuple):
@@ -67,14 +68,21 @@ def _grid(fig: Figure, n: int, ncols: int, **kw) -> list:
     return list(axes[:n])
 
 
-def _attack_rounds(entries: Sequence[Entry]) -> list[float]:
-    """Rounds in which an attacker took part, when every federated run agrees on them; else []."""
-    found = set()
+def attack_rounds(entries: Sequence[Entry]) -> list[int]:
+    """Rounds in which an attacker took part, to shade: [] unless every run with a history agrees on
+    them and they are not all of its rounds (shading everything would say nothing)."""
+    found, everything = set(), set()
     for e in entries:
-        rounds = tuple(data.round_label(r, i) for i, r in enumerate(data.history(e.run))
-                       if data.int_set(r.get("malicious")) & (data.sampled_ids(r) or data.int_set(r.get("malicious"))))
-        found.add(rounds)
-    return list(next(iter(found))) if len(found) == 1 else []
+        records = data.history(e.run)
+        if not records:
+            continue
+        found.add(tuple(data.round_label(r, i) for i, r in enumerate(records)
+                        if data.int_set(r.get("malicious")) & (data.sampled_ids(r) or data.int_set(r.get("malicious")))))
+        everything.add(len(records))
+    if len(found) != 1:
+        return []
+    rounds = list(next(iter(found)))
+    return rounds if len(rounds) < min(everything) else []
 
 
 def accuracy_asr(entries: Sequence[Entry]) -> bytes | None:
@@ -84,28 +92,35 @@ def accuracy_asr(entries: Sequence[Entry]) -> bytes | None:
     curves = {k: [(e, *data.series(e.run, k)) for e in entries] for k, _, _ in keys}
     if not any(len(v) for k in curves for _, _, v in curves[k]):
         return None
-    attack_rounds = _attack_rounds([e for e in entries if data.history(e.run)])
+    shaded = attack_rounds(entries)
     with matplotlib.rc_context(STYLE):
         fig = _figure(12, 4.6)
         axes = fig.subplots(1, 2)
         for ax, (key, title, ylabel) in zip(axes, keys):
-            for r in attack_rounds:
+            for r in shaded:
                 ax.axvspan(r - 0.5, r + 0.5, color=ATTACKER, alpha=0.08, lw=0)
             drawn = 0
-            for e, x, y in curves[key]:
+            for i, (e, x, y) in enumerate(curves[key]):
                 if len(y):
-                    ax.plot(x, 100 * y, color=e.color, marker="o", ms=3.5, lw=1.8, label=e.name)
+                    ax.plot(x, 100 * y, **_line_style(i, len(entries), e.color), label=e.name)
                     drawn += 1
             if not drawn:
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color=HONEST)
             ax.set(title=f"{title} per round", xlabel="round", ylabel=ylabel, ylim=(-3, 103))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        handles = [Line2D([], [], color=e.color, marker="o", ms=4, lw=1.8, label=e.name)
-                   for e, _, y in curves["clean_accuracy"] if len(y) or len(data.series(e.run, "attack_success_rate")[1])]
-        if attack_rounds:
+        handles = [Line2D([], [], **_line_style(i, len(entries), e.color), label=e.name)
+                   for i, (e, _, y) in enumerate(curves["clean_accuracy"])
+                   if len(y) or len(data.series(e.run, "attack_success_rate")[1])]
+        if shaded:
             handles.append(Patch(color=ATTACKER, alpha=0.15, label="rounds with attackers taking part"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False)
         return _png(fig)
+
+
+def _line_style(i: int, n: int, color: str) -> dict:
+    """Run i's line: its colour, its own marker, and a width shrinking with i so overlapping runs stay visible."""
+    return {"color": color, "marker": MARKERS[i % len(MARKERS)], "ms": 5.5 - 2.5 * i / max(n - 1, 1),
+            "lw": 3.2 - 2.0 * i / max(n - 1, 1), "alpha": 0.9}
 
 
 def confusion(entries: Sequence[Entry]) -> bytes | None:
@@ -155,6 +170,7 @@ def update_norms(entries: Sequence[Entry]) -> bytes | None:
             ax.set(title=e.name, xlabel="round", ylabel="update L2 norm" + (" (log scale)" if log else ""))
             if log:
                 ax.set_yscale("log")
+            ax.set_xlim(rounds.min() - 0.7, rounds.max() + 0.7)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         handles = [Line2D([], [], ls="", marker="o", color=HONEST, label="honest client"),
                    Line2D([], [], ls="", marker="^", color=ATTACKER, markeredgecolor="black", label="malicious client")]
@@ -217,7 +233,7 @@ def roc(entries: Sequence[Entry]) -> bytes | None:
         return None
     styles = ["-", "--", ":", "-."]
     with matplotlib.rc_context(STYLE):
-        fig = _figure(7.5, 6.2)
+        fig = _figure(7.2, 6.6)
         ax = fig.subplots()
         ax.plot([0, 100], [0, 100], color="#999999", ls="--", lw=1, label="chance (AUROC 0.50)")
         for e, detector, j, fpr, tpr in curves:
@@ -238,7 +254,7 @@ def per_class_accuracy(entries: Sequence[Entry]) -> bytes | None:
     names = data.class_names(shown[0][0].run, k)
     width = 0.8 / len(shown)
     with matplotlib.rc_context(STYLE):
-        fig = _figure(min(max(7, 0.35 * k * len(shown) + 2.5), 16), 4.4)
+        fig = _figure(min(max(7, 0.3 * k * len(shown) + 2.5), 11.5), 4.4)
         ax = fig.subplots()
         for i, (e, v) in enumerate(shown):
             x = np.arange(len(v)) - 0.4 + width * (i + 0.5)
