@@ -46,7 +46,17 @@ from poisonlab.fl.aggregators.nonfinite import nonfinite_guard  # noqa: E402
 from poisonlab.fl.aggregators.mean import mean  # noqa: E402
 from poisonlab.fl.aggregators.median import median, trimmed_mean  # noqa: E402
 from poisonlab.fl.aggregators.krum import krum, multi_krum, pairwise_sq_distances  # noqa: E402
-from poisonlab.fl.aggregators.clipping import norm_clip  # noqa: E402
+from poisonlab.fl.aggregators.clipping import dp_gaussian, norm_clip  # noqa: E402
+from poisonlab.fl.aggregators.bulyan import bulyan  # noqa: E402
+from poisonlab.fl.aggregators.geometric_median import geometric_median  # noqa: E402
+from poisonlab.fl.aggregators.centered_clipping import centered_clipping  # noqa: E402
+from poisonlab.fl.aggregators.fltrust import fltrust  # noqa: E402
+from poisonlab.fl.aggregators.foolsgold import foolsgold  # noqa: E402
+from poisonlab.fl.aggregators.flame import flame  # noqa: E402
+from poisonlab.fl.aggregators.validation import validation  # noqa: E402
 
-__all__ = ["AGGREGATORS", "Chain", "chain", "get", "krum", "mean", "median", "multi_krum", "nonfinite_guard",
-           "norm_clip", "pairwise_sq_distances", "register", "trimmed_mean"]
+__all__ = ["AGGREGATORS", "Chain", "bulyan", "centered_clipping", "chain", "dp_gaussian", "flame", "fltrust",
+           "foolsgold", "geometric_median", "get", "krum", "mean", "median", "multi_krum", "nonfinite_guard",
+           "norm_clip", "pairwise_sq_distances", "register", "trimmed_mean", "validation"]
+
+import poisonlab.fl.auditing  # noqa: E402,F401  (registers "audited")

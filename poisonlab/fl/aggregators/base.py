@@ -135,3 +135,21 @@ def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
     """||x_i - point|| for each row, (k,), via ||x||^2 - 2 x.p + ||p||^2 (no (k, d) temporary)."""
     sq = torch.einsum("kd,kd->k", updates, updates) - 2 * (updates @ point) + point.dot(point)
     return sq.clamp_min(0).sqrt()
+
+
+def row_distances(updates: torch.Tensor, point: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """||x_i - point|| for each row, exactly (column chunks of x - point, no cancellation)."""
+    k, d = updates.shape
+    sq = torch.zeros(k, dtype=torch.float64)
+    for cols in column_chunks(k, d, updates.element_size(), chunk_bytes):
+        diff = updates[:, cols] - point[cols]
+        sq += torch.einsum("kd,kd->k", diff, diff).double()
+    return sq.sqrt().to(updates.dtype)
+
+
+def require_extra(ctx: RoundContext, key: str, rule: str, what: str):
+    """ctx.extras[key], or a ConfigError saying which server-side input the experiment must provide."""
+    if key not in ctx.extras:
+        raise ConfigError(f"{rule} needs ctx.extras['{key}'] ({what}); the experiment needs a server"
+                          " root/validation set for this rule")
+    return ctx.extras[key]

@@ -52,3 +52,33 @@ class NormClip:
 def norm_clip(bound: float = 1.0) -> NormClip:
     """Clip each update to Euclidean norm B, then average (or feed the next rule in a chain)."""
     return NormClip(check_positive("norm_clip", "bound", bound))
+
+
+class DPGaussian:
+    """Clip to B, weighted mean, plus N(0, (sigma * B * max_i w_i / sum_i w_i)^2) per coordinate."""
+
+    def __init__(self, bound: float, sigma: float):
+        self.bound, self.sigma = bound, sigma
+
+    def __repr__(self) -> str:
+        return f"dp_gaussian(bound={self.bound}, sigma={self.sigma})"
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        from poisonlab.rng import generator
+
+        check_updates(updates, weights)
+        factors, norms = clip_factors(updates, self.bound)
+        w = normalized(weights)
+        std = self.sigma * self.bound * float(w.max()) if len(w) else 0.0
+        noise = torch.randn(updates.shape[1], generator=generator(ctx.seed, "dp_gaussian", ctx.round))
+        update = (w * factors).to(updates.dtype) @ updates + std * noise.to(updates.dtype)
+        return Aggregate(update, norms <= self.bound, norms / self.bound,
+                         {"clipped": int((norms > self.bound).sum()), "noise_std": std})
+
+
+@register("dp_gaussian", reference="Sun et al. 2019, Can You Really Backdoor Federated Learning? (weak DP);"
+                                   " McMahan et al. 2018 (DP-FedAvg Gaussian mechanism)")
+def dp_gaussian(bound: float = 1.0, sigma: float = 0.01) -> DPGaussian:
+    """Weak DP: clip each update to norm B, average, add Gaussian noise of std sigma * B / n (uniform weights)."""
+    return DPGaussian(check_positive("dp_gaussian", "bound", bound),
+                      check_positive("dp_gaussian", "sigma", sigma, allow_zero=True))

@@ -33,6 +33,7 @@ def pairwise_sq_distances(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> to
         gram += (block @ block.T).double()
     sq = gram.diagonal()
     dist = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min_(0)
+    dist = (dist + dist.T) / 2  # exactly symmetric, so tied scores compare equal
     dist.fill_diagonal_(0)
     return dist
 

@@ -1,0 +1,102 @@
+"""Bulyan (El Mhamdi et al. 2018), the original two-stage rule.
+
+1. Selection: apply Krum (with f) to the remaining set R, move its choice to S, repeat until
+   |S| = theta = n - 2f. The (n, n) distance matrix is computed once and each row's neighbours
+   sorted once; removing a row only masks it, so each step is one vectorized pass over (n, n).
+2. Aggregation: per coordinate, the beta = theta - 2f values of S closest to the median of S
+   (numpy median), averaged.
+Needs n >= 4f + 3; ignores client weights. selected: the theta rows of S; scores: the Krum
+score of each row over all n rows (higher = more suspicious).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from poisonlab.errors import ConfigError
+from poisonlab.fl.aggregators import register
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, check_int, check_updates, column_chunks, empty, one_hot
+from poisonlab.fl.aggregators.krum import krum_scores, pairwise_sq_distances
+from poisonlab.fl.aggregators.median import coordinate_median
+from poisonlab.fl.types import Aggregate, RoundContext
+
+REFERENCE = ("El Mhamdi, Guerraoui and Rouault 2018, The Hidden Vulnerability of Distributed Learning"
+             " in Byzantium (ICML)")
+
+
+def iterative_krum(dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
+    """Indices chosen by theta successive Krum selections on the shrinking set (in order).
+
+    At each step a remaining row's score sums its r - f - 2 nearest remaining neighbours (r = |R|).
+    Exact ties (a mutual nearest pair when r - f - 2 = 1, everyone when it is <= 0) go to the row
+    with the smaller total distance to the remaining rows (the medoid), then the lower index.
+    """
+    n = dist.shape[0]
+    order = torch.argsort(dist + torch.diag(torch.full((n,), float("inf"), dtype=dist.dtype)), dim=1)
+    near = torch.gather(dist, 1, order)  # row i's distances, nearest first; self is last
+    not_self = order != torch.arange(n)[:, None]
+    active = torch.ones(n, dtype=torch.bool)
+    chosen = []
+    for _ in range(theta):  # one vectorized (n, n) pass per selection, no distance recomputation
+        q = int(active.sum()) - f - 2
+        alive = active[order] & not_self
+        take = alive & (torch.cumsum(alive, dim=1) <= q)
+        scores = torch.where(take, near, torch.zeros((), dtype=near.dtype)).sum(dim=1)
+        scores[~active] = float("inf")
+        best = _argmin_tie_broken(scores, dist, active)
+        chosen.append(best)
+        active[best] = False
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def _argmin_tie_broken(scores: torch.Tensor, dist: torch.Tensor, active: torch.Tensor) -> int:
+    """The lowest score; ties (within 1e-9 relative) go to the smaller total distance to the remaining
+    rows, then the lower index, so the choice does not depend on the row order (up to exact ties)."""
+    low = scores.min()
+    tied = active & (scores <= low + 1e-9 * low.abs().clamp_min(1e-30))
+    if int(tied.sum()) == 1:
+        return int(torch.nonzero(tied)[0])
+    total = torch.where(tied, (dist * active).sum(dim=1), torch.full_like(scores, float("inf")))
+    return int(torch.argmin(total))
+
+
+def closest_to_median_mean(x: torch.Tensor, beta: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """Per column, the mean of the beta entries of x (theta, d) closest to that column's median."""
+    theta, d = x.shape
+    med = coordinate_median(x, chunk_bytes)
+    out = torch.empty(d, dtype=x.dtype)
+    for cols in column_chunks(theta, d, 3 * x.element_size() + 8, chunk_bytes):
+        block = x[:, cols]
+        nearest = torch.topk((block - med[cols]).abs(), beta, dim=0, largest=False).indices
+        out[cols] = torch.gather(block, 0, nearest).mean(dim=0)
+    return out
+
+
+class Bulyan:
+    """Iterative Krum selection of theta = n - 2f rows, then the coordinate-wise beta-closest-to-median mean."""
+
+    def __init__(self, f: int, chunk_bytes: int = CHUNK_BYTES):
+        self.f, self.chunk_bytes = f, chunk_bytes
+
+    def __repr__(self) -> str:
+        return f"bulyan(f={self.f})"
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        check_updates(updates, weights)
+        n, f = updates.shape[0], self.f
+        if n == 0:
+            return empty(updates)
+        if n < 4 * f + 3:
+            raise ConfigError(f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
+        theta = n - 2 * f
+        dist = pairwise_sq_distances(updates, self.chunk_bytes)
+        chosen = iterative_krum(dist, f, theta)
+        update = closest_to_median_mean(updates[chosen], theta - 2 * f, self.chunk_bytes)
+        return Aggregate(update, one_hot(n, chosen), krum_scores(dist, f).float(),
+                         {"chosen": chosen.tolist()})
+
+
+@register("bulyan", reference=REFERENCE)
+def bulyan(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Bulyan:
+    """Bulyan: iterative Krum selection, then a coordinate-wise trimmed mean around the median (n >= 4f + 3)."""
+    return Bulyan(check_int("bulyan", "f", f), int(chunk_bytes))

@@ -1,0 +1,92 @@
+"""FoolsGold (Fung, Yoon and Beschastnikh 2020): sybils share a direction, so damp similar histories.
+
+Each client's history H_i is the sum of all its past updates (state, per client id). With
+cs_ij = cos(H_i, H_j) among the round's rows and v_i = max_{j != i} cs_ij:
+  pardoning: cs_ij <- cs_ij * v_i / v_j when v_j > v_i;
+  alpha_i = 1 - max_{j != i} cs_ij, clipped to [0, 1], divided by max alpha (0.99 for 1);
+  logit: alpha_i = kappa * (ln(alpha_i / (1 - alpha_i)) + 0.5), clipped to [0, 1].
+update = sum_i alpha_i w_i x_i / sum_i w_i (alpha is a per-client learning rate; FedAvg if all 1).
+selected: alpha_i > 0; scores: 1 - alpha_i (higher = more sybil-like).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from poisonlab.errors import ResourceError
+from poisonlab.fl.aggregators import register
+from poisonlab.fl.aggregators.base import check_positive, check_updates, client_ids, empty, normalized
+from poisonlab.fl.types import Aggregate, RoundContext
+
+REFERENCE = ("Fung, Yoon and Beschastnikh 2020, The Limitations of Federated Learning in Sybil Settings"
+             " (RAID)")
+
+
+def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
+    """Per-row learning rates alpha in [0, 1] from the (k, d) histories (Algorithm 1 of the paper)."""
+    k = history.shape[0]
+    if k < 2:
+        return torch.ones(k)
+    h = history.double()
+    unit = h / torch.linalg.vector_norm(h, dim=1, keepdim=True).clamp_min(1e-30)
+    cs = unit @ unit.T
+    cs.fill_diagonal_(float("-inf"))
+    v = cs.max(dim=1).values
+    pardon = v[None, :] > v[:, None]  # pardon[i, j]: v_j > v_i
+    cs = torch.where(pardon, cs * v[:, None] / v[None, :], cs)
+    alpha = (1 - cs.max(dim=1).values).clamp(0, 1)
+    top = alpha.max()
+    if not bool(top > 0):
+        return torch.zeros(k)
+    alpha = (alpha / top).clamp_max(0.99)
+    logit = kappa * (torch.log(alpha / (1 - alpha)) + 0.5)  # log(0) = -inf -> clipped to 0
+    return logit.nan_to_num(nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1).float()
+
+
+class FoolsGold:
+    """Stateful FoolsGold; the per-client update histories are its state."""
+
+    def __init__(self, kappa: float, max_history_bytes: int):
+        self.kappa, self.max_history_bytes = kappa, max_history_bytes
+        self.history = torch.zeros(0, 0)
+
+    def __repr__(self) -> str:
+        return f"foolsgold(kappa={self.kappa})"
+
+    def _grow(self, rows: int, d: int) -> None:
+        if self.history.shape[1] != d:
+            self.history = torch.zeros(0, d)
+        if rows > self.history.shape[0]:
+            if rows * d * 4 > self.max_history_bytes:
+                raise ResourceError(f"foolsgold: histories of {rows} clients x {d} parameters need"
+                                    f" {rows * d * 4 / 2**30:.1f} GiB > max_history_bytes="
+                                    f"{self.max_history_bytes}")
+            grown = torch.zeros(rows, d)
+            grown[: self.history.shape[0]] = self.history
+            self.history = grown
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        check_updates(updates, weights)
+        k, d = updates.shape
+        if k == 0:
+            return empty(updates)
+        ids = client_ids(ctx, k)
+        self._grow(max(int(ids.max()) + 1, ctx.num_clients), d)
+        self.history.index_add_(0, ids, updates.float())
+        alpha = foolsgold_alpha(self.history[ids], self.kappa)
+        update = (alpha * normalized(weights)).to(updates.dtype) @ updates
+        return Aggregate(update, alpha > 0, 1 - alpha, {"alpha": alpha.tolist()})
+
+    def state_dict(self) -> dict:
+        """{'history': (clients, d) summed updates}."""
+        return {"history": self.history.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the histories."""
+        self.history = state["history"].clone()
+
+
+@register("foolsgold", reference=REFERENCE)
+def foolsgold(kappa: float = 1.0, max_history_bytes: int = 4 * 2**30) -> FoolsGold:
+    """FoolsGold: per-client learning rates from the cosine similarity of accumulated update histories."""
+    return FoolsGold(check_positive("foolsgold", "kappa", kappa), int(max_history_bytes))
