@@ -365,3 +365,23 @@ def test_attack_rounds_are_shaded_only_when_informative():
     assert attack_rounds(one_shot) == [2]  # the centralized run (no history) does not disagree
     assert attack_rounds([Entry("a", "#000", run({2})), Entry("b", "#111", run({1}))]) == []  # runs disagree
     assert attack_rounds([Entry("a", "#000", run({0, 1, 2, 3}))]) == []  # every round: nothing to single out
+
+
+def test_malformed_values_never_crash_a_section():
+    from poisonlab.report import render
+
+    weird = [
+        {"name": 5, "kind": None, "history": {"a": 1}, "final": [1, 2], "detections": "x", "config": [1, 2]},
+        {"history": [{"round": "x", "clean_accuracy": "0.5", "update_norms": "abc", "sampled": "012",
+                      "flagged": [True, 1.5, -3, 4], "malicious": [None]}],
+         "final": {"confusion": "abc", "per_class_accuracy": [None, float("inf")], "class_names": "abc",
+                   "flips": [1], "clean_accuracy": True},
+         "detections": [{"scores": ["a", "b"], "truth": [1, 0]}, {"scores": [1, 2], "truth": [1, 0]}, None],
+         "wall_time": -1, "config": {"a": {1: object()}, "b": float("nan")}},
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a section falling back to its error note would warn
+        page = render(weird, "weird")
+    assert "could not be drawn" not in page
+    assert "<h2>Detection ROC curves</h2>" in page  # the one usable detection still gets its curve
+    assert "<h2>Summary</h2>" in page and page.count("not measured") >= 6
