@@ -85,6 +85,13 @@ def sampled_ids(record: Mapping) -> set[int]:
     return ids or int_set(record.get("malicious")) | int_set(record.get("flagged")) | int_set(record.get("selected"))
 
 
+def attackers_present(record: Mapping) -> set[int]:
+    """Malicious clients that took part in a round (all listed ones when `sampled` is missing)."""
+    malicious = int_set(record.get("malicious"))
+    present = sampled_ids(record)
+    return malicious & present if present else malicious
+
+
 def has_flags(run: Mapping) -> bool:
     """True when the history records who was flagged (even if nobody was, e.g. plain FedAvg)."""
     return any("flagged" in r and isinstance(r.get("flagged"), list) for r in history(run))
@@ -120,9 +127,8 @@ def flag_tally(run: Mapping) -> FlagTally | None:
     for record in history(run):
         if not isinstance(record.get("flagged"), list):
             continue
-        present = sampled_ids(record)
         flagged = int_set(record.get("flagged"))
-        malicious = int_set(record.get("malicious")) & present if present else int_set(record.get("malicious"))
+        malicious = attackers_present(record)
         tp += len(flagged & malicious)
         fp += len(flagged - malicious)
         fn += len(malicious - flagged)

@@ -189,7 +189,8 @@ def config_section(entries: Sequence[plots.Entry]) -> str | None:
     base = flatten(first.run["config"])
     for e in with_config[1:]:
         mine = flatten(e.run["config"])
-        diff = {k: mine.get(k, "(absent)") for k in sorted(set(base) | set(mine)) if mine.get(k, "(absent)") != base.get(k, "(absent)")}
+        keys = sorted(set(base) | set(mine))
+        diff = {k: mine.get(k, "(absent)") for k in keys if mine.get(k, "(absent)") != base.get(k, "(absent)")}
         body = (f"<pre>{escape(to_yaml(diff))}</pre>" if diff
                 else f'<p class="note">Same config as {escape(first.name)}.</p>')
         parts.append(f"<h3>{escape(e.name)} <small>(keys that differ from {escape(first.name)})</small></h3>{body}")
@@ -217,11 +218,29 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
 
 # ---------------------------------------------------------------- figures with their captions
 
-def _figure_section(draw: Callable[[Sequence[plots.Entry]], bytes | None], entries: Sequence[plots.Entry],
-                    alt: str, note: str) -> str | None:
-    """A figure with its caption, None when the figure has no data."""
-    png = draw(entries)
-    return None if png is None else f'<p class="note">{note}</p>' + img(png, alt)
+FIGURES = [  # anchor, section title, drawing function, alt text, caption
+    ("rounds", "Clean accuracy and attack success rate per round", plots.accuracy_asr,
+     "clean accuracy and attack success rate per round",
+     "Left: accuracy on the clean test set. Right: share of triggered test inputs (true class not the target) "
+     "classified as the target. Higher is better on the left, lower on the right."),
+    ("confusion", "Confusion matrix", plots.confusion, "confusion matrix heatmap",
+     "Rows are true classes, columns predicted classes; numbers are test-input counts and colour is the share "
+     "of the row (bright diagonal = correct)."),
+    ("norms", "Client update norms", plots.update_norms, "update norms per round, malicious clients marked",
+     "L2 norm of each sampled client's update in every round, as the server received it. Grey dots are honest "
+     "clients, vermillion triangles malicious ones: boosted updates stand out above the grey band."),
+    ("flags", "Who each defense flagged", plots.flags, "round by client grid of flagged clients, attackers marked",
+     "One panel per run; columns are rounds, rows are clients. Blue = flagged (rejected or down-weighted) by the "
+     "defense, white = sampled and kept, grey = not sampled. An x marks a true attacker: blue with x is a catch, "
+     "white with x a miss, blue without x a false alarm."),
+    ("roc", "Detection ROC curves", plots.roc, "detection ROC curves",
+     "True positive rate against false positive rate as the detector's threshold moves; AUROC in the legend "
+     "(1.0 = perfect ranking, 0.5 = chance). Detections without scores or without both poisoned and clean items "
+     "cannot have a curve."),
+    ("per-class", "Per-class accuracy", plots.per_class_accuracy, "per-class accuracy",
+     "Accuracy of the final model on each class's clean test inputs; a dip on one class can show a targeted or "
+     "label-flipping attack."),
+]
 
 
 def _omitted(entries: Sequence[plots.Entry], has: Callable[[dict], bool], why: str) -> str:
@@ -230,42 +249,32 @@ def _omitted(entries: Sequence[plots.Entry], has: Callable[[dict], bool], why: s
     return f" Not shown ({why}): {escape(', '.join(left))}." if left else ""
 
 
-def figures(entries: Sequence[plots.Entry]) -> list[tuple[str, str, Callable[[], str | None]]]:
-    """(anchor, title, builder) of each figure section, in page order."""
-    has_rounds = lambda run: any(len(data.series(run, k)[1]) for k in ("clean_accuracy", "attack_success_rate"))  # noqa: E731
-    return [
-        ("rounds", "Clean accuracy and attack success rate per round", lambda: _figure_section(
-            plots.accuracy_asr, entries, "clean accuracy and attack success rate per round",
-            "Left: accuracy on the clean test set. Right: share of triggered test inputs (true class not the "
-            "target) classified as the target. Higher is better on the left, lower on the right."
-            + (" Shaded rounds had attackers taking part." if plots.attack_rounds(entries) else "") + _omitted(entries, has_rounds, "no per-round history, e.g. centralized"))),
-        ("confusion", "Confusion matrix", lambda: _figure_section(
-            plots.confusion, entries, "confusion matrix heatmap",
-            "Rows are true classes, columns predicted classes; numbers are test-input counts and colour is the "
-            "share of the row (bright diagonal = correct)."
-            + (f" Showing the first {plots.MAX_CONFUSIONS} runs with a confusion matrix."
-               if sum(data.confusion(e.run) is not None for e in entries) > plots.MAX_CONFUSIONS else ""))),
-        ("norms", "Client update norms", lambda: _figure_section(
-            plots.update_norms, entries, "update norm distributions per round, malicious clients marked",
-            "L2 norm of each sampled client's update in every round, as the server received it. Grey dots are "
-            "honest clients, vermillion triangles malicious ones: boosted updates stand out above the grey band."
-            + _omitted(entries, lambda r: len(data.norm_points(r)[1]) > 0, "no update norms recorded"))),
-        ("flags", "Who each defense flagged", lambda: _figure_section(
-            plots.flags, entries, "round by client heatmap of flagged clients with true attackers marked",
-            "One panel per run; columns are rounds, rows are clients. Blue = flagged (rejected or down-weighted) "
-            "by the defense, white = sampled and kept, grey = not sampled. An x marks a true attacker: blue with x "
-            "is a catch, white with x a miss, blue without x a false alarm."
-            + _omitted(entries, data.has_flags, "no flag records"))),
-        ("roc", "Detection ROC curves", lambda: _figure_section(
-            plots.roc, entries, "detection ROC curves",
-            "True positive rate against false positive rate as the detector's threshold moves; AUROC in the "
-            "legend (1.0 = perfect ranking, 0.5 = chance). Detections without scores or without both poisoned "
-            "and clean items cannot have a curve.")),
-        ("per-class", "Per-class accuracy", lambda: _figure_section(
-            plots.per_class_accuracy, entries, "per-class accuracy",
-            "Accuracy of the final model on each class's clean test inputs; a dip on one class can show a "
-            "targeted or label-flipping attack.")),
-    ]
+def _has_rounds(run: dict) -> bool:
+    """True when the run has any per-round accuracy or ASR value."""
+    return any(len(data.series(run, k)[1]) for k in ("clean_accuracy", "attack_success_rate"))
+
+
+def caption_notes(anchor: str, entries: Sequence[plots.Entry]) -> str:
+    """The part of a figure's caption that depends on the runs: shading, runs left out, truncation."""
+    if anchor == "rounds":
+        shaded = " Shaded rounds had attackers taking part." if plots.attack_rounds(entries) else ""
+        return shaded + _omitted(entries, _has_rounds, "no per-round history, e.g. centralized")
+    if anchor == "confusion" and sum(data.confusion(e.run) is not None for e in entries) > plots.MAX_CONFUSIONS:
+        return f" Showing the first {plots.MAX_CONFUSIONS} runs with a confusion matrix."
+    if anchor == "norms":
+        return _omitted(entries, lambda r: len(data.norm_points(r)[1]) > 0, "no update norms recorded")
+    if anchor == "flags":
+        return _omitted(entries, data.has_flags, "no flag records")
+    return ""
+
+
+def figure_section(anchor: str, draw: Callable[[Sequence[plots.Entry]], bytes | None], alt: str, caption: str,
+                   entries: Sequence[plots.Entry]) -> str | None:
+    """A figure with its caption, None when the figure has no data."""
+    png = draw(entries)
+    if png is None:
+        return None
+    return f'<p class="note">{caption}{caption_notes(anchor, entries)}</p>' + img(png, alt)
 
 
 def _safe(title: str, build: Callable[[], str | None]) -> str | None:
@@ -283,7 +292,8 @@ def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
     runs = [r if isinstance(r, Mapping) else {} for r in runs]
     colors = plots.palette(len(runs))
     entries = [plots.Entry(data.run_name(r, i), colors[i], dict(r)) for i, r in enumerate(runs)]
-    figs = figures(entries)
+    figs = [(anchor, title, lambda a=anchor, d=draw, alt=alt, c=caption: figure_section(a, d, alt, c, entries))
+            for anchor, title, draw, alt, caption in FIGURES]
     sections: list[tuple[str, str, Callable[[], str | None]]] = [
         ("summary", "Summary", lambda: summary(entries) if entries else '<p class="note">No runs to report.</p>'),
         ("detections", "Detection quality", lambda: detection_table(entries)),

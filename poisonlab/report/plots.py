@@ -76,8 +76,7 @@ def attack_rounds(entries: Sequence[Entry]) -> list[int]:
         records = data.history(e.run)
         if not records:
             continue
-        found.add(tuple(data.round_label(r, i) for i, r in enumerate(records)
-                        if data.int_set(r.get("malicious")) & (data.sampled_ids(r) or data.int_set(r.get("malicious")))))
+        found.add(tuple(data.round_label(r, i) for i, r in enumerate(records) if data.attackers_present(r)))
         everything.add(len(records))
     if len(found) != 1:
         return []
@@ -140,7 +139,8 @@ def confusion(entries: Sequence[Entry]) -> bytes | None:
             image = ax.imshow(rate, cmap="viridis", vmin=0, vmax=100)
             names = data.class_names(e.run, cm.shape[0])
             ticks = np.arange(cm.shape[0])
-            ax.set_xticks(ticks, names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right" if max(map(len, names)) > 2 else "center")
+            long_names = max(map(len, names)) > 2
+            ax.set_xticks(ticks, names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
             ax.set_yticks(ticks, names)
             ax.set(title=e.name, xlabel="predicted class", ylabel="true class")
             if cm.shape[0] <= 20:
@@ -209,7 +209,7 @@ def flags(entries: Sequence[Entry]) -> bytes | None:
                 ax.grid(which="minor", color="#c8c8c8", lw=0.5)
                 ax.tick_params(which="minor", length=0)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _, r=rounds: str(r[int(v)]) if 0 <= int(v) < len(r) and v == int(v) else ""))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _, r=rounds: _round_tick(v, r)))
             ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
             ax.set(title=e.name, xlabel="round", ylabel="client id")
         handles = [Patch(facecolor="#e8e8e8", edgecolor="#999", label="not sampled"),
@@ -218,6 +218,12 @@ def flags(entries: Sequence[Entry]) -> bytes | None:
                    Line2D([], [], ls="", marker="x", color=ATTACKER, mew=1.6, label="true attacker")]
         fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
         return _png(fig)
+
+
+def _round_tick(position: float, rounds: list[int]) -> str:
+    """Tick label of a heatmap column: the round number stored at that column index."""
+    i = int(position)
+    return str(rounds[i]) if i == position and 0 <= i < len(rounds) else ""
 
 
 def roc(entries: Sequence[Entry]) -> bytes | None:
