@@ -1,0 +1,71 @@
+"""Atomic federation checkpoints: tensors in safetensors, everything else in JSON.
+
+Two files in a directory: ``checkpoint.safetensors`` (global params, aggregator tensors) and
+``checkpoint.json`` (round, history, aggregator non-tensor state, config fingerprint). Each is
+written to a temp file and moved into place with os.replace; the JSON is written last and names
+the round stored in the tensors' metadata, so a crash between the two writes is detected.
+The engine derives every random stream from (seed, purpose, round, client), so no generator state
+has to be carried between rounds; ``generators`` holds any a stateful component reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from poisonlab.errors import DataError
+
+TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(directory: str | os.PathLike, round: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write tensors and JSON-able meta for the state after round (0-based) atomically."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic(d / TENSORS, lambda p: save_file(tensors, p, metadata={"round": str(round)}))
+    body = json.dumps({"round": round, **meta}, allow_nan=False)
+    _atomic(d / META, lambda p: Path(p).write_text(body))
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(tensors, meta) of the checkpoint in directory, None if there is none; DataError if inconsistent."""
+    d = Path(directory)
+    if not (d / META).exists():
+        return None
+    meta = json.loads((d / META).read_text())
+    from safetensors import safe_open
+
+    with safe_open(str(d / TENSORS), framework="pt") as f:
+        stored = (f.metadata() or {}).get("round")
+    if stored != str(meta.get("round")):
+        raise DataError(f"checkpoint in {d} is inconsistent: tensors are from round {stored},"
+                        f" state from round {meta.get('round')}; delete it to start over")
+    return load_file(str(d / TENSORS)), meta
+
+
+def generator_state(g: torch.Generator) -> list[int]:
+    """A torch.Generator's state as a JSON-able list of ints."""
+    return g.get_state().tolist()
+
+
+def set_generator_state(g: torch.Generator, state: list[int]) -> torch.Generator:
+    """Restore a state saved by generator_state; returns g."""
+    g.set_state(torch.tensor(state, dtype=torch.uint8))
+    return g

@@ -1,0 +1,330 @@
+"""The federated round loop: sample -> local train -> attack -> aggregate -> apply -> evaluate.
+
+    fed = Federation(model, clients, test, FederationConfig(rounds=30, sample=0.1), aggregator=rule,
+                     adversaries=[Adversary(clients=2, poison=..., attack=...)])
+    result = fed.run()          # result.history (list of RoundRecord), result.params (d,), result.model
+
+Each round: the sampled clients (seeded per round; active adversaries with force=True always in)
+train from the global model, all at once (local.py); the (k, d) updates get the adversaries' boost
+and update attacks; the aggregator (FedAvg weighted mean by default, weights = local sample counts)
+reduces them; the global model moves by server_lr * aggregate unless the aggregate is non-finite
+(then it is kept and the record says applied=False). Every draw comes from poisonlab.rng streams
+keyed by (seed, purpose, round, client), so the same config and seed give the same history, and a
+resumed run (checkpoint_every, run(resume=True)) continues exactly as an uninterrupted one.
+
+What the rules and attacks get in RoundContext.extras:
+  "honest_updates": (h, d) the honest rows, before any attack (omniscient attacks read them);
+  "server_update": (d,) the server's own update on root_data (FLTrust's g0), if root_data is given;
+  "validate", "base_accuracy": accuracy of global + server_lr * candidate on validation_data, if given.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from poisonlab.data.dataset import Dataset
+from poisonlab.errors import ConfigError, check_range
+from poisonlab.fl.adversary import Adversary, resolve_clients
+from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
+from poisonlab.fl.history import RoundRecord, flag_quality
+from poisonlab.fl.local import LocalConfig, check_trainable, flat_params, local_updates, stacked_logits, unflatten
+from poisonlab.fl.types import Aggregate, RoundContext
+from poisonlab.metrics import attack_success_rate, flip_count
+from poisonlab.rng import generator
+from poisonlab.training import predict_logits
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """rounds; sample: a fraction of K (float in (0, 1]) or a count (int) per round; local: client SGD;
+    server_lr: eta; eval_every: evaluate every n rounds (and after the last); seed;
+    memory_budget: bytes per chunk of clients trained together; checkpoint_every/checkpoint_dir:
+    checkpoint every n rounds (0 = never); target: backdoor target class for ASR; flips: (source,
+    target) pairs to count on the test set; quiet: no progress bar."""
+
+    rounds: int = 10
+    sample: float | int = 1.0
+    local: LocalConfig = field(default_factory=LocalConfig)
+    server_lr: float = 1.0
+    eval_every: int = 1
+    seed: int = 0
+    memory_budget: int = 1 << 30
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    target: int | None = None
+    flips: tuple[tuple[int, int], ...] = ()
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        check_range("rounds", self.rounds, 1)
+        check_range("server_lr", self.server_lr, 0.0, low_open=True)
+        check_range("eval_every", self.eval_every, 1)
+        check_range("checkpoint_every", self.checkpoint_every, 0)
+        if isinstance(self.sample, float):
+            check_range("sample (fraction)", self.sample, 0.0, 1.0, low_open=True)
+        else:
+            check_range("sample (count)", self.sample, 1)
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ConfigError(f"checkpoint_every={self.checkpoint_every} needs a checkpoint_dir")
+
+
+@dataclass
+class FederationResult:
+    """history: one RoundRecord per round; params: final flat global parameters; model: a model holding them;
+    adversary_clients: the client ids of each adversary."""
+
+    history: list[RoundRecord]
+    params: torch.Tensor
+    model: nn.Module
+    adversary_clients: list[list[int]]
+
+
+def weighted_mean(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+    """FedAvg (McMahan et al. 2017): sum_i w_i u_i / sum_i w_i; selects every row."""
+    w = weights.to(updates.dtype)
+    return Aggregate(w @ updates / w.sum(), torch.ones(len(updates), dtype=torch.bool))
+
+
+def default_aggregator():
+    """poisonlab.fl.aggregators' 'mean' when available, else the plain weighted mean above."""
+    try:
+        from poisonlab.fl.aggregators import AGGREGATORS
+    except ImportError:
+        return weighted_mean
+    return AGGREGATORS.get("mean") if "mean" in AGGREGATORS else weighted_mean
+
+
+class Federation:
+    """K clients with local Datasets, a global model, an aggregator and optional adversaries.
+
+    model: a buffer-free nn.Module (its parameters are the initial global model; it is not modified);
+    clients: the K clean local Datasets; test: the clean test set; triggered_test: the test inputs
+    with the trigger applied and their TRUE labels (ASR needs config.target); root_data: the server's
+    root set for FLTrust; validation_data: the server's held-out set for validation-based rejection.
+    """
+
+    def __init__(self, model: nn.Module, clients: Sequence[Dataset], test: Dataset,
+                 config: FederationConfig = FederationConfig(), aggregator=None,
+                 adversaries: Sequence[Adversary] = (), triggered_test: Dataset | None = None,
+                 root_data: Dataset | None = None, validation_data: Dataset | None = None):
+        check_trainable(model)
+        if not clients:
+            raise ConfigError("a federation needs at least one client dataset")
+        if triggered_test is not None and config.target is None:
+            raise ConfigError("triggered_test is given but config.target is None; set the backdoor target class")
+        self.model, self.clients, self.test, self.config = model, list(clients), test, config
+        self.aggregator = aggregator if aggregator is not None else default_aggregator()
+        self.adversaries = list(adversaries)
+        self.triggered_test, self.root_data, self.validation_data = triggered_test, root_data, validation_data
+        self.adversary_clients = resolve_clients(self.adversaries, len(self.clients), config.seed)
+        self.poisoned = [self._poisoned_data(a, ids) for a, ids in zip(self.adversaries, self.adversary_clients)]
+        self._eval_model = copy.deepcopy(model)
+
+    # ---------------------------------------------------------------- setup
+    def _poisoned_data(self, adversary: Adversary, ids: list[int]) -> dict[int, Dataset]:
+        out = {}
+        for cid in ids:  # once per attacker at setup
+            if adversary.datasets is not None and cid in adversary.datasets:
+                out[cid] = adversary.datasets[cid]
+            elif adversary.poison is not None:
+                out[cid] = adversary.poison(self.clients[cid], cid)
+        return out
+
+    @property
+    def num_clients(self) -> int:
+        """K, the number of clients in the federation."""
+        return len(self.clients)
+
+    def sample_size(self) -> int:
+        """Clients sampled per round (before forced attackers are added)."""
+        s = self.config.sample
+        m = max(1, round(s * self.num_clients)) if isinstance(s, float) else int(s)
+        return min(m, self.num_clients)
+
+    # ---------------------------------------------------------------- one round
+    def sample(self, round: int) -> torch.Tensor:
+        """Sorted client ids of the round: forced active attackers plus a seeded draw of the rest."""
+        forced = sorted({c for a, ids in zip(self.adversaries, self.adversary_clients)
+                         if a.force and a.schedule.active(round) for c in ids})
+        order = torch.randperm(self.num_clients, generator=generator(self.config.seed, "sample", round))
+        if forced:
+            order = order[~torch.isin(order, torch.tensor(forced))]
+        rest = order[: max(0, self.sample_size() - len(forced))]
+        return torch.cat([torch.tensor(forced, dtype=torch.long), rest]).sort().values
+
+    def _roles(self, round: int, sampled: torch.Tensor) -> tuple[list[Dataset], torch.Tensor, list[torch.Tensor]]:
+        """Local data of each sampled client, the malicious mask, and each active adversary's row mask."""
+        data = [self.clients[int(c)] for c in sampled]
+        malicious = torch.zeros(len(sampled), dtype=torch.bool)
+        masks = []
+        for a, ids, poisoned in zip(self.adversaries, self.adversary_clients, self.poisoned):
+            rows = torch.isin(sampled, torch.tensor(ids, dtype=torch.long)) if a.schedule.active(round) else \
+                torch.zeros(len(sampled), dtype=torch.bool)
+            for r in torch.nonzero(rows).flatten().tolist():
+                data[r] = poisoned.get(int(sampled[r]), data[r])
+            malicious |= rows
+            masks.append(rows)
+        return data, malicious, masks
+
+    def _extras(self, round: int, global_params: torch.Tensor) -> dict:
+        extras = {}
+        cfg = self.config
+        if self.root_data is not None:
+            g = [generator(cfg.seed, "server", round)]
+            extras["server_update"] = local_updates(self.model, global_params, [self.root_data], cfg.local, g,
+                                                    cfg.memory_budget)[0]
+        if self.validation_data is not None:
+            val = self.validation_data
+
+            def validate(candidates: torch.Tensor) -> torch.Tensor:
+                """Accuracy (m,) on the server's validation set of global + server_lr * each candidate."""
+                return self.accuracies(global_params + cfg.server_lr * torch.atleast_2d(candidates), val)
+
+            extras["validate"] = validate
+            extras["base_accuracy"] = float(self.accuracies(global_params.unsqueeze(0), val)[0])
+        return extras
+
+    @torch.no_grad()
+    def accuracies(self, stacked: torch.Tensor, data: Dataset, max_candidates: int = 16) -> torch.Tensor:
+        """Accuracy (m,) of each of m flat parameter vectors on data, m models evaluated together."""
+        out = []
+        for lo in range(0, len(stacked), max_candidates):
+            params = unflatten(self.model, stacked[lo:lo + max_candidates])
+            correct = torch.zeros(len(params[0]))
+            for s in range(0, len(data), 512):
+                logits = stacked_logits(self.model, params, data.x[s:s + 512], shared=True)
+                correct += (logits.argmax(-1) == data.y[s:s + 512]).sum(dim=1)
+            out.append(correct / max(1, len(data)))
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def round(self, round: int, global_params: torch.Tensor) -> tuple[torch.Tensor, RoundRecord]:
+        """Run one round from global_params; returns the new global params and the round's record."""
+        start = time.perf_counter()
+        cfg = self.config
+        sampled = self.sample(round)
+        data, malicious, masks = self._roles(round, sampled)
+        gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
+        updates = local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
+        weights = torch.tensor([float(len(ds)) for ds in data])
+        extras = {"honest_updates": updates[~malicious].clone(), **self._extras(round, global_params)}
+        ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
+                           server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed, extras=extras)
+        for a, rows in zip(self.adversaries, masks):
+            if rows.any() and a.boost is not None:
+                updates[rows] *= a.boost
+            if rows.any() and a.attack is not None:
+                updates = a.attack(updates, rows, ctx)
+        agg = self.aggregator(updates, weights, ctx)
+        applied = bool(torch.isfinite(agg.update).all())
+        new = global_params + cfg.server_lr * agg.update if applied else global_params
+        record = self._record(round, sampled, malicious, updates, agg, applied)
+        last = round == cfg.rounds - 1
+        if (round + 1) % cfg.eval_every == 0 or last:
+            self._evaluate(new, record)
+        record.seconds = time.perf_counter() - start
+        return new, record
+
+    def _record(self, round, sampled, malicious, updates, agg: Aggregate, applied: bool) -> RoundRecord:
+        selected = torch.as_tensor(agg.selected, dtype=torch.bool)
+        if "flagged" in agg.info:
+            flagged = torch.isin(sampled, torch.as_tensor(agg.info["flagged"], dtype=torch.long))
+        else:
+            flagged = ~selected
+        precision, recall = flag_quality(flagged, malicious)
+        ids = sampled.tolist()
+        return RoundRecord(round=round, sampled=ids, malicious=sampled[malicious].tolist(),
+                           selected=sampled[selected].tolist(), flagged=sampled[flagged].tolist(),
+                           update_norms=updates.norm(dim=1).tolist(), precision=precision, recall=recall,
+                           applied=applied)
+
+    def _evaluate(self, params: torch.Tensor, record: RoundRecord) -> None:
+        model = self.model_with(params)
+        logits = predict_logits(model, self.test.x)
+        pred = logits.argmax(dim=1)
+        record.clean_accuracy = float((pred == self.test.y).float().mean())
+        record.loss = float(nn.functional.cross_entropy(logits, self.test.y))
+        record.flips = {f"{s}->{t}": flip_count(pred, self.test.y, s, t) for s, t in self.config.flips}
+        if self.triggered_test is not None:
+            trig = predict_logits(model, self.triggered_test.x).argmax(dim=1)
+            record.attack_success_rate = attack_success_rate(trig, self.triggered_test.y, self.config.target)
+
+    def model_with(self, params: torch.Tensor) -> nn.Module:
+        """The engine's evaluation copy of the model holding the flat params (shared, overwritten per call)."""
+        torch.nn.utils.vector_to_parameters(params.detach().clone(), self._eval_model.parameters())
+        return self._eval_model
+
+    # ---------------------------------------------------------------- the loop
+    def run(self, resume: bool = False, stop_after: int | None = None) -> FederationResult:
+        """Run all rounds (or resume from config.checkpoint_dir); stop_after=n ends after n rounds total."""
+        cfg = self.config
+        params, history, first = flat_params(self.model), [], 0
+        if resume and cfg.checkpoint_dir:
+            loaded = load_checkpoint(cfg.checkpoint_dir)
+            if loaded is not None:
+                params, history, first = self._restore(*loaded)
+        end = cfg.rounds if stop_after is None else min(cfg.rounds, stop_after)
+        with _progress(cfg.quiet, cfg.rounds, first) as bar:
+            for r in range(first, end):
+                params, record = self.round(r, params)
+                history.append(record)
+                bar(record)
+                if cfg.checkpoint_every and ((r + 1) % cfg.checkpoint_every == 0 or r == cfg.rounds - 1):
+                    self._save(r, params, history)
+        model = copy.deepcopy(self.model)
+        torch.nn.utils.vector_to_parameters(params.clone(), model.parameters())
+        return FederationResult(history, params, model, self.adversary_clients)
+
+    def _save(self, round: int, params: torch.Tensor, history: list[RoundRecord]) -> None:
+        tensors = {"global_params": params}
+        meta: dict = {"history": [r.to_dict() for r in history], "aggregator": None}
+        state = getattr(self.aggregator, "state_dict", None)
+        if callable(state):
+            agg_state = state()
+            tensors.update({f"aggregator.{k}": v for k, v in agg_state.items() if isinstance(v, torch.Tensor)})
+            meta["aggregator"] = {k: v for k, v in agg_state.items() if not isinstance(v, torch.Tensor)}
+        save_checkpoint(self.config.checkpoint_dir, round, tensors, meta)
+
+    def _restore(self, tensors: dict, meta: dict) -> tuple[torch.Tensor, list[RoundRecord], int]:
+        load = getattr(self.aggregator, "load_state_dict", None)
+        if callable(load) and meta.get("aggregator") is not None:
+            agg = {k.removeprefix("aggregator."): v for k, v in tensors.items() if k.startswith("aggregator.")}
+            load({**meta["aggregator"], **agg})
+        history = [RoundRecord.from_dict(r) for r in meta["history"]]
+        return tensors["global_params"], history, int(meta["round"]) + 1
+
+
+class _progress:
+    """A rich progress bar over rounds showing clean accuracy and ASR (no output when quiet)."""
+
+    def __init__(self, quiet: bool, total: int, done: int):
+        self.quiet, self.total, self.done = quiet, total, done
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda record: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from poisonlab.console import console
+
+        self.bar = Progress(TextColumn("round"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[status]}"), console=console, transient=False)
+        self.bar.start()
+        task = self.bar.add_task("rounds", total=self.total, completed=self.done, status="")
+        fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"  # noqa: E731
+
+        def update(record: RoundRecord) -> None:
+            status = f"acc {fmt(record.clean_accuracy)}  ASR {fmt(record.attack_success_rate)}"
+            self.bar.update(task, advance=1, status=status)
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if not self.quiet:
+            self.bar.stop()

@@ -1,0 +1,296 @@
+"""Vectorized local training: all sampled clients' SGD at once, as stacked parameters.
+
+Every parameter tensor gets a leading client axis (k, *shape). One forward and one backward per
+local step serve all k clients; since the clients' losses are independent, the gradient of their
+sum is each client's own gradient. The update is SGD with momentum and weight decay exactly as
+``torch.optim.SGD`` (first step: buf = g; then buf = m*buf + g; p -= lr*buf; g includes wd*p).
+
+Forward formulations (chosen by measurement on CPU, see docs/benchmarks.md):
+- poisonlab's nn.Sequential vocabulary (Linear, Conv2d, ReLU, MaxPool2d, Flatten) is compiled to
+  batched kernels: Linear as one ``baddbmm`` over clients; Conv2d as ONE grouped convolution with
+  input (B, k*c, h, w), weights (k*c_out, c_in, kh, kw) and groups=k;
+- any other buffer-free module runs through ``torch.func.functional_call`` under ``vmap``.
+
+Clients take their own number of steps (epochs * ceil(n_i / B)); within a chunk they are ordered by
+step count, so at step t only the prefix of clients still active is computed and updated (a slice,
+not a copy) and finished clients' parameters stop changing. Short last batches are padded and the
+padding gets zero loss weight, so each client's loss is the mean over its real samples, as in the
+plain loop (reference.py). Clients are processed in chunks sized to a memory budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from poisonlab.errors import ConfigError, ResourceError, check_range
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Client-side SGD: E local epochs of mini-batches of B, learning rate, momentum, weight decay."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("local epochs", self.epochs, 1)
+        check_range("local batch_size", self.batch_size, 1)
+        check_range("local lr", self.lr, 0.0, low_open=True)
+        check_range("local momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("local weight_decay", self.weight_decay, 0.0)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which samples each client sees at each step.
+
+    index: (S, k, B) int64 rows of the concatenated client data (padding points at row 0);
+    weight: (S, k, B) float32 loss weights, 1/len(batch) for real samples and 0 for padding;
+    steps: (k,) int64 steps each client takes (S = steps.max()).
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    steps: torch.Tensor
+
+
+def plan_batches(sizes: list[int], cfg: LocalConfig, generators: list[torch.Generator]) -> BatchPlan:
+    """Per-client shuffled mini-batches for cfg.epochs epochs, one generator per client.
+
+    Client i's rows in the concatenated data start at sum(sizes[:i]). Each epoch is one
+    torch.randperm(n_i, generator=generators[i]); the last batch of an epoch may be short.
+    """
+    B, k = cfg.batch_size, len(sizes)
+    per_epoch = [math.ceil(n / B) for n in sizes]
+    steps = torch.tensor([cfg.epochs * s for s in per_epoch], dtype=torch.long)
+    S = int(steps.max()) if k else 0
+    index = torch.zeros(S, k, B, dtype=torch.long)
+    weight = torch.zeros(S, k, B, dtype=torch.float32)
+    offset = 0
+    for i, (n, nb, g) in enumerate(zip(sizes, per_epoch, generators)):  # setup: one randperm per client-epoch
+        if n == 0:
+            continue
+        perms = torch.stack([torch.randperm(n, generator=g) for _ in range(cfg.epochs)])  # (E, n)
+        padded = torch.full((cfg.epochs, nb * B), -1, dtype=torch.long)
+        padded[:, :n] = perms
+        padded = padded.reshape(cfg.epochs * nb, B)
+        real = padded >= 0
+        index[: len(padded), i] = torch.where(real, padded + offset, 0)
+        weight[: len(padded), i] = real / real.sum(dim=1, keepdim=True)
+        offset += n
+    return BatchPlan(index, weight, steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Stacked forward: the Sequential vocabulary compiled to batched kernels, or torch.func.vmap.
+# --------------------------------------------------------------------------------------------
+
+_LAYERS = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
+
+
+def is_fast_sequential(model: nn.Module) -> bool:
+    """True if model is an nn.Sequential of Linear/Conv2d(groups=1)/ReLU/MaxPool2d/Flatten(1, -1)."""
+    if not isinstance(model, nn.Sequential):
+        return False
+    for m in model:
+        if not isinstance(m, _LAYERS):
+            return False
+        if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str)):
+            return False
+        if isinstance(m, nn.Flatten) and (m.start_dim != 1 or m.end_dim != -1):
+            return False
+        if isinstance(m, nn.MaxPool2d) and m.return_indices:
+            return False
+    return True
+
+
+def check_trainable(model: nn.Module) -> None:
+    """Vectorized training needs every piece of state to be a parameter: refuse modules with buffers."""
+    buffers = [n for n, _ in model.named_buffers()]
+    if buffers:
+        raise ConfigError(f"model has buffers {buffers[:3]} (e.g. batch norm); accepted: buffer-free models"
+                          " such as poisonlab.models")
+
+
+def stacked_logits(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+    """Logits (k, B, C) of k stacked parameter sets (each (k, *shape), in named_parameters order).
+
+    x is (k, B, *sample) (each client its own batch) or, with shared=True, (B, *sample) for all.
+    """
+    if is_fast_sequential(model):
+        return _sequential_forward(model, params, x, shared)
+    return _vmap_forward(model, params, x, shared)
+
+
+def _vmap_forward(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
+    from torch.func import functional_call, vmap
+
+    names = [n for n, _ in model.named_parameters()]
+
+    def one(p: tuple[torch.Tensor, ...], xb: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, dict(zip(names, p)), (xb,))
+
+    return vmap(one, in_dims=(0, None if shared else 0))(tuple(params), x)
+
+
+def _sequential_forward(model: nn.Sequential, params: list[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
+    """Walk the Sequential keeping activations either as (k, B, f) ("kb") or (B, k*c, h, w) ("grouped")."""
+    k = params[0].shape[0]
+    it = iter(params)
+    layout = "shared" if shared else "kb"  # shared: (B, *sample), the same input for every client
+    if not shared and x.dim() == 5:  # images (k, B, c, h, w) -> grouped (B, k*c, h, w)
+        x = x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
+        layout = "grouped"
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            w = next(it)
+            b = next(it) if m.bias is not None else None
+            w_all = w.reshape(k * w.shape[1], *w.shape[2:])
+            b_all = b.reshape(-1) if b is not None else None
+            groups = 1 if layout == "shared" else k  # a shared input needs no groups: all filters see it
+            x = F.conv2d(x, w_all, b_all, m.stride, m.padding, m.dilation, groups)
+            layout = "grouped"
+        elif isinstance(m, nn.Linear):
+            w = next(it)
+            b = next(it) if m.bias is not None else None
+            if layout == "shared":  # (B, f) @ (f, k*out) -> (k, B, out)
+                out = x @ w.reshape(-1, w.shape[-1]).T
+                x = out.reshape(x.shape[0], k, -1).transpose(0, 1)
+                x = x + b.unsqueeze(1) if b is not None else x
+            elif b is not None:
+                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            else:
+                x = torch.bmm(x, w.transpose(1, 2))
+            layout = "kb"
+        elif isinstance(m, nn.Flatten):
+            if layout == "grouped":  # (B, k*c, h, w) -> (k, B, c*h*w)
+                x = x.reshape(x.shape[0], k, -1).transpose(0, 1)
+            elif layout == "shared":
+                x = x.reshape(x.shape[0], -1)
+            else:
+                x = x.reshape(x.shape[0], x.shape[1], -1)
+        elif isinstance(m, nn.ReLU):
+            x = F.relu(x)
+        elif isinstance(m, nn.MaxPool2d):
+            x = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+    if layout != "kb":
+        raise ConfigError("model must end in nn.Linear to produce logits; accepted: poisonlab models")
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# Training.
+# --------------------------------------------------------------------------------------------
+
+def flat_params(model: nn.Module) -> torch.Tensor:
+    """The model's parameters as one flat float32 vector (named_parameters order)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float()
+
+
+def unflatten(model: nn.Module, flat: torch.Tensor) -> list[torch.Tensor]:
+    """Split flat (..., d) into tensors shaped like the model's parameters (with the leading dims)."""
+    lead = flat.shape[:-1]
+    out, start = [], 0
+    for p in model.parameters():
+        out.append(flat[..., start:start + p.numel()].reshape(*lead, *p.shape))
+        start += p.numel()
+    return out
+
+
+def bytes_per_client(model: nn.Module, sample_shape: tuple[int, ...], batch_size: int) -> int:
+    """Estimated bytes one client needs at once: 4 parameter-sized tensors plus 3 x activations of a batch."""
+    numel = [0]
+
+    def hook(_m, _i, out):
+        if isinstance(out, torch.Tensor):
+            numel[0] += out.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *sample_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    d = sum(p.numel() for p in model.parameters())
+    return 4 * (4 * d + 3 * numel[0] * batch_size)
+
+
+def chunk_size(model: nn.Module, sample_shape: tuple[int, ...], batch_size: int, memory_budget: int) -> int:
+    """How many clients fit in memory_budget bytes at once (at least one, or a ResourceError)."""
+    per = bytes_per_client(model, sample_shape, batch_size)
+    if per > memory_budget:
+        raise ResourceError(f"memory_budget={memory_budget} bytes is below the {per} one client needs;"
+                            f" accepted: at least {per}")
+    return max(1, memory_budget // per)
+
+
+def train_stacked(model: nn.Module, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor, plan: BatchPlan,
+                  cfg: LocalConfig) -> list[torch.Tensor]:
+    """Run the plan's SGD for its k clients from the stacked parameters start (k, d); returns stacked params."""
+    params = [p.clone() for p in unflatten(model, start)]
+    bufs = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else []
+    order = torch.argsort(plan.steps, descending=True, stable=True)
+    params = [p[order].contiguous() for p in params]
+    index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
+    for t in range(int(steps.max()) if len(steps) else 0):
+        a = int((steps > t).sum())  # clients still training: a prefix, thanks to the ordering
+        idx = index[t, :a]
+        xb = x[idx]  # (a, B, *sample)
+        leaves = [p[:a].detach().requires_grad_() for p in params]
+        logits = stacked_logits(model, leaves, xb)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1), reduction="none")
+        loss = (losses * weight[t, :a].reshape(-1)).sum()
+        grads = torch.autograd.grad(loss, leaves)
+        with torch.no_grad():
+            _sgd_step(params, grads, bufs, a, t == 0, cfg)
+    inverse = torch.argsort(order)
+    return [p[inverse] for p in params]
+
+
+def _sgd_step(params, grads, bufs, a: int, first: bool, cfg: LocalConfig) -> None:
+    """torch.optim.SGD's update (dampening 0, no nesterov) on the first a stacked clients, in place."""
+    for j, (p, g) in enumerate(zip(params, grads)):
+        pa = p[:a]
+        if cfg.weight_decay:
+            g = g.add(pa, alpha=cfg.weight_decay)
+        if cfg.momentum > 0:
+            buf = bufs[j][:a]
+            if first:
+                buf.copy_(g)
+            else:
+                buf.mul_(cfg.momentum).add_(g)
+            g = buf
+        pa.add_(g, alpha=-cfg.lr)
+
+
+def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
+                  generators: list[torch.Generator], memory_budget: int = 1 << 30) -> torch.Tensor:
+    """Updates (k, d) = local params - global params of k clients trained from global_params.
+
+    datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per
+    client for its batch order; memory_budget: bytes for one chunk of clients trained together.
+    """
+    check_trainable(model)
+    sizes = [len(ds) for ds in datasets]
+    plan = plan_batches(sizes, cfg, generators)
+    x = torch.cat([ds.x for ds in datasets])
+    y = torch.cat([ds.y for ds in datasets])
+    k, d = len(datasets), global_params.numel()
+    per_chunk = chunk_size(model, tuple(x.shape[1:]), cfg.batch_size, memory_budget)
+    updates = torch.zeros(k, d, dtype=torch.float32)
+    for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
+        hi = min(k, lo + per_chunk)
+        sub = BatchPlan(plan.index[:, lo:hi], plan.weight[:, lo:hi], plan.steps[lo:hi])
+        trained = train_stacked(model, global_params.expand(hi - lo, d), x, y, sub, cfg)
+        updates[lo:hi] = torch.cat([p.reshape(hi - lo, -1) for p in trained], dim=1) - global_params
+    return updates
