@@ -106,7 +106,7 @@ def accuracy_asr(entries: Sequence[Entry]) -> bytes | None:
             if not drawn:
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color=HONEST)
             ax.set(title=f"{title} per round", xlabel="round", ylabel=ylabel, ylim=(-3, 103))
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         handles = [Line2D([], [], **_line_style(i, len(entries), e.color), label=e.name)
                    for i, (e, _, y) in enumerate(curves["clean_accuracy"])
                    if len(y) or len(data.series(e.run, "attack_success_rate")[1])]
@@ -171,7 +171,7 @@ def update_norms(entries: Sequence[Entry]) -> bytes | None:
             if log:
                 ax.set_yscale("log")
             ax.set_xlim(rounds.min() - 0.7, rounds.max() + 0.7)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         handles = [Line2D([], [], ls="", marker="o", color=HONEST, label="honest client"),
                    Line2D([], [], ls="", marker="^", color=ATTACKER, markeredgecolor="black", label="malicious client")]
         fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
@@ -194,7 +194,7 @@ def flags(entries: Sequence[Entry]) -> bytes | None:
         return None
     k = max(m[0].shape[1] for _, m in panels)
     ncols = min(len(panels), 2)
-    height = min(max(2.4, 0.16 * k + 1.3), 9.0)
+    height = min(max(2.4, 0.16 * k + 1.3), 6.5)
     cmap = ListedColormap(["#e8e8e8", "#ffffff", FLAGGED])
     with matplotlib.rc_context({**STYLE, "axes.grid": False}):
         fig = _figure(12 if ncols == 2 else 8, height * -(-len(panels) // ncols) + 0.6)
@@ -202,15 +202,15 @@ def flags(entries: Sequence[Entry]) -> bytes | None:
         for ax, (e, (status, attacker, rounds)) in zip(axes, panels):
             ax.imshow(status.T, cmap=cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
             r_idx, c_idx = np.nonzero(attacker)
-            ax.scatter(r_idx, c_idx, marker="x", s=22 if status.shape[1] <= 40 else 8, color=ATTACKER, lw=1.6)
+            ax.scatter(r_idx, c_idx, marker="x", s=22 if status.shape[1] <= 40 else 14, color=ATTACKER, lw=1.6)
             if status.shape[0] <= 60 and status.shape[1] <= 60:
                 ax.set_xticks(np.arange(status.shape[0] + 1) - 0.5, minor=True)
                 ax.set_yticks(np.arange(status.shape[1] + 1) - 0.5, minor=True)
                 ax.grid(which="minor", color="#c8c8c8", lw=0.5)
                 ax.tick_params(which="minor", length=0)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10, min_n_ticks=1))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _, r=rounds: _round_tick(v, r)))
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8, min_n_ticks=1))
             ax.set(title=e.name, xlabel="round", ylabel="client id")
         handles = [Patch(facecolor="#e8e8e8", edgecolor="#999", label="not sampled"),
                    Patch(facecolor="#ffffff", edgecolor="#999", label="sampled, not flagged"),
