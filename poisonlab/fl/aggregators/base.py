@@ -138,13 +138,13 @@ def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
 
 
 def row_distances(updates: torch.Tensor, point: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
-    """||x_i - point|| for each row, exactly (column chunks of x - point, no cancellation)."""
+    """||x_i - point|| for each row as float64, exactly (column chunks of x - point, no cancellation)."""
     k, d = updates.shape
     sq = torch.zeros(k, dtype=torch.float64)
     for cols in column_chunks(k, d, updates.element_size(), chunk_bytes):
         diff = updates[:, cols] - point[cols]
         sq += torch.einsum("kd,kd->k", diff, diff).double()
-    return sq.sqrt().to(updates.dtype)
+    return sq.sqrt()
 
 
 def require_extra(ctx: RoundContext, key: str, rule: str, what: str):

@@ -41,7 +41,7 @@ class CenteredClipping:
             c = w * (self.tau / dist.clamp_min(1e-30)).clamp_max(1.0)
             v = v + c.to(updates.dtype) @ updates - c.sum().to(updates.dtype) * v
         self.center = v.clone()
-        return Aggregate(v, dist <= self.tau, dist / self.tau, {"clipped": int((dist > self.tau).sum())})
+        return Aggregate(v, dist <= self.tau, (dist / self.tau).float(), {"clipped": int((dist > self.tau).sum())})
 
     def state_dict(self) -> dict:
         """{'center': the previous aggregate (empty before the first round)}."""

@@ -51,7 +51,7 @@ class GeometricMedian:
         if updates.shape[0] == 0 or not bool(w.sum() > 0):
             return empty(updates)
         v, dist, steps = weiszfeld(updates, w, self.nu, self.max_iter, self.ftol, self.chunk_bytes)
-        return Aggregate(v, weights > 0, dist, {"weiszfeld_iterations": steps})
+        return Aggregate(v, weights > 0, dist.float(), {"weiszfeld_iterations": steps})
 
 
 @register("geometric_median", reference=REFERENCE)
