@@ -78,3 +78,8 @@ def test_validation_and_dtypes():
         Dataset(torch.zeros(3, 2), torch.tensor([0, 1]), ("a", "b"))
     with pytest.raises(DataError, match=r"x has shape \(3,\)"):
         Dataset(torch.zeros(3), torch.tensor([0, 1, 1]), ("a", "b"))
+
+
+def test_empty_subset():
+    empty = _toy().subset([])
+    assert len(empty) == 0 and empty.input_shape == (3,) and empty.classes == ("a", "b", "c")

@@ -68,7 +68,9 @@ class Dataset:
 
     def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> Dataset:
         """The samples at index (int positions or a boolean mask), in that order."""
-        index = torch.as_tensor(np.asarray(index) if not isinstance(index, torch.Tensor) else index)
+        if not isinstance(index, torch.Tensor):
+            index = np.asarray(index)
+            index = torch.as_tensor(index.astype(np.int64) if index.size == 0 else index)  # [] is float otherwise
         return self.replace(x=self.x[index], y=self.y[index])
 
     def concat(self, other: Dataset, name: str | None = None) -> Dataset:
