@@ -317,16 +317,37 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--hide-scrollbars"]
 
+# Counts images that decoded completely: drawn to a canvas, the bottom row must be opaque (every
+# figure has a white background; a truncated PNG leaves its undecoded rows transparent).
 IMAGE_PROBE = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var ok = imgs.filter(function (img) {
+    if (!img.complete || img.naturalWidth === 0) return false;
+    var c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    var ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    var last = ctx.getImageData(0, c.height - 1, c.width, 1).data;
+    for (var k = 3; k < last.length; k += 4) if (last[k] === 0) return false;
+    return true;
+  }).length;
   var out = document.createElement('pre');
   out.id = 'image-probe';
   out.textContent = 'decoded=' + ok + ' total=' + imgs.length;
   document.body.appendChild(out);
 });
 </script>"""
+
+
+def _decoded_images(browser: list[str], page: str, where: Path) -> tuple[int, int]:
+    """(images fully decoded, images) of a page, counted by IMAGE_PROBE in headless Chromium."""
+    where.write_text(page.replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run([*browser, "--virtual-time-budget=10000", "--dump-dom", where.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    found = re.search(r"decoded=(\d+) total=(\d+)", dom)
+    assert found, "the image probe did not run"
+    return int(found.group(1)), int(found.group(2))
 
 
 @pytest.mark.skipif(_chromium() is None, reason="chromium / chromium-browser is not on PATH "
@@ -344,14 +365,13 @@ def test_report_renders_in_headless_chromium(full_report, tmp_path):
     assert gray.std() > 10, "the screenshot is blank"
     assert (gray < 128).mean() > 0.01, "hardly any dark pixels: text and figures did not render"
 
-    probe = tmp_path / "probe.html"  # a copy with a tiny script that counts decoded images
-    probe.write_text(page.replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
-    dom = subprocess.run([*browser, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
-    found = re.search(r"decoded=(\d+) total=(\d+)", dom)
-    assert found, "the image probe did not run"
-    decoded, total = map(int, found.groups())
+    decoded, total = _decoded_images(browser, page, tmp_path / "probe.html")
     assert total == len(FIGURE_SECTIONS) + 1 and decoded == total
+
+    # the probe can fail: a PNG cut in half is counted as not decoded
+    payload = re.findall(r'src="data:image/png;base64,([^"]+)"', page)[0]
+    broken = page.replace(payload, payload[: len(payload) // 2 // 4 * 4], 1)
+    assert _decoded_images(browser, broken, tmp_path / "broken.html") == (total - 1, total)
 
 
 def test_attack_rounds_are_shaded_only_when_informative():
