@@ -78,13 +78,15 @@ class RobustStrategy(FedAvg):
     aggregator: rule(updates (k, d), weights (k,), ctx) -> Aggregate (poisonlab.fl.aggregators);
     spec: the model's ArraySpec (replies must match it exactly);
     server_lr: eta in global + eta * aggregate; sample: fraction or count of clients per round;
-    seed: experiment seed (sampling, ctx.seed); malicious: client ids known to be malicious
-    (scoring only); sampler: sampler(round, K) -> client ids, overriding sample;
+    seed: experiment seed (sampling, ctx.seed); malicious: client ids known to be malicious, or
+    truth(round) -> set of them (scoring only); sampler: sampler(round, K) -> client ids, overriding
+    sample; extras(round, global) -> RoundContext.extras (e.g. FLTrust's server update);
     min_available_nodes: nodes to wait for before the first round.
     """
 
     def __init__(self, aggregator: Rule, spec: ArraySpec, *, server_lr: float = 1.0, sample: float | int = 1.0,
-                 seed: int = 0, malicious: Iterable[int] = (), sampler: Sampler | None = None,
+                 seed: int = 0, malicious: Iterable[int] | Callable[[int], set[int]] = (),
+                 sampler: Sampler | None = None, extras: Callable[[int, torch.Tensor], dict] | None = None,
                  min_available_nodes: int = 2, fraction_evaluate: float = 0.0,
                  weighted_by_key: str = "num-examples", arrayrecord_key: str = "arrays",
                  configrecord_key: str = "config") -> None:
@@ -99,13 +101,15 @@ class RobustStrategy(FedAvg):
         self.spec = spec
         self.server_lr = float(server_lr)
         self.seed = int(seed)
-        self.malicious = {int(c) for c in malicious}
+        self.truth = malicious if callable(malicious) else (lambda rnd, fixed=frozenset(int(c) for c in malicious): fixed)
+        self.extras = extras
         self.sampler = sampler or default_sampler(sample, self.seed)
         self.node_clients: dict[int, int] = {}
         self.history: list[dict] = []
         self._global: torch.Tensor | None = None
         self._sent: dict[int, int] = {}
         self._started = 0.0
+        self._round = 0
 
     # ------------------------------------------------------------------ Flower API
     def summary(self) -> None:
@@ -118,6 +122,7 @@ class RobustStrategy(FedAvg):
                         grid: Grid) -> Iterable[Message]:
         """Sample clients (seeded), remember the global model, send it with the round number."""
         self._started = time.perf_counter()
+        self._round = server_round - 1
         nodes = self._wait_for_nodes(grid)
         clients = self.client_ids(nodes)
         by_client = {c: n for n, c in zip(nodes, clients)}
@@ -150,11 +155,13 @@ class RobustStrategy(FedAvg):
         ctx = RoundContext(round=server_round - 1, num_clients=max(len(self.node_clients), len(self._sent)),
                            sampled=clients, global_params=self._global, server_lr=self.server_lr,
                            malicious=torch.tensor([int(c) in self.malicious for c in clients]),
-                           omniscient=False, seed=self.seed)
+                           omniscient=False, seed=self.seed,
+                           extras=self.extras(server_round - 1, self._global) if self.extras else {})
         agg = self.aggregator(updates, weights, ctx)
         new = self._global + self.server_lr * agg.update.to(self._global.dtype)
         if not bool(torch.isfinite(new).all()):
             LOG.warning("round %d: the aggregate is not finite; the global model is unchanged", server_round)
+            entry["applied"] = False
             self._finish(entry)
             return None, None
         self._record_aggregate(entry, nodes, updates, agg)
@@ -214,18 +221,23 @@ class RobustStrategy(FedAvg):
     def _record_aggregate(self, entry: dict, nodes: list[int], updates: torch.Tensor, agg: Aggregate) -> None:
         """Fill the history entry with what the rule kept and flagged; log the flagged nodes."""
         selected = agg.selected.to(torch.bool).tolist()
-        flagged_nodes = [n for n, s in zip(nodes, selected) if not s]
-        entry["selected"] = [self._client_of(n) for n, s in zip(nodes, selected) if s]
-        entry["flagged"] = [self._client_of(n) for n in flagged_nodes]
-        entry["flagged_nodes"] = flagged_nodes
+        clients = [self._client_of(n) for n in nodes]
+        if "flagged" in (agg.info or {}):  # the rule reports its own flags (as the built-in engine reads them)
+            own = {int(c) for c in agg.info["flagged"]}
+            flags = [c in own for c in clients]
+        else:
+            flags = [not s for s in selected]
+        flagged_nodes = [n for n, f in zip(nodes, flags) if f]
+        entry["selected"] = sorted(c for c, s in zip(clients, selected) if s)
+        entry["flagged"] = sorted(c for c, f in zip(clients, flags) if f)
+        entry["flagged_nodes"] = sorted(flagged_nodes, key=self._client_of)
         norms = dict(zip(nodes, torch.linalg.vector_norm(updates, dim=1).tolist()))
         entry["update_norms"] = [norms.get(n) for n in entry["_sent_nodes"]]
         if agg.scores is not None:
             scores = dict(zip(nodes, agg.scores.tolist()))
             entry["scores"] = [_json_float(scores.get(n)) for n in entry["_sent_nodes"]]
         entry["info"] = _jsonable(agg.info)
-        truth = [self._client_of(n) in self.malicious for n in nodes]
-        flags = [not s for s in selected]
+        truth = [c in self.malicious for c in clients]
         tp = sum(f and t for f, t in zip(flags, truth))
         entry["precision"] = tp / sum(flags) if any(flags) else None
         entry["recall"] = tp / sum(truth) if any(truth) else None
@@ -239,7 +251,7 @@ class RobustStrategy(FedAvg):
                  "sampled": [self._sent[n] for n in sent_nodes],
                  "malicious": sorted(c for c in self._sent.values() if c in self.malicious),
                  "selected": [], "flagged": [], "flagged_nodes": [], "update_norms": [None] * len(sent_nodes),
-                 "precision": None, "recall": None, "seconds": None,
+                 "precision": None, "recall": None, "flips": {}, "applied": True, "seconds": None,
                  "rejected": [{"node": n, "client": self._sent.get(n), "reason": r} for n, r in rejected],
                  "_sent_nodes": sent_nodes}
         missing = set(self._sent) - {int(m.metadata.src_node_id) for m in replies}
@@ -261,6 +273,7 @@ class RobustStrategy(FedAvg):
                 for key in ("clean_accuracy", "attack_success_rate", "loss"):
                     if key in metrics:
                         entry[key] = _json_float(metrics[key])
+                entry["flips"] = dict(metrics.get("flips") or {})
                 entry["seconds"] = time.perf_counter() - self._started
                 return
 
@@ -271,6 +284,11 @@ class RobustStrategy(FedAvg):
         except Exception as err:  # noqa: BLE001 - metrics are informative; never fail the round on them
             LOG.warning("could not aggregate the training metrics: %s", err)
             return None
+
+    @property
+    def malicious(self) -> set[int]:
+        """Clients truly malicious in the current round (scoring only)."""
+        return set(self.truth(self._round))
 
     # ------------------------------------------------------------------ ids
     def client_ids(self, nodes: list[int]) -> list[int]:

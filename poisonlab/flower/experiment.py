@@ -1,0 +1,166 @@
+"""One federated experiment prepared for Flower's apps, built as the built-in engine builds it.
+
+``prepare(experiment_json)`` parses the experiment (the YAML's shape; poisonlab.config.parse),
+then builds the engine's own ``Federation`` with the runner's helpers (poisonlab.experiment:
+seeded split, server data, partition, adversaries, aggregator chain, FederationConfig). The
+Flower apps then use that Federation's pieces, so the data, seeds, sampling (forced attackers
+included), poisoned local data, local training and evaluation are exactly the built-in engine's:
+
+- client side: ``local_update(global, client, round)`` = the engine's local training of that one
+  client on its (possibly poisoned) data, then its adversary's boost and update attack applied to
+  its own row only (ctx.omniscient=False: the attacker never sees an honest update);
+- server side: ``sample(round)``, ``truth(round)``, the aggregator, ``evaluate(params, record)``.
+
+It is cached per process (Ray actors and SuperNodes' ClientApp processes call it per message).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+
+import torch
+
+from poisonlab.errors import ConfigError
+from poisonlab.fl.federation import Federation
+from poisonlab.fl.history import RoundRecord
+from poisonlab.fl.local import flat_params, local_updates
+from poisonlab.fl.types import RoundContext
+from poisonlab.flower.arrays import ArraySpec
+from poisonlab.rng import generator
+
+
+@dataclass
+class Prepared:
+    """A Federation plus what the Flower apps need from it (see the module docstring)."""
+
+    federation: Federation
+    rounds: int
+
+    @property
+    def seed(self) -> int:
+        return self.federation.config.seed
+
+    @property
+    def num_clients(self) -> int:
+        return self.federation.num_clients
+
+    @property
+    def server_lr(self) -> float:
+        return self.federation.config.server_lr
+
+    @functools.cached_property
+    def spec(self) -> ArraySpec:
+        return ArraySpec.from_module(self.federation.model)
+
+    def initial_params(self) -> torch.Tensor:
+        """The global model of round 0 (flat)."""
+        return flat_params(self.federation.model)
+
+    # ---------------------------------------------------------------- client side
+    def adversary_of(self, client: int) -> int | None:
+        """Index of the adversary controlling client, or None for an honest client."""
+        for i, ids in enumerate(self.federation.adversary_clients):
+            if client in ids:
+                return i
+        return None
+
+    def is_malicious(self, client: int) -> bool:
+        """True if an adversary controls this client."""
+        return self.adversary_of(client) is not None
+
+    def client_data(self, client: int, rnd: int, malicious: bool | None = None):
+        """The data the client trains on in round rnd: its poisoned data when its adversary is active."""
+        fed = self.federation
+        a = self.adversary_of(client)
+        if a is None or not (malicious is None or malicious) or not fed.adversaries[a].schedule.active(rnd):
+            return fed.clients[client]
+        return fed.poisoned[a].get(client, fed.clients[client])
+
+    def local_update(self, global_params: torch.Tensor, client: int, rnd: int, malicious: bool | None = None,
+                     attack=None) -> tuple[torch.Tensor, int]:
+        """(update (d,), number of examples) of client in round rnd, as the engine computes its row.
+
+        malicious=False forces honest behaviour; attack overrides the adversary's update attack.
+        """
+        fed = self.federation
+        data = self.client_data(client, rnd, malicious)
+        gen = generator(fed.config.seed, "local", rnd, client)
+        update = local_updates(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget)
+        a = self.adversary_of(client)
+        active = a is not None and fed.adversaries[a].schedule.active(rnd) and malicious is not False
+        if attack is not None or active:
+            adv = fed.adversaries[a] if a is not None else None
+            rows = torch.tensor([True])
+            if adv is not None and adv.boost is not None:
+                update = update * adv.boost
+            attack = attack if attack is not None else adv.attack
+            if attack is not None:
+                ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client]),
+                                   global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
+                                   omniscient=False, seed=fed.config.seed)
+                update = attack(update, rows, ctx)
+        return update[0], len(data)
+
+    # ---------------------------------------------------------------- server side
+    def sample(self, rnd: int, k: int | None = None) -> list[int]:
+        """Sorted client ids of round rnd (the engine's draw, active forced attackers included)."""
+        return self.federation.sample(rnd).tolist()
+
+    def truth(self, rnd: int) -> set[int]:
+        """Clients acting maliciously in round rnd (their adversary's schedule is active)."""
+        fed = self.federation
+        return {c for a, ids in zip(fed.adversaries, fed.adversary_clients) if a.schedule.active(rnd) for c in ids}
+
+    def evaluate(self, params: torch.Tensor, rnd: int) -> dict:
+        """The engine's evaluation of params: clean_accuracy, loss, attack_success_rate, flips."""
+        record = RoundRecord(round=rnd, sampled=[], malicious=[], selected=[], flagged=[], update_norms=[])
+        self.federation._evaluate(params, record)
+        return {"clean_accuracy": record.clean_accuracy, "loss": record.loss,
+                "attack_success_rate": record.attack_success_rate, "flips": record.flips}
+
+
+def parse_experiment(experiment) -> object:
+    """An ExperimentConfig from a dict, a JSON string or an ExperimentConfig (must be federated)."""
+    from poisonlab.config.load import parse
+
+    if isinstance(experiment, str):
+        experiment = json.loads(experiment)
+    config = experiment if hasattr(experiment, "model_dump") else parse(dict(experiment))
+    if config.kind != "federated":
+        raise ConfigError("the experiment has no 'federated' section; accepted: a federated experiment")
+    return config
+
+
+def build_federation(config, quiet: bool = True) -> Federation:
+    """The built-in engine's Federation for config, built exactly as poisonlab.experiment.run_federated does."""
+    from poisonlab import experiment as runner
+    from poisonlab.models import make_model
+    from poisonlab.rng import derive_seed
+
+    fed = config.federated
+    train_set, test_set = runner.load_split(config)
+    train_set, root, validation = runner.carve_server_data(fed, train_set, config.seed)
+    clients = runner.partition_clients(fed, train_set, config.seed)
+    adversaries, probe = runner.build_adversaries(fed, config.seed)
+    target = getattr(probe, "target", None) if probe is not None and hasattr(probe, "triggered") else None
+    triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
+    model = make_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
+                       **config.model.params)
+    return Federation(model, clients, test_set, runner.federation_config(config, None, quiet, target, probe),
+                      aggregator=runner.build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
+                      root_data=root, validation_data=validation)
+
+
+def experiment_json(experiment) -> str:
+    """The experiment as a canonical JSON string (from a dict, an ExperimentConfig or a JSON string)."""
+    config = parse_experiment(experiment)
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4)
+def prepare(experiment: str) -> Prepared:
+    """Build (once per process) the prepared experiment from its JSON string."""
+    config = parse_experiment(experiment)
+    return Prepared(build_federation(config), config.federated.rounds)
