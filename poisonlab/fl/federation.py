@@ -34,6 +34,7 @@ from poisonlab.errors import ConfigError, check_range
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
 from poisonlab.fl.history import RoundRecord, flag_quality
+from poisonlab.fl.reference import reference_updates
 from poisonlab.fl.local import LocalConfig, check_trainable, flat_params, local_updates, stacked_logits, unflatten
 from poisonlab.fl.types import Aggregate, RoundContext
 from poisonlab.metrics import attack_success_rate, flip_count
@@ -47,7 +48,8 @@ class FederationConfig:
     server_lr: eta; eval_every: evaluate every n rounds (and after the last); seed;
     memory_budget: bytes per chunk of clients trained together; checkpoint_every/checkpoint_dir:
     checkpoint every n rounds (0 = never); target: backdoor target class for ASR; flips: (source,
-    target) pairs to count on the test set; quiet: no progress bar."""
+    target) pairs to count on the test set; quiet: no progress bar; engine: "vectorized" (all clients
+    at once, local.py) or "reference" (the plain per-client loop, reference.py, for checks and benchmarks)."""
 
     rounds: int = 10
     sample: float | int = 1.0
@@ -61,9 +63,12 @@ class FederationConfig:
     target: int | None = None
     flips: tuple[tuple[int, int], ...] = ()
     quiet: bool = False
+    engine: str = "vectorized"
 
     def __post_init__(self) -> None:
         check_range("rounds", self.rounds, 1)
+        if self.engine not in ("vectorized", "reference"):
+            raise ConfigError(f"engine '{self.engine}' is not known; known: reference, vectorized")
         check_range("server_lr", self.server_lr, 0.0, low_open=True)
         check_range("eval_every", self.eval_every, 1)
         check_range("checkpoint_every", self.checkpoint_every, 0)
@@ -211,7 +216,10 @@ class Federation:
         sampled = self.sample(round)
         data, malicious, masks = self._roles(round, sampled)
         gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
-        updates = local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
+        if cfg.engine == "reference":
+            updates = reference_updates(self.model, global_params, data, cfg.local, gens)
+        else:
+            updates = local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
         weights = torch.tensor([float(len(ds)) for ds in data])
         extras = {"honest_updates": updates[~malicious].clone(), **self._extras(round, global_params)}
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,

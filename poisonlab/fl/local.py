@@ -9,6 +9,7 @@ Forward formulations (chosen by measurement on CPU, see docs/benchmarks.md):
 - poisonlab's nn.Sequential vocabulary (Linear, Conv2d, ReLU, MaxPool2d, Flatten) is compiled to
   batched kernels: Linear as one ``baddbmm`` over clients; Conv2d as ONE grouped convolution with
   input (B, k*c, h, w), weights (k*c_out, c_in, kh, kw) and groups=k;
+- ReLU -> MaxPool2d runs as MaxPool2d -> ReLU (identical values, 4x less ReLU work);
 - any other buffer-free module runs through ``torch.func.functional_call`` under ``vmap``.
 
 Clients take their own number of steps (epochs * ceil(n_i / B)); within a chunk they are ordered by
@@ -149,7 +150,7 @@ def _sequential_forward(model: nn.Sequential, params: list[torch.Tensor], x: tor
     if not shared and x.dim() == 5:  # images (k, B, c, h, w) -> grouped (B, k*c, h, w)
         x = x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
         layout = "grouped"
-    for m in model:
+    for m in _pool_before_relu(list(model)):
         if isinstance(m, nn.Conv2d):
             w = next(it)
             b = next(it) if m.bias is not None else None
@@ -184,6 +185,16 @@ def _sequential_forward(model: nn.Sequential, params: list[torch.Tensor], x: tor
     if layout != "kb":
         raise ConfigError("model must end in nn.Linear to produce logits; accepted: poisonlab models")
     return x
+
+
+def _pool_before_relu(layers: list[nn.Module]) -> list[nn.Module]:
+    """Swap ReLU -> MaxPool2d into MaxPool2d -> ReLU: equal outputs (max commutes with the monotone ReLU),
+    and the ReLU and its backward then touch a quarter of the activations."""
+    out = list(layers)
+    for i in range(len(out) - 1):
+        if isinstance(out[i], nn.ReLU) and isinstance(out[i + 1], nn.MaxPool2d):
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,19 +253,67 @@ def train_stacked(model: nn.Module, start: torch.Tensor, x: torch.Tensor, y: tor
     order = torch.argsort(plan.steps, descending=True, stable=True)
     params = [p[order].contiguous() for p in params]
     index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
+    mlp = is_mlp(model)
     for t in range(int(steps.max()) if len(steps) else 0):
         a = int((steps > t).sum())  # clients still training: a prefix, thanks to the ordering
         idx = index[t, :a]
         xb = x[idx]  # (a, B, *sample)
-        leaves = [p[:a].detach().requires_grad_() for p in params]
-        logits = stacked_logits(model, leaves, xb)
-        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1), reduction="none")
-        loss = (losses * weight[t, :a].reshape(-1)).sum()
-        grads = torch.autograd.grad(loss, leaves)
+        if mlp:
+            grads = _mlp_grads(model, [p[:a] for p in params], xb, y[idx], weight[t, :a])
+        else:
+            leaves = [p[:a].detach().requires_grad_() for p in params]
+            logits = stacked_logits(model, leaves, xb)
+            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1), reduction="none")
+            loss = (losses * weight[t, :a].reshape(-1)).sum()
+            grads = torch.autograd.grad(loss, leaves)
         with torch.no_grad():
             _sgd_step(params, grads, bufs, a, t == 0, cfg)
     inverse = torch.argsort(order)
     return [p[inverse] for p in params]
+
+
+def is_mlp(model: nn.Module) -> bool:
+    """True for an nn.Sequential of Linear and ReLU layers, optionally starting with Flatten(1, -1)."""
+    if not is_fast_sequential(model):
+        return False
+    body = list(model)[1:] if isinstance(model[0], nn.Flatten) else list(model)
+    return all(isinstance(m, (nn.Linear, nn.ReLU)) for m in body) and isinstance(body[-1], nn.Linear)
+
+
+@torch.no_grad()
+def _mlp_grads(model: nn.Sequential, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+               w: torch.Tensor) -> list[torch.Tensor]:
+    """Hand-written backward of sum_i w_i * CE_i for stacked MLPs (no autograd graph: less overhead).
+
+    Forward z = h W^T + b per client (baddbmm); dL/dlogits = w * (softmax - onehot); then per Linear
+    dW = dz^T h, db = sum_b dz, dh = dz W; per ReLU dz = dh * (z > 0).
+    """
+    h = x.reshape(x.shape[0], x.shape[1], -1)
+    it = iter(params)
+    saved = []  # (kind, tensor, weight, has_bias)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            W = next(it)
+            b = next(it) if m.bias is not None else None
+            saved.append(("linear", h, W, b is not None))
+            h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) if b is not None else torch.bmm(h, W.transpose(1, 2))
+        elif isinstance(m, nn.ReLU):
+            saved.append(("relu", h > 0, None, False))
+            h = h.clamp_min(0)
+    grad = torch.softmax(h, dim=-1)
+    grad.scatter_add_(-1, y.unsqueeze(-1), -torch.ones_like(y, dtype=grad.dtype).unsqueeze(-1))
+    grad *= w.unsqueeze(-1)
+    grads: list[torch.Tensor] = []
+    for i, (kind, t, W, has_bias) in enumerate(reversed(saved)):
+        if kind == "relu":
+            grad = grad * t
+            continue
+        if has_bias:
+            grads.append(grad.sum(dim=1))
+        grads.append(torch.bmm(grad.transpose(1, 2), t))
+        if i < len(saved) - 1:
+            grad = torch.bmm(grad, W)
+    return grads[::-1]
 
 
 def _sgd_step(params, grads, bufs, a: int, first: bool, cfg: LocalConfig) -> None:
@@ -273,6 +332,9 @@ def _sgd_step(params, grads, bufs, a: int, first: bool, cfg: LocalConfig) -> Non
         pa.add_(g, alpha=-cfg.lr)
 
 
+_CHUNKS: dict[tuple, int] = {}
+
+
 def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
                   generators: list[torch.Generator], memory_budget: int = 1 << 30) -> torch.Tensor:
     """Updates (k, d) = local params - global params of k clients trained from global_params.
@@ -286,7 +348,10 @@ def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list,
     x = torch.cat([ds.x for ds in datasets])
     y = torch.cat([ds.y for ds in datasets])
     k, d = len(datasets), global_params.numel()
-    per_chunk = chunk_size(model, tuple(x.shape[1:]), cfg.batch_size, memory_budget)
+    key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget)
+    if key not in _CHUNKS:  # the estimate runs a forward pass: once per model and shape
+        _CHUNKS[key] = chunk_size(model, key[1], cfg.batch_size, memory_budget)
+    per_chunk = _CHUNKS[key]
     updates = torch.zeros(k, d, dtype=torch.float32)
     for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
         hi = min(k, lo + per_chunk)
