@@ -12,8 +12,11 @@ from typing import Any
 
 from poisonlab.errors import ConfigError
 from poisonlab.poison.backdoor import Backdoor
+from poisonlab.poison.clean_label import FeatureCollision, HiddenTrigger
+from poisonlab.poison.external import ExternalPhotos
 from poisonlab.poison.features import FeatureNoise
 from poisonlab.poison.labels import LabelFlip
+from poisonlab.poison.semantic import SemanticBackdoor
 from poisonlab.registry import Registry
 
 POISONS = Registry("poison")
@@ -21,6 +24,10 @@ POISONS = Registry("poison")
 POISONS.register("label_flip", reference="Biggio et al. 2012; Tolpegin et al. 2020 (targeted source->target)")(LabelFlip)
 POISONS.register("feature_noise", reference="Biggio & Roli 2018 (bounded feature perturbation)")(FeatureNoise)
 POISONS.register("backdoor", reference="Gu et al. 2017, BadNets (dirty-label trigger backdoor)")(Backdoor)
+POISONS.register("semantic_backdoor", reference="Bagdasaryan et al. 2020 (semantic backdoor, natural subpopulation)")(
+    SemanticBackdoor)
+POISONS.register("external", reference="Shafahi et al. 2018 (web-scraped poison photos labelled as a chosen class)")(
+    ExternalPhotos)
 
 
 def make_poison(spec: Any) -> Any:
@@ -34,3 +41,7 @@ def make_poison(spec: Any) -> Any:
         return POISONS.get(spec["name"], **(spec.get("params") or {}))
     raise ConfigError(f"poison={spec!r} is not valid; accepted: {{name: ..., params: {{...}}}} with name in"
                       f" {', '.join(POISONS.names())}")
+
+POISONS.register("feature_collision", reference="Shafahi et al. 2018, Poison Frogs! (clean-label feature collision)")(
+    FeatureCollision)
+POISONS.register("hidden_trigger", reference="Saha et al. 2020, Hidden Trigger Backdoor Attacks (AAAI)")(HiddenTrigger)

@@ -1,0 +1,157 @@
+"""The centralized poisoning pipeline: a clean baseline model versus a poisoned one, side by side.
+
+run_centralized trains a clean model on the clean training set (the baseline), applies the
+poisons in order, then obtains the poisoned model by the injection mode (concat: train from
+scratch on the poisoned set; fine_tune: fine-tune the clean model on the poison, optionally
+mixed with clean rows). Both are evaluated on the clean test set (accuracy, per-class accuracy,
+confusion) and, for backdoor-style poisons, on the triggered test set (attack success rate).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from poisonlab.data.dataset import Dataset
+from poisonlab.metrics import attack_success_rate, confusion_matrix
+from poisonlab.models import make_model
+from poisonlab.poison.injection import Injection, fine_tune_set, retrain_head
+from poisonlab.poison.registry import make_poison
+from poisonlab.poison.result import Poisoned
+from poisonlab.training import TrainConfig, evaluate, fine_tune, predict, train
+
+
+@dataclass
+class CentralizedResult:
+    """Clean and poisoned models' evaluations, ASR, flips, and the poisoned training data."""
+
+    clean_accuracy: float
+    clean_accuracy_clean_model: float
+    loss: float
+    per_class_accuracy: list[float]
+    per_class_accuracy_clean_model: list[float]
+    confusion: list[list[int]]
+    confusion_clean_model: list[list[int]]
+    attack_success_rate: float | None
+    attack_success_rate_clean_model: float | None
+    flips: dict[str, int]
+    flips_clean_model: dict[str, int]
+    class_names: list[str]
+    poison_count: int
+    train_size: int
+    injection: dict
+    poison_info: list[dict]
+    wall_time: float
+    probe: dict | None = None
+    model: Any = field(default=None, repr=False)
+    clean_model: Any = field(default=None, repr=False)
+    poisoned: Poisoned | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict; the keys of metrics.json "final" plus the clean-model counterparts."""
+        skip = {"model", "clean_model", "poisoned"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+
+def apply_poisons(train_set: Dataset, poisons: Sequence[Any], seed: int, model=None,
+                  test_set: Dataset | None = None) -> tuple[Poisoned, list]:
+    """Apply each poison in order (seeds derived per position); the masks accumulate (or-ed, extended)."""
+    data, mask, infos, built = train_set, torch.zeros(len(train_set), dtype=torch.bool), [], []
+    for i, spec in enumerate(poisons):
+        poison = make_poison(spec)
+        if getattr(poison, "requires_model", False):
+            poison = poison.bind(model, test_set)
+        from poisonlab.rng import derive_seed
+
+        result = poison.apply(data, derive_seed(seed, "poison", i))
+        old = torch.zeros(len(result.data), dtype=torch.bool)
+        old[: len(mask)] = mask
+        mask = old | result.mask
+        data = result.data
+        infos.append(result.info)
+        built.append(poison)
+    return Poisoned(data, mask, {"poisons": infos}), built
+
+
+def source_target_pairs(poisons: Sequence[Any], num_classes: int) -> list[tuple[int, int]]:
+    """The (source, target) pairs whose flip counts are reported: declared by the poisons."""
+    pairs = []
+    for p in poisons:
+        if hasattr(p, "flip_pairs"):
+            pairs += list(p.flip_pairs(num_classes))
+        elif getattr(p, "source", None) is not None and getattr(p, "target", None) is not None:
+            pairs.append((int(p.source), int(p.target)))
+        elif getattr(p, "target", None) is not None and getattr(p, "sources", None):
+            pairs += [(int(s), int(p.target)) for s in p.sources]
+    return sorted(set(pairs))
+
+
+def _flips(confusion: list[list[int]], pairs) -> dict[str, int]:
+    return {f"{s}->{t}": int(confusion[s][t]) for s, t in pairs}
+
+
+def run_centralized(train_set: Dataset, test_set: Dataset, model_name: str, poisons: Sequence[Any],
+                    injection: Injection | dict | str | None = None, train_cfg: TrainConfig | dict | None = None,
+                    seed: int = 0, model_params: dict | None = None, clean_model=None) -> CentralizedResult:
+    """Train clean and poisoned models and compare them on the clean and triggered test sets.
+
+    clean_model: an already trained baseline (same data, model and seed) to reuse instead of training one.
+    """
+    start = time.perf_counter()
+    inj = Injection.from_spec(injection)
+    cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig(**(train_cfg or {}))
+    params = model_params or {}
+    if clean_model is None:
+        clean_model = make_model(model_name, train_set.input_shape, train_set.num_classes, seed=seed, **params)
+        train(clean_model, train_set, cfg, seed=seed)
+    poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
+    if inj.mode == "concat":
+        model = make_model(model_name, train_set.input_shape, train_set.num_classes, seed=seed, **params)
+        train(model, poisoned.data, cfg, seed=seed)
+    else:
+        ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
+                             momentum=cfg.momentum if inj.momentum is None else inj.momentum,
+                             weight_decay=cfg.weight_decay, optimizer=cfg.optimizer)
+        ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
+        model = (retrain_head(clean_model, ft_data, ft_cfg, seed) if inj.head_only
+                 else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
+    ev, ev0 = evaluate(model, test_set), evaluate(clean_model, test_set)
+    asr, asr0 = _asr(built, test_set, model, seed), _asr(built, test_set, clean_model, seed)
+    pairs = source_target_pairs(built, train_set.num_classes)
+    return CentralizedResult(
+        clean_accuracy=ev.accuracy, clean_accuracy_clean_model=ev0.accuracy, loss=ev.loss,
+        per_class_accuracy=ev.per_class_accuracy, per_class_accuracy_clean_model=ev0.per_class_accuracy,
+        confusion=ev.confusion, confusion_clean_model=ev0.confusion,
+        attack_success_rate=asr, attack_success_rate_clean_model=asr0,
+        flips=_flips(ev.confusion, pairs), flips_clean_model=_flips(ev0.confusion, pairs),
+        class_names=list(train_set.classes), poison_count=poisoned.count, train_size=len(poisoned.data),
+        injection=inj.__dict__.copy(), poison_info=poisoned.info["poisons"],
+        probe=_probe(built, test_set, model, clean_model),
+        wall_time=time.perf_counter() - start, model=model, clean_model=clean_model, poisoned=poisoned)
+
+
+def _asr(poisons, test_set: Dataset, model, seed: int) -> float | None:
+    """ASR of the first poison that has a trigger (triggered(test_set)), else None."""
+    for p in poisons:
+        if hasattr(p, "triggered"):
+            trig = p.triggered(test_set, seed)
+            if len(trig) == 0:
+                return None
+            return attack_success_rate(predict(model, trig.x), trig.y, int(p.target))
+    return None
+
+
+def _probe(poisons, test_set: Dataset, model, clean_model) -> dict | None:
+    """Predictions of both models on held-out probe inputs (e.g. external test photos), or None."""
+    for p in poisons:
+        probe = p.probe(test_set) if hasattr(p, "probe") else None
+        if probe is not None:
+            pred, pred0 = predict(model, probe["x"]).tolist(), predict(clean_model, probe["x"]).tolist()
+            t = probe["target"]
+            return {"files": probe["files"], "target": t, "predicted": pred, "predicted_clean_model": pred0,
+                    "as_target": sum(v == t for v in pred), "as_target_clean_model": sum(v == t for v in pred0)}
+    return None
