@@ -1,0 +1,150 @@
+"""Time per call of every aggregation rule, and Krum/Bulyan against per-pair Python loops.
+
+    .venv/bin/python benchmarks/aggregators.py                 # the full grid
+    .venv/bin/python benchmarks/aggregators.py --k 100 --d 1000000 --reps 2
+
+k in {20, 100, 500}, d in {1e5, 1e6} (combinations whose inputs plus working memory would
+exceed --max-gb are skipped). The loop baselines are what common FL frameworks do: the
+distance matrix filled pair by pair with torch.norm(x_i - x_j) ** 2, Bulyan re-running that
+Krum on the shrinking set. The matmul peak is measured in the same run (a square float32
+matmul), and Krum is compared with the ideal time of its Gram product 2 k^2 d / peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from poisonlab.fl.aggregators import get
+from poisonlab.fl.types import RoundContext
+from poisonlab.rng import generator
+
+RULES = {
+    "mean": {}, "median": {}, "trimmed_mean": {"beta": 0.1}, "krum": "f", "multi_krum": "f",
+    "bulyan": "f", "geometric_median": {}, "centered_clipping": {"tau": 1.0}, "norm_clip": {"bound": 1.0},
+    "fltrust": {}, "foolsgold": {}, "dp_gaussian": {"bound": 1.0, "sigma": 0.01}, "flame": {},
+}
+
+
+def loop_krum_scores(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Baseline: the distance matrix filled pair by pair (as common FL frameworks do), then Krum scores."""
+    n = x.shape[0]
+    dist = torch.zeros(n, n)
+    for i in range(n):
+        for j in range(n):
+            dist[i, j] = torch.norm(x[i] - x[j]) ** 2
+    q = n - f - 2
+    return torch.stack([torch.sort(dist[i][torch.arange(n) != i]).values[:max(q, 0)].sum() for i in range(n)])
+
+
+def loop_krum(x: torch.Tensor, f: int) -> int:
+    """Baseline Krum: the index of the lowest loop score."""
+    return int(torch.argmin(loop_krum_scores(x, f)))
+
+
+def loop_bulyan(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Baseline Bulyan: Krum re-run (distances recomputed) on the shrinking set, then the coordinate stage."""
+    remaining = list(range(x.shape[0]))
+    chosen = []
+    while len(chosen) < x.shape[0] - 2 * f:
+        best = remaining[loop_krum(x[remaining], f)]
+        chosen.append(best)
+        remaining.remove(best)
+    s = x[chosen]
+    beta = len(chosen) - 2 * f
+    med = torch.quantile(s, 0.5, dim=0) if s.numel() < 2**24 else s.median(dim=0).values
+    idx = torch.topk((s - med).abs(), beta, dim=0, largest=False).indices
+    return torch.gather(s, 0, idx).mean(dim=0)
+
+
+def timed(fn, reps: int) -> float:
+    """Best wall time of reps calls (the machine is shared; the minimum is the least disturbed)."""
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_peak(reps: int = 3, n: int = 2048) -> float:
+    """Measured float32 matmul throughput (FLOP/s) of an n x n product on this machine now."""
+    a = torch.randn(n, n, generator=generator(0, "bench", "peak"))
+    return 2 * n**3 / timed(lambda: a @ a, reps)
+
+
+def build(name: str, k: int):
+    params = RULES[name]
+    f = (k - 3) // 4  # the largest f Bulyan accepts (n >= 4f + 3); Krum uses the same f
+    if params == "f":
+        params = {"f": f, "m": k - f} if name == "multi_krum" else {"f": f}
+    return get(name, **params), f
+
+
+def pair_time(x: torch.Tensor, pairs: int) -> float:
+    """Measured seconds per torch.norm(x_i - x_j) ** 2 of the loop baselines (mean over pairs)."""
+    n = x.shape[0]
+    t0 = time.perf_counter()
+    for p in range(pairs):
+        float(torch.norm(x[p % n] - x[(p * 7 + 1) % n]) ** 2)
+    return (time.perf_counter() - t0) / pairs
+
+
+def bench(k: int, d: int, reps: int, loops: bool, peak: float, loop_budget: float) -> list[tuple]:
+    x = torch.randn(k, d, generator=generator(0, "bench", k, d))
+    w = torch.ones(k)
+    ctx = RoundContext(sampled=torch.arange(k), num_clients=k,
+                       extras={"server_update": torch.randn(d, generator=generator(1, "bench", d))})
+    rows = []
+    for name in RULES:
+        rule, f = build(name, k)
+        rows.append((k, d, name, timed(lambda: rule(x, w, ctx), reps), None))
+    gram = timed(lambda: x @ x.T, reps)
+    ideal = 2 * k * k * d / peak
+    rows.append((k, d, "(gram x @ x.T alone)", gram, None))
+    rows.append((k, d, "(gram at measured peak 2k^2d/peak)", ideal, None))
+    if loops:
+        f = (k - 3) // 4
+        mine = {r[2]: r[3] for r in rows}
+        krum_pairs = k * k
+        bulyan_pairs = sum(r * r for r in range(2 * f + 1, k + 1))  # Krum re-run on sets of size k .. 2f + 1
+        per_pair = pair_time(x, pairs=200)
+        if per_pair * bulyan_pairs <= loop_budget:
+            loop_k, loop_b, how = timed(lambda: loop_krum(x, f), 1), timed(lambda: loop_bulyan(x, f), 1), "run"
+        else:  # too long to run on a shared machine: measured per-pair time x the exact pair count
+            loop_k, loop_b, how = per_pair * krum_pairs, per_pair * bulyan_pairs, "extrapolated"
+        rows.append((k, d, f"krum per-pair loop ({how}, {krum_pairs} pairs)", loop_k, loop_k / mine["krum"]))
+        rows.append((k, d, f"bulyan per-pair loop ({how}, {bulyan_pairs} pairs)", loop_b, loop_b / mine["bulyan"]))
+        rows.append((k, d, "krum / ideal gram", mine["krum"], mine["krum"] / ideal))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--k", type=int, nargs="*", default=[20, 100, 500])
+    p.add_argument("--d", type=int, nargs="*", default=[100_000, 1_000_000])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--max-gb", type=float, default=4.0)
+    p.add_argument("--loop-budget", type=float, default=120.0,
+                   help="run the loop baselines when they would take at most this many seconds, else extrapolate")
+    p.add_argument("--loops", default="100x1000000",
+                   help="k x d combos (comma separated) that also run the per-pair loop baselines; 'all' or ''")
+    args = p.parse_args()
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'k':>4} {'d':>8}  {'rule':48} {'seconds':>9}  ratio")
+    for k in args.k:
+        for d in args.d:
+            if 3 * k * d * 4 / 2**30 > args.max_gb:  # input + sort/copy temporaries
+                print(f"{k:>4} {d:>8}  skipped: about {3 * k * d * 4 / 2**30:.1f} GB > {args.max_gb} GB")
+                continue
+            loops = args.loops == "all" or f"{k}x{d}" in args.loops.split(",")
+            for k_, d_, name, sec, ratio in bench(k, d, args.reps, loops, peak, args.loop_budget):
+                extra = f"{ratio:6.1f}x" if ratio is not None else ""
+                print(f"{k_:>4} {d_:>8}  {name:48} {sec:9.4f}  {extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
