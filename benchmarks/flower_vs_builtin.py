@@ -21,6 +21,7 @@ import torch
 
 from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.attacks import get as get_attack
+import poisonlab.fl.feature_trigger  # noqa: F401  (registers the "features" trigger)
 from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.synthetic import client_sizes, synthetic
