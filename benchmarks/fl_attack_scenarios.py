@@ -107,6 +107,13 @@ def last_attack_round(cfg) -> int | None:
     return None if not rounds or None in rounds else max(rounds)
 
 
+def baseline_key(cfg) -> str:
+    """What a no-attack run depends on: the config without its name, adversaries and grid."""
+    doc = cfg.model_dump()
+    doc.pop("name"), doc.pop("grid"), doc["federated"].pop("adversary")
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
 def run(path: str, attack: bool) -> dict:
     """Run one config; the final metrics and the history as a dict."""
     cfg = load_config(path)
@@ -143,6 +150,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """One panel per scenario: clean accuracy and ASR per round, attacked (solid) and baseline (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["config"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for r in (r for r in rows if r["config"] == name):
+            style = "-" if r["attack"] else "--"
+            rounds = [h["round"] for h in r["history"]]
+            ax.plot(rounds, [h["clean_accuracy"] for h in r["history"]], style, color="tab:blue",
+                    label="clean acc" + ("" if r["attack"] else " (no attack)"))
+            if any(h["attack_success_rate"] is not None for h in r["history"]):
+                ax.plot(rounds, [h["attack_success_rate"] for h in r["history"]], style, color="tab:red",
+                        label="ASR" + ("" if r["attack"] else " (no attack)"))
+        ax.set_title(name.removesuffix(".yaml"), fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -159,16 +196,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     paths = args.configs or sorted(glob.glob(str(ROOT / "configs" / "fl-*.yaml")))
-    rows = []
+    rows, baselines = [], {}
     for path in paths:
         for attack in ((True,) if args.attack_only else (True, False)):
-            row = run(path, attack)
+            key = baseline_key(load_config(path))
+            if not attack and key in baselines:  # configs differing only in their adversaries share one baseline
+                row = {**baselines[key], "config": Path(path).name, "shared_baseline": baselines[key]["config"]}
+            else:
+                row = run(path, attack)
+            if not attack:
+                baselines.setdefault(key, row)
             rows.append(row)
             print(f"{row['config']} attack={attack}: clean {fmt(row['clean_accuracy'])} ASR {fmt(row['attack_success_rate'])}"
                   f" {row.get('persistence', '')} ({row['seconds']} s)", file=sys.stderr, flush=True)
     md = table(rows)
     print(md)
     write_atomic(Path(args.out + ".md"), md + "\n")
+    plot(rows, Path(args.out + ".png"))
     write_atomic(Path(args.out + ".json"), json.dumps(rows, indent=1))
     return 0
 
