@@ -62,6 +62,9 @@ class InjectionSpec(Strict):
     clean_fraction: float = Field(0.0, ge=0.0, le=1.0)
     epochs: int = Field(3, ge=1)
     lr: float = Field(0.01, gt=0.0)
+    batch_size: int | None = Field(None, ge=1)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    head_only: bool = False
 
 
 class ScheduleSpec(Strict):

@@ -1,0 +1,50 @@
+"""``poisonlab run CONFIG``: one experiment from a YAML file, into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poisonlab.config import load_config
+from poisonlab.console import console, percent, table
+
+NAME = "run"
+HELP = "Run one experiment from a YAML config and write its run directory (metrics, history, report)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="experiment YAML file (see configs/)")
+    parser.add_argument("--out", help="run directory (default: output.dir or runs/<name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value, e.g. --set federated.rounds=5 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from poisonlab.experiment import run_experiment
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out or config.output.dir or Path("runs") / config.name)
+    metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
+    print_summary(metrics)
+    console.print(f"run directory: {out}  (report: {out / 'report.html'})")
+    return 0
+
+
+def print_summary(metrics: dict) -> None:
+    """The final figures of a run as a small table."""
+    final = metrics["final"]
+    rows = [("clean accuracy", percent(final.get("clean_accuracy", float("nan"))))]
+    if final.get("clean_accuracy_clean_model") is not None:
+        rows.append(("clean accuracy, clean model", percent(final["clean_accuracy_clean_model"])))
+    if final.get("attack_success_rate") is not None:
+        rows.append(("attack success rate", percent(final["attack_success_rate"])))
+    if final.get("attack_success_rate_clean_model") is not None:
+        rows.append(("attack success rate, clean model", percent(final["attack_success_rate_clean_model"])))
+    for pair, count in (final.get("flips") or {}).items():
+        before = (final.get("flips_clean_model") or {}).get(pair)
+        rows.append((f"{pair} on the test split", f"{count}" + (f" (clean model: {before})" if before is not None else "")))
+    for det in metrics.get("detections", []):
+        rows.append((f"{det['detector']} TPR / FPR", f"{percent(det['tpr'])} / {percent(det['fpr'])}"))
+    rows.append(("wall time", f"{metrics['wall_time']:.1f} s"))
+    console.print(table(f"{metrics['name']} ({metrics['kind']}, seed {metrics['seed']})", ["metric", "value"], rows))

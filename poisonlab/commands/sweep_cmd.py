@@ -1,0 +1,36 @@
+"""``poisonlab sweep CONFIG``: every cell of the config's grid (attacks x defenses x seeds), resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poisonlab.config import apply_overrides, read_yaml
+from poisonlab.console import console
+
+NAME = "sweep"
+HELP = "Run the grid of a YAML config (e.g. attacks x defenses x seeds); finished cells are skipped on rerun."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="experiment YAML file with a 'grid:' section")
+    parser.add_argument("--out", help="sweep directory (default: output.dir or runs/<name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a base config value before the grid is applied (repeatable)")
+    parser.add_argument("--no-report", action="store_true", help="skip the per-cell HTML reports")
+
+
+def run(args) -> int:
+    from poisonlab.experiment import run_experiment
+    from poisonlab.sweep import run_sweep, summarize, write_summary
+
+    doc = apply_overrides(read_yaml(args.config), args.overrides)
+    out = Path(args.out or (doc.get("output") or {}).get("dir") or Path("runs") / str(doc.get("name", "sweep")))
+
+    def run_one(config, cell_dir):
+        return run_experiment(config, cell_dir, quiet=True, report=not args.no_report)
+
+    rows = run_sweep(doc, out, run_one, log=console.print)
+    csv_path, md_path = write_summary(out, summarize(rows))
+    print(md_path.read_text())
+    console.print(f"summary: {md_path} and {csv_path}")
+    return 0
