@@ -10,11 +10,11 @@ from rich.table import Table
 console = Console(highlight=False)
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
-    """A rich Table with the given header and rows (values are str()-ed; floats as given)."""
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], align: str = "right") -> Table:
+    """A rich Table with the given header and rows; the first column left, the others aligned as asked."""
     t = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
-        t.add_column(col, justify="left" if i == 0 else "right")
+        t.add_column(col, justify="left" if i == 0 else align)
     for row in rows:
         t.add_row(*(str(v) for v in row))
     return t
