@@ -62,8 +62,14 @@ def cell_slug(settings: dict[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
+    """A short label for a grid value: a component's name, an adversary's poison+attack, or the value."""
+    if value is None:
+        return "none"
     if isinstance(value, dict) and "name" in value:
         return str(value["name"])
+    if isinstance(value, dict) and ("attack" in value or "poison" in value):
+        names = [_short(value[k]) for k in ("poison", "attack") if value.get(k)]
+        return "+".join(names) or "none"
     if isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value):
         return "+".join(str(v["name"]) for v in value)
     return str(value)
@@ -144,9 +150,13 @@ def _std(values: list[float]) -> float:
 
 
 def write_summary(out_dir: Path, summary: list[dict]) -> tuple[Path, Path]:
-    """summary.csv and summary.md (a markdown table with mean ± std in percent)."""
+    """summary.csv and summary.md (mean ± std in percent; plus an attack x defense matrix for 2-key grids)."""
     csv_path = write_csv(out_dir / "summary.csv", summary)
-    md_path = atomic_write_text(out_dir / "summary.md", markdown_table(summary))
+    text = markdown_table(summary)
+    keys = [k for k in (summary[0] if summary else {}) if not k.endswith(("_mean", "_std")) and k != "seeds"]
+    if len(keys) == 2:
+        text += "\nClean accuracy / ASR (%), mean over seeds:\n\n" + matrix_table(summary, keys[0], keys[1])
+    md_path = atomic_write_text(out_dir / "summary.md", text)
     return csv_path, md_path
 
 
@@ -162,6 +172,30 @@ def markdown_table(summary: list[dict]) -> str:
         cells += [_pm(row[f"{m}_mean"], row[f"{m}_std"]) for m in SUMMARY_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def matrix_table(summary: list[dict], row_key: str, col_key: str) -> str:
+    """A markdown matrix: rows = values of row_key, columns = values of col_key, cells 'accuracy / ASR' (%)."""
+    rows = list(dict.fromkeys(r[row_key] for r in summary))
+    cols = list(dict.fromkeys(r[col_key] for r in summary))
+    cell = {(r[row_key], r[col_key]): r for r in summary}
+    lines = [f"| {row_key.split('.')[-1]} \\ {col_key.split('.')[-1]} | " + " | ".join(cols) + " |",
+             "|" + "---|" * (len(cols) + 1)]
+    for row in rows:
+        values = []
+        for col in cols:
+            entry = cell.get((row, col))
+            if entry is None:
+                values.append("")
+                continue
+            acc, asr = entry["clean_accuracy_mean"], entry["attack_success_rate_mean"]
+            values.append(_pct(acc) + (f" / {_pct(asr)}" if asr is not None else ""))
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def _pm(mean: float | None, std: float | None) -> str:

@@ -57,3 +57,15 @@ def test_summary_mean_and_std_over_seeds():
     assert median_row["attack_success_rate_mean"] is None
     table = markdown_table(summary)
     assert "70.0 ± 10.0" in table and "| median |" in table
+
+
+def test_matrix_table_rows_attacks_columns_rules():
+    from poisonlab.sweep import matrix_table
+
+    rows = [{"adv": "none", "agg": "mean", "seed": 0, "clean_accuracy": 0.9, "attack_success_rate": None},
+            {"adv": "backdoor+scale", "agg": "mean", "seed": 0, "clean_accuracy": 0.8, "attack_success_rate": 0.99},
+            {"adv": "none", "agg": "krum", "seed": 0, "clean_accuracy": 0.85, "attack_success_rate": None}]
+    table = matrix_table(summarize(rows), "adv", "agg").splitlines()
+    assert table[0] == "| adv \\ agg | mean | krum |"
+    assert table[2] == "| none | 90.0 | 85.0 |"
+    assert table[3] == "| backdoor+scale | 80.0 / 99.0 |  |"
