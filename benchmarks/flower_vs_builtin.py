@@ -70,7 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agreement", action="store_true", help="3 seeds, compare accuracy and ASR")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs for Ray (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in this process (default 1, as in each Ray actor; on a busy"
+                             " 2-core machine 2 threads made the built-in engine 40x slower by oversubscription)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     seeds = [0, 1, 2] if args.agreement else [0]
     rows = []
     for seed in seeds:
