@@ -332,3 +332,13 @@ def test_download_keeps_verified_files_and_replaces_bad_ones(tmp_path, monkeypat
     dl.download("mnist", target.parent, part="test")  # already verified: not fetched again
     assert len(calls) == 1
     assert dl.download("mnist", target.parent, part="train") == []  # no train files in this table
+
+
+def test_idx_header_claiming_huge_shape_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.idx"
+    path.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">III", 2 ** 31, 2 ** 31, 2 ** 31) + b"\x00" * 10)
+    with pytest.raises(DataError, match="huge.idx: idx header declares shape .* over the .* byte limit"):
+        read_idx(path)
+    path.write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", 2 ** 30) + b"\x00" * 10)
+    with pytest.raises(DataError, match="huge.idx: expected 1073741824 bytes of data .*found 10"):
+        read_idx(path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import tempfile
@@ -57,6 +58,21 @@ def _open_maybe_gzip(path: Path):
 
 # ---------------------------------------------------------------- idx
 
+#: Largest idx payload read (bytes); a header declaring more is refused before reading.
+MAX_IDX_BYTES = 1 << 32
+
+
+def _read_at_most(f, limit: int) -> bytes:
+    """Up to limit bytes, in chunks, so memory follows the real content, not a header's claim."""
+    chunks, left = [], limit
+    while left > 0:
+        block = f.read(min(left, 1 << 24))
+        if not block:
+            break
+        chunks.append(block)
+        left -= len(block)
+    return b"".join(chunks)
+
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an idx file (gzip or raw) into a numpy array in native byte order."""
@@ -80,8 +96,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                 raise DataError(f"{path}: truncated idx header: expected {ndim} dimension sizes")
             dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
             dtype = IDX_DTYPES[code]
-            expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-            body = f.read(expected + 1)
+            expected = math.prod(dims) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise DataError(f"{path}: idx header declares shape {dims} ({expected} bytes),"
+                                f" over the {MAX_IDX_BYTES} byte limit")
+            body = _read_at_most(f, expected + 1)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as err:
         raise DataError(f"{path}: corrupt or truncated gzip stream ({err})") from None
     what = "pixel data" if len(dims) >= 3 else "data"
