@@ -82,3 +82,15 @@ def test_backdoor_needs_budget():
         POISONS.get("backdoor", trigger="pixel", target=0)
     with pytest.raises(ConfigError, match="did you mean 'backdoor'"):
         POISONS.get("backdor")
+
+
+def test_gallery_png(tmp_path, digits):
+    from poisonlab.errors import DataError
+    from poisonlab.poison.gallery import render_gallery
+
+    x = digits.x[:4]
+    png = render_gallery(x, PatchTrigger(2, 1.0, "top-left")(x), tmp_path / "g.png", ["a", "b", "c", "d"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "g.png").read_bytes() == png
+    assert not list(tmp_path.glob(".g.png*"))  # no temp file left behind
+    with pytest.raises(DataError, match="gallery"):
+        render_gallery(x, x[:2], None)
