@@ -25,6 +25,7 @@ import torch
 
 import poisonlab.fl.attacks  # noqa: F401  (registers the update attacks)
 import poisonlab.fl.dba  # noqa: F401  (registers the 'dba' poison and the 'dba_piece' / 'features' triggers)
+import poisonlab.fl.edge_case  # noqa: F401  (registers the 'edge_case' poison)
 from poisonlab.config.load import load_config
 from poisonlab.data import load
 from poisonlab.data.sources import SOURCES

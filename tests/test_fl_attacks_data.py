@@ -131,3 +131,13 @@ def test_dba_poison_trains_on_its_piece_and_is_measured_with_the_full_trigger():
     stamped = out.data.x[out.mask][:, 0]
     assert torch.all(stamped[:, 6:, 6:] == 1) and int(stamped.sum()) == 10 * 4  # its 2x2 quadrant only
     assert torch.all(p.triggered(data).x[:, 0, 4:, 4:] == 1)  # the full 4x4 patch
+
+
+def test_edge_case_is_a_registered_poison():
+    import poisonlab.fl.edge_case  # noqa: F401  (registers "edge_case")
+
+    folder = shared_path("poison-images", "rutan-boomerang")
+    p = POISONS.get("edge_case", path=str(folder), target=0, copies=2)
+    data = synthetic(num_samples=20).replace(x=torch.zeros(20, 1, 28, 28))
+    out = p.apply(data)
+    assert out.count == 36 and torch.equal(out.data.x[:20], data.x)

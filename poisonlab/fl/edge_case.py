@@ -84,3 +84,14 @@ class EdgeCase:
         _, held = self.photos(test_set.input_shape)
         y = torch.full((len(held),), (self.target + 1) % test_set.num_classes, dtype=torch.int64)
         return test_set.replace(x=held, y=y, name="edge_case_heldout")
+
+
+def _register_poison() -> None:
+    from poisonlab.poison import POISONS
+
+    if "edge_case" not in POISONS:
+        POISONS.register("edge_case", reference="Wang et al. 2020, Attack of the tails: yes, you really can backdoor"
+                                                " federated learning (NeurIPS)")(EdgeCase)
+
+
+_register_poison()
