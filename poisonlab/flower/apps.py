@@ -147,11 +147,12 @@ def _attack(spec: Any):
 
 
 # ---------------------------------------------------------------------------- server
-def server_app(defaults: dict | None = None, sink: Callable[[list[dict]], None] | None = None,
+def server_app(defaults: dict | None = None, sink: Callable[[dict], None] | None = None,
                source: Callable[[dict], engine.Prepared] = from_settings) -> ServerApp:
     """A ServerApp running the experiment's rounds with RobustStrategy and the engine's evaluation.
 
-    sink(history) receives the per-round history when the run ends (the simulation uses it);
+    sink({"history": [...], "params": final flat global model}) is called when the run ends (the
+    simulation uses it);
     with an 'output' setting the history is also written there as JSON (atomically).
     """
     app = ServerApp()
@@ -170,10 +171,11 @@ def server_app(defaults: dict | None = None, sink: Callable[[list[dict]], None] 
                 strategy.record_evaluation(server_round, metrics)
             return MetricRecord({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 
-        strategy.start(grid, to_record(exp.initial_params(), exp.spec), num_rounds=exp.rounds, timeout=timeout,
-                       evaluate_fn=evaluate)
+        result = strategy.start(grid, to_record(exp.initial_params(), exp.spec), num_rounds=exp.rounds,
+                                timeout=timeout, evaluate_fn=evaluate)
         if sink is not None:
-            sink(strategy.history)
+            final = from_record(result.arrays, exp.spec) if len(result.arrays) else exp.initial_params()
+            sink({"history": strategy.history, "params": final})
         if s.get("output"):
             write_json(Path(str(s["output"])), {"history": strategy.history})
 

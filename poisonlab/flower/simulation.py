@@ -13,11 +13,14 @@ started with a bounded number of CPUs and is shut down at the end, whatever happ
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
 import time
 from typing import Any
+
+import torch
 
 from poisonlab.errors import ConfigError
 from poisonlab.flower import require_flwr
@@ -44,7 +47,10 @@ class RaySource:
 
 
 def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1.0, verbose: bool = False) -> dict:
-    """Run the experiment on Flower's simulation engine; returns {"history": [...], "wall_time": seconds}.
+    """Run the experiment on Flower's simulation engine.
+
+    Returns {"history": [metrics.json history entries], "params": final flat global model (d,),
+    "model": a copy of the engine's model holding them, "wall_time": seconds}.
 
     num_cpus: CPUs Ray may use (its actor pool runs num_cpus / client_cpus ClientApps at once);
     client_cpus: CPUs reserved per ClientApp actor. wall_time includes Ray's start-up.
@@ -63,7 +69,7 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
         prepared = Prepared(experiment, experiment.config.rounds)
     else:
         prepared = prepare(experiment_json(experiment))
-    histories: list[list[dict]] = []
+    histories: list[dict] = []
     backend = {"init_args": {"num_cpus": int(num_cpus), "num_gpus": 0, "include_dashboard": False},
                "client_resources": {"num_cpus": float(client_cpus), "num_gpus": 0.0}}
     _quiet(verbose)
@@ -78,7 +84,10 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
             ray.shutdown()
     if not histories:
         raise ConfigError("the Flower simulation ended without a history; see the Flower log above")
-    return {"history": histories[0], "wall_time": time.perf_counter() - started}
+    model = copy.deepcopy(prepared.federation.model)
+    torch.nn.utils.vector_to_parameters(histories[0]["params"].clone(), model.parameters())
+    return {"history": histories[0]["history"], "params": histories[0]["params"], "model": model,
+            "wall_time": time.perf_counter() - started}
 
 
 def _start_ray(num_cpus: int, verbose: bool) -> None:
