@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from poisonlab.errors import check_range
+from poisonlab.errors import ConfigError, check_range
 from poisonlab.fl.attacks import ATTACKS
 from poisonlab.fl.attacks.base import benign_rows, check, rewrite
 from poisonlab.fl.types import RoundContext
@@ -38,8 +38,6 @@ def gaussian(sigma: float | None = None, mean: str = "zero"):
     if sigma is not None:
         check_range("sigma", sigma, 0.0)
     if mean not in ("zero", "own"):
-        from poisonlab.errors import ConfigError
-
         raise ConfigError(f"gaussian mean='{mean}' is not known; accepted: zero, own")
 
     def attack(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
