@@ -1,0 +1,98 @@
+"""Mitigation after detection. Every function returns a NEW model; the caller's model is never changed.
+
+- ``retrain_without``: train a fresh model on the data minus the flagged samples (Tran et al. 2018;
+  Chen et al. 2018 retrain after removal).
+- ``fine_prune``: Liu, Dolan-Gavitt & Garg, "Fine-Pruning", RAID 2018: prune the penultimate
+  neurons least active on clean data (dormant neurons that a backdoor can hide in), then fine-tune.
+- ``prune_trigger_neurons``: Wang et al. 2019 (Neural Cleanse, Sec. VI-B): prune the penultimate
+  neurons whose activation rises most when the reversed trigger is stamped on clean inputs.
+- ``unlearn``: Wang et al. 2019 (Sec. VI-C): fine-tune on clean inputs, a share of them carrying the
+  reversed trigger while keeping their TRUE labels.
+- ``robust_training``: adversarial / robust training: train on the data plus triggered or perturbed
+  copies carrying their true labels.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from poisonlab.data.dataset import Dataset
+from poisonlab.detect.features import embed
+from poisonlab.detect.neural_cleanse import apply_trigger
+from poisonlab.errors import ConfigError, check_range
+from poisonlab.models import make_model, split_head
+from poisonlab.rng import generator
+from poisonlab.training import TrainConfig, fine_tune, train
+
+
+def retrain_without(data: Dataset, flagged: torch.Tensor, model: str = "cnn", cfg: TrainConfig = TrainConfig(),
+                    seed: int = 0, **model_params) -> nn.Sequential:
+    """A fresh make_model(model) trained on data without the flagged samples."""
+    flagged = torch.as_tensor(flagged, dtype=torch.bool)
+    if flagged.shape != (len(data),):
+        raise ConfigError(f"flagged has shape {tuple(flagged.shape)}; expected ({len(data)},) to match the data")
+    fresh = make_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    train(fresh, data.subset(~flagged), cfg, seed=seed)
+    return fresh
+
+
+def prune_neurons(model: nn.Sequential, neurons: torch.Tensor) -> nn.Sequential:
+    """A copy of model with the given penultimate neurons removed (their head weights set to zero)."""
+    pruned = copy.deepcopy(model)
+    _, head = split_head(pruned)
+    with torch.no_grad():
+        head.weight[:, neurons] = 0.0
+    return pruned
+
+
+def _prune_count(model: nn.Sequential, fraction: float) -> int:
+    check_range("fraction", fraction, 0.0, 1.0)
+    return int(round(fraction * split_head(model)[1].in_features))
+
+
+def fine_prune(model: nn.Sequential, clean: Dataset, fraction: float = 0.5,
+               cfg: TrainConfig = TrainConfig(epochs=2, lr=0.01), seed: int = 0) -> nn.Sequential:
+    """Fine-pruning (Liu et al. 2018): prune the fraction of penultimate neurons least active on clean data, fine-tune."""
+    mean_act = embed(model, clean.x).mean(dim=0)
+    pruned = prune_neurons(model, torch.argsort(mean_act)[:_prune_count(model, fraction)])
+    if cfg.epochs == 0:
+        return pruned
+    keep = split_head(pruned)[1].weight.detach().abs().sum(dim=0) > 0
+    tuned = fine_tune(pruned, clean, cfg, seed)
+    with torch.no_grad():
+        split_head(tuned)[1].weight[:, ~keep] = 0.0
+    return tuned
+
+
+def prune_trigger_neurons(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: torch.Tensor,
+                          fraction: float = 0.1) -> nn.Sequential:
+    """Neural Cleanse pruning: remove the penultimate neurons the reversed trigger excites most (mean rise)."""
+    rise = embed(model, apply_trigger(clean.x, mask, pattern)).mean(dim=0) - embed(model, clean.x).mean(dim=0)
+    return prune_neurons(model, torch.argsort(rise, descending=True)[:_prune_count(model, fraction)])
+
+
+def unlearn(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: torch.Tensor, share: float = 0.2,
+            cfg: TrainConfig = TrainConfig(epochs=2, lr=0.01), seed: int = 0) -> nn.Sequential:
+    """Neural Cleanse unlearning: fine-tune a copy on clean data with a share stamped by the reversed trigger, true labels."""
+    check_range("share", share, 0.0, 1.0)
+    pick = torch.rand(len(clean), generator=generator(seed, "unlearn")) < share
+    x = clean.x.clone()
+    x[pick] = apply_trigger(x[pick], mask, pattern)
+    return fine_tune(model, clean.replace(x=x), cfg, seed)
+
+
+def robust_training(data: Dataset, perturb: Callable[[torch.Tensor], torch.Tensor], share: float = 0.2,
+                    model: str = "cnn", cfg: TrainConfig = TrainConfig(), seed: int = 0,
+                    **model_params) -> nn.Sequential:
+    """Train a fresh model on data plus perturbed copies (perturb(x), e.g. a trigger stamp) of a share, true labels."""
+    check_range("share", share, 0.0, 1.0)
+    pick = torch.rand(len(data), generator=generator(seed, "robust_training")) < share
+    extra = data.subset(pick)
+    augmented = data.concat(extra.replace(x=perturb(extra.x)))
+    fresh = make_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    train(fresh, augmented, cfg, seed=seed)
+    return fresh

@@ -1,0 +1,82 @@
+"""Reject On Negative Impact (RONI): Nelson et al., "Exploiting Machine Learning to Subvert Your Spam
+Filter", LEET 2008; Barreno et al., "The security of machine learning", Machine Learning 2010.
+
+The paper's rule: for each candidate training point q, train on a trusted base set B with and
+without q and measure the change on a held-out validation set V; reject q if adding it hurts:
+impact(q) = metric(B + q) - metric(B) with metric = validation cross-entropy (so impact > 0 is
+negative impact). Score = impact; flagged = impact > ``threshold`` (a tolerance: 0.02 nats by
+default, since adding any single clean point moves the loss a little either way).
+
+Affordable approximation used here (documented, not the paper's): (1) the learner is a
+multinomial logistic-regression head on fixed features (the model's penultimate activations, or
+raw inputs when no model is given), trained by full-batch Adam from zero, so runs are
+deterministic and the only difference between B and B + q is q; (2) optionally candidates are
+scored in groups of ``group_size`` (a seeded random partition; 1 = the paper's per-point rule, the
+default), every sample taking its group's impact (larger groups dilute a few poisoned points);
+(3) all groups' heads are trained at once as one batched tensor program.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from poisonlab.data.dataset import Dataset
+from poisonlab.detect import DETECTORS
+from poisonlab.detect.base import Detection
+from poisonlab.detect.features import fit_heads, heads_metrics, representations, standardize
+from poisonlab.errors import ConfigError, check_range
+from poisonlab.rng import generator
+
+
+class Roni:
+    """Impact of each candidate group on validation cross-entropy of a linear head trained on a trusted base."""
+
+    def __init__(self, group_size: int = 1, threshold: float = 0.02, base_size: int = 500, steps: int = 150,
+                 lr: float = 0.1, chunk: int = 64, seed: int = 0):
+        self.group_size = int(check_range("group_size", group_size, 1))
+        self.threshold = float(threshold)
+        self.base_size = int(check_range("base_size", base_size, 1))
+        self.steps, self.lr = int(check_range("steps", steps, 1)), check_range("lr", lr, 0.0, low_open=True)
+        self.chunk, self.seed = int(check_range("chunk", chunk, 1)), int(seed)
+
+    def scan(self, data: Dataset, model: nn.Sequential | None = None, validation: Dataset | None = None,
+             base: Dataset | None = None) -> Detection:
+        """Score every sample of data (candidates). validation: held-out clean data (required);
+        base: the trusted training set B (default: a seeded random part of validation, at most
+        ``base_size`` and at most half; the rest of validation measures the impact)."""
+        if validation is None or len(validation) < 2:
+            raise ConfigError("RONI needs validation: a held-out clean Dataset of at least 2 samples")
+        if base is None:
+            perm = torch.randperm(len(validation), generator=generator(self.seed, "roni", "base"))
+            half = min(self.base_size, len(validation) // 2)
+            base, validation = validation.subset(perm[:half]), validation.subset(perm[half:])
+        f_data, f_base, f_val = (representations(d.x, model) for d in (data, base, validation))
+        f_base, f_data, f_val = standardize(f_base, f_data, f_val)
+        C = data.num_classes
+        order = torch.randperm(len(data), generator=generator(self.seed, "roni", "groups"))
+        groups = [order[i:i + self.group_size] for i in range(0, len(order), self.group_size)]
+        W0, b0 = fit_heads(f_base, base.y, C, weights=torch.ones(1, len(base)), steps=self.steps, lr=self.lr)
+        _, ref = heads_metrics(W0, b0, f_val, validation.y)
+        impact = torch.zeros(len(groups))
+        for start in range(0, len(groups), self.chunk):
+            chunk = groups[start:start + self.chunk]
+            m = max(len(g) for g in chunk)
+            # pad short groups by repeating their own rows (same mean loss, no foreign rows)
+            pad = torch.stack([g.repeat((m + len(g) - 1) // len(g))[:m] for g in chunk])
+            W, b = fit_heads(f_base, base.y, C, weights=torch.ones(len(chunk), len(base)),
+                             own_x=f_data[pad], own_y=data.y[pad], steps=self.steps, lr=self.lr)
+            _, ce = heads_metrics(W, b, f_val, validation.y)
+            impact[start:start + len(chunk)] = ce - ref
+        scores = torch.zeros(len(data), dtype=torch.float64)
+        for k, g in enumerate(groups):
+            scores[g] = float(impact[k])
+        return Detection(scores, scores > self.threshold, {"reference_loss": float(ref), "groups": len(groups),
+                                                           "group_size": self.group_size})
+
+
+@DETECTORS.register("roni", reference="Nelson et al., Exploiting ML to Subvert Your Spam Filter, LEET 2008 (RONI)")
+def roni(group_size: int = 1, threshold: float = 0.02, base_size: int = 500, steps: int = 150, lr: float = 0.1,
+         chunk: int = 64, seed: int = 0):
+    """Reject on negative impact: validation loss change when a candidate group joins a trusted base set."""
+    return Roni(group_size, threshold, base_size, steps, lr, chunk, seed)
