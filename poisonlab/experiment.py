@@ -29,13 +29,21 @@ def load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
-                   quiet: bool = False, report: bool | None = None) -> dict:
+                   quiet: bool = False, report: bool | None = None, engine: str = "builtin") -> dict:
     """Run the experiment, write its run directory (if out_dir), and return the metrics document."""
     start = time.perf_counter()
+    if engine not in ("builtin", "flower"):
+        from poisonlab.errors import ConfigError
+
+        raise ConfigError(f"engine '{engine}' is not known; accepted: builtin, flower")
+    if engine == "flower" and config.kind != "federated":
+        from poisonlab.errors import ConfigError
+
+        raise ConfigError("--engine flower runs federated experiments; this config has no 'federated' section")
     out = Path(out_dir) if out_dir is not None else None
     train_set, test_set = load_split(config)
     if config.kind == "federated":
-        metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet)
+        metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet, engine=engine)
     else:
         metrics, model = run_centralized_experiment(config, train_set, test_set)
     metrics["wall_time"] = time.perf_counter() - start
@@ -77,11 +85,37 @@ def run_detectors(config: ExperimentConfig, result) -> list[dict]:
 
 # ------------------------------------------------------------------ federated
 def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None,
-                  *, resume: bool = False, quiet: bool = False):
-    """Partition, build adversaries and the aggregator chain, run the Federation, evaluate the final model."""
+                  *, resume: bool = False, quiet: bool = False, engine: str = "builtin"):
+    """Run the configured Federation (built-in engine or Flower's simulation) and evaluate the final model."""
+    from poisonlab.training import evaluate
+
+    federation = build_federation(config, train_set, test_set, out, quiet=quiet)
+    if engine == "flower":
+        from poisonlab.flower.simulation import run_simulation
+
+        flower = run_simulation(federation)
+        history, model = flower["history"], flower["model"]
+    else:
+        result = federation.run(resume=resume)
+        history, model = [r.to_dict() for r in result.history], result.model
+    final_eval = evaluate(model, test_set)
+    last = next((r for r in reversed(history) if r.get("clean_accuracy") is not None), None)
+    metrics = base_metrics(config)
+    metrics["engine"] = engine
+    metrics["final"] = {"clean_accuracy": final_eval.accuracy, "loss": final_eval.loss,
+                        "attack_success_rate": last.get("attack_success_rate") if last else None,
+                        "per_class_accuracy": final_eval.per_class_accuracy, "confusion": final_eval.confusion,
+                        "flips": (last.get("flips") or {}) if last else {}, "class_names": list(test_set.classes),
+                        "attackers": federation.adversary_clients}
+    metrics["history"] = history
+    return metrics, model
+
+
+def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None = None,
+                     quiet: bool = True):
+    """The Federation for a config: server data carved out, clients partitioned, adversaries, aggregator."""
     from poisonlab.fl.federation import Federation
     from poisonlab.models import make_model
-    from poisonlab.training import evaluate
 
     fed = config.federated
     train_set, root, validation = carve_server_data(fed, train_set, config.seed)
@@ -91,20 +125,9 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
     triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
     model = make_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
                        **config.model.params)
-    federation = Federation(model, clients, test_set, federation_config(config, out, quiet, target, probe),
-                            aggregator=build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
-                            root_data=root, validation_data=validation)
-    result = federation.run(resume=resume)
-    final_eval = evaluate(result.model, test_set)
-    last = next((r for r in reversed(result.history) if r.clean_accuracy is not None), None)
-    metrics = base_metrics(config)
-    metrics["final"] = {"clean_accuracy": final_eval.accuracy, "loss": final_eval.loss,
-                        "attack_success_rate": last.attack_success_rate if last else None,
-                        "per_class_accuracy": final_eval.per_class_accuracy, "confusion": final_eval.confusion,
-                        "flips": last.flips if last else {}, "class_names": list(test_set.classes),
-                        "attackers": result.adversary_clients}
-    metrics["history"] = [r.to_dict() for r in result.history]
-    return metrics, result.model
+    return Federation(model, clients, test_set, federation_config(config, out, quiet, target, probe),
+                      aggregator=build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
+                      root_data=root, validation_data=validation)
 
 
 def carve_server_data(fed: FederatedSpec, train_set: Dataset, seed: int):

@@ -18,6 +18,8 @@ def add_arguments(parser) -> None:
                         help="override a config value, e.g. --set federated.rounds=5 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=["builtin", "flower"], default="builtin",
+                        help="federated engine: poisonlab's vectorized one, or Flower's simulation (needs poisonlab[flower])")
 
 
 def run(args) -> int:
@@ -25,7 +27,7 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out or config.output.dir or Path("runs") / config.name)
-    metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet)
+    metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine)
     print_summary(metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.html'})")
     return 0

@@ -136,21 +136,9 @@ def parse_experiment(experiment) -> object:
 def build_federation(config, quiet: bool = True) -> Federation:
     """The built-in engine's Federation for config, built exactly as poisonlab.experiment.run_federated does."""
     from poisonlab import experiment as runner
-    from poisonlab.models import make_model
-    from poisonlab.rng import derive_seed
 
-    fed = config.federated
     train_set, test_set = runner.load_split(config)
-    train_set, root, validation = runner.carve_server_data(fed, train_set, config.seed)
-    clients = runner.partition_clients(fed, train_set, config.seed)
-    adversaries, probe = runner.build_adversaries(fed, config.seed)
-    target = getattr(probe, "target", None) if probe is not None and hasattr(probe, "triggered") else None
-    triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
-    model = make_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
-                       **config.model.params)
-    return Federation(model, clients, test_set, runner.federation_config(config, None, quiet, target, probe),
-                      aggregator=runner.build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
-                      root_data=root, validation_data=validation)
+    return runner.build_federation(config, train_set, test_set, None, quiet=quiet)
 
 
 def experiment_json(experiment) -> str:
