@@ -26,7 +26,14 @@ from poisonlab.detect.neural_cleanse import apply_trigger
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.models import make_model, split_head
 from poisonlab.rng import generator
-from poisonlab.training import TrainConfig, fine_tune, train
+from poisonlab.training import TrainConfig, train
+
+
+def _tuned(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int) -> nn.Module:
+    """A trainable copy of model (gradients re-enabled even if the caller froze it) trained on data."""
+    tuned = copy.deepcopy(model).requires_grad_(True)
+    train(tuned, data, cfg, seed)
+    return tuned
 
 
 def retrain_without(data: Dataset, flagged: torch.Tensor, model: str = "cnn", cfg: TrainConfig = TrainConfig(),
@@ -62,7 +69,7 @@ def fine_prune(model: nn.Sequential, clean: Dataset, fraction: float = 0.5,
     if cfg.epochs == 0:
         return pruned
     keep = split_head(pruned)[1].weight.detach().abs().sum(dim=0) > 0
-    tuned = fine_tune(pruned, clean, cfg, seed)
+    tuned = _tuned(pruned, clean, cfg, seed)
     with torch.no_grad():
         split_head(tuned)[1].weight[:, ~keep] = 0.0
     return tuned
@@ -82,7 +89,7 @@ def unlearn(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: t
     pick = torch.rand(len(clean), generator=generator(seed, "unlearn")) < share
     x = clean.x.clone()
     x[pick] = apply_trigger(x[pick], mask, pattern)
-    return fine_tune(model, clean.replace(x=x), cfg, seed)
+    return _tuned(model, clean.replace(x=x), cfg, seed)
 
 
 def robust_training(data: Dataset, perturb: Callable[[torch.Tensor], torch.Tensor], share: float = 0.2,
