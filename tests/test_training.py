@@ -21,7 +21,7 @@ def small(digits):
 
 
 def test_same_seed_gives_identical_weights(small):
-    train_set, _ = small
+    train_set = small[0].subset(list(range(600)))
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
     runs = []
     for seed in (0, 0, 1):
