@@ -36,12 +36,35 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
     parser = _Parser(prog="poisonlab", description="A laboratory for poisoning attacks and defenses.")
     parser.add_argument("--version", action="version", version=f"poisonlab {__version__}")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for PyTorch (default: $POISONLAB_THREADS, else PyTorch's default;"
+                             " small federated models are often fastest with 1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply --threads (or $POISONLAB_THREADS) to PyTorch's intra-op thread pool."""
+    import os
+
+    from poisonlab.errors import ConfigError
+
+    value = threads if threads is not None else os.environ.get("POISONLAB_THREADS")
+    if value is None:
+        return
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"POISONLAB_THREADS={value!r} is not a whole number; accepted: 1 or more") from None
+    if count < 1:
+        raise ConfigError(f"--threads={count} is not valid; accepted: 1 or more")
+    import torch
+
+    torch.set_num_threads(count)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        set_threads(args.threads)
         return int(args._run(args) or 0)
     except PoisonlabError as err:
         print(f"poisonlab: error: {err}", file=sys.stderr)

@@ -14,7 +14,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], 
     """A rich Table with the given header and rows; the first column left, the others aligned as asked."""
     t = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
-        t.add_column(col, justify="left" if i == 0 else align)
+        t.add_column(col, justify="left" if i == 0 else align, no_wrap=i == 0)
     for row in rows:
         t.add_row(*(str(v) for v in row))
     return t
