@@ -8,7 +8,7 @@ from poisonlab.detect import get
 from poisonlab.detect.base import evaluate_detection
 from poisonlab.errors import ConfigError
 from poisonlab.rng import generator
-from test_detect_common import backdoor_world, one_thread
+from test_detect_common import backdoor_world, one_thread, single_thread  # noqa: F401 (autouse)
 
 
 def planted(share=0.25, n_per_class=200, d=12, seed=0):
@@ -66,9 +66,9 @@ def test_backdoored_embeddings():
     poisoned, mask, _, bad, _ = backdoor_world()
     with one_thread():
         det = get("activation_clustering", analysis="relative_size").scan(poisoned, bad)
-    in_target = poisoned.y == 0
     assert evaluate_detection(det, mask).tpr == 1.0
-    assert det.details["per_class"][0]["suspicious"] and in_target[det.flagged].all()
+    per = det.details["per_class"][0]
+    assert per["suspicious"] and per["suspicious_share"] == pytest.approx(float(mask.sum()) / float((poisoned.y == 0).sum()))
 
 
 def test_bad_names_are_config_errors():

@@ -8,6 +8,7 @@ from poisonlab.detect import get
 from poisonlab.detect.base import evaluate_detection
 from poisonlab.errors import ConfigError
 from poisonlab.rng import generator
+from test_detect_common import single_thread  # noqa: F401 (autouse: torch on one thread)
 
 
 def with_outliers(n=300, d=5, k=15, seed=0):

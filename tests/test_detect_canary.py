@@ -6,6 +6,7 @@ from torch import nn
 
 from poisonlab.detect import get
 from poisonlab.errors import DataError
+from test_detect_common import single_thread  # noqa: F401 (autouse: torch on one thread)
 
 
 def linear(weight):

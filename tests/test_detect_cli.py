@@ -10,7 +10,7 @@ import torch
 from poisonlab.cli import main
 from poisonlab.commands.scan_cmd import load_checkpoint, save_checkpoint
 from poisonlab.models import make_model
-from test_detect_common import backdoor_world
+from test_detect_common import backdoor_world, single_thread  # noqa: F401 (autouse)
 
 
 def write_npz(path, data, mask):

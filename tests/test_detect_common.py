@@ -65,6 +65,13 @@ def one_thread():
         torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Autouse in every detector test module that imports it: torch on one thread during each test."""
+    with one_thread():
+        yield
+
+
 @lru_cache(maxsize=None)
 def backdoor_world(rate: float = 0.1):
     """(poisoned train set, mask, clean test set, backdoored cnn, clean cnn), built once per session."""

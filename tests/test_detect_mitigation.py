@@ -5,7 +5,7 @@ import torch
 from poisonlab.detect.mitigation import fine_prune, prune_neurons, prune_trigger_neurons, retrain_without, robust_training, unlearn
 from poisonlab.models import split_head
 from poisonlab.training import TrainConfig, predict
-from test_detect_common import TARGET, backdoor_world, one_thread, stamp
+from test_detect_common import TARGET, backdoor_world, one_thread, stamp, single_thread  # noqa: F401 (autouse)
 
 
 def asr(model, test_set):

@@ -5,7 +5,7 @@ import torch
 
 from poisonlab.detect import get
 from poisonlab.detect.neural_cleanse import anomaly_index, apply_trigger
-from test_detect_common import TARGET, backdoor_world, one_thread
+from test_detect_common import TARGET, backdoor_world, one_thread, single_thread  # noqa: F401 (autouse)
 
 
 def test_anomaly_index_by_hand():

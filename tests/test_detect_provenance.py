@@ -12,6 +12,7 @@ from poisonlab.detect import get
 from poisonlab.detect.provenance import dataset_manifest, diff, sample_hashes, sign, verify_signature
 from poisonlab.errors import ConfigError, DataError
 from test_detect_roni import blobs
+from test_detect_common import single_thread  # noqa: F401 (autouse: torch on one thread)
 
 
 def tiny():

@@ -9,6 +9,7 @@ from poisonlab.detect.base import evaluate_detection
 from poisonlab.detect.features import fit_heads, heads_metrics
 from poisonlab.errors import ConfigError
 from poisonlab.rng import generator
+from test_detect_common import single_thread  # noqa: F401 (autouse: torch on one thread)
 
 
 def blobs(n, seed, d=6, classes=3):

@@ -10,7 +10,7 @@ from poisonlab.detect.base import Detection, evaluate_detection
 from poisonlab.detect.spectral import spectral_scores, split_1d
 from poisonlab.errors import ConfigError
 from poisonlab.rng import generator
-from test_detect_common import backdoor_world, one_thread
+from test_detect_common import backdoor_world, one_thread, single_thread  # noqa: F401 (autouse)
 
 
 def planted(n=400, d=20, share=0.1, shift=6.0, seed=0):

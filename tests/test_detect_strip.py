@@ -13,7 +13,7 @@ from poisonlab.detect.base import evaluate_detection
 from poisonlab.detect.strip import entropy_bits, superimpose
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.rng import generator
-from test_detect_common import TARGET, backdoor_world, one_thread, stamp
+from test_detect_common import TARGET, backdoor_world, one_thread, stamp, single_thread  # noqa: F401 (autouse)
 
 
 def test_entropy_in_bits_by_hand():
