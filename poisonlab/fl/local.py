@@ -149,6 +149,7 @@ def _sequential_forward(model: nn.Sequential, params: list[torch.Tensor], x: tor
     layout = "shared" if shared else "kb"  # shared: (B, *sample), the same input for every client
     if not shared and x.dim() == 5:  # images (k, B, c, h, w) -> grouped (B, k*c, h, w)
         x = x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
+        x = x.contiguous(memory_format=torch.channels_last)  # conv and max-pool run 2-3x faster here
         layout = "grouped"
     for m in _pool_before_relu(list(model)):
         if isinstance(m, nn.Conv2d):
@@ -334,6 +335,10 @@ def _sgd_step(params, grads, bufs, a: int, first: bool, cfg: LocalConfig) -> Non
 
 _CHUNKS: dict[tuple, int] = {}
 
+CONV_CHUNK = 4
+"""At most this many clients per chunk for models with Conv2d: a grouped convolution and max-pool over
+a few clients stay in cache and run faster per client than over 100 (measured, docs/benchmarks.md)."""
+
 
 def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
                   generators: list[torch.Generator], memory_budget: int = 1 << 30) -> torch.Tensor:
@@ -350,7 +355,9 @@ def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list,
     k, d = len(datasets), global_params.numel()
     key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget)
     if key not in _CHUNKS:  # the estimate runs a forward pass: once per model and shape
-        _CHUNKS[key] = chunk_size(model, key[1], cfg.batch_size, memory_budget)
+        per = chunk_size(model, key[1], cfg.batch_size, memory_budget)
+        has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        _CHUNKS[key] = min(per, CONV_CHUNK) if has_conv and is_fast_sequential(model) else per
     per_chunk = _CHUNKS[key]
     updates = torch.zeros(k, d, dtype=torch.float32)
     for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
