@@ -121,7 +121,7 @@ def run(path: str, attack: bool) -> dict:
     start = time.perf_counter()
     result = build(cfg, attack=attack).run()
     final = result.history[-1]
-    out = {"config": Path(path).name, "attack": attack, "rounds": cfg.federated.rounds,
+    out = {"config": Path(path).name, "attack": attack, "rounds": cfg.federated.rounds, "key": baseline_key(cfg),
            "clean_accuracy": final.clean_accuracy, "attack_success_rate": final.attack_success_rate,
            "flips": final.flips, "seconds": round(time.perf_counter() - start, 1),
            "history": [r.to_dict() for r in result.history]}
@@ -140,9 +140,12 @@ def table(rows: list[dict]) -> str:
     """Markdown: one line per config, clean baseline and attacked side by side."""
     lines = ["| scenario | rounds | clean acc (no attack) | clean acc (attacked) | ASR (no attack) | ASR (attacked) | flips s->t (attacked) |",
              "|---|---|---|---|---|---|---|"]
-    by = {}
+    by, shared = {}, {r["key"]: r for r in rows if not r["attack"]}
     for r in rows:
         by.setdefault(r["config"], {})[r["attack"]] = r
+    for pair in by.values():  # a baseline run for another config with the same setting serves this one
+        if False not in pair and True in pair and pair[True]["key"] in shared:
+            pair[False] = shared[pair[True]["key"]]
     for name, pair in by.items():
         a, c = pair.get(True, {}), pair.get(False, {})
         flips = ", ".join(f"{k}: {v}" for k, v in (a.get("flips") or {}).items()) or "-"
@@ -193,13 +196,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("configs", nargs="*", help="YAML files (default: configs/fl-*.yaml)")
     ap.add_argument("--attack-only", action="store_true", help="skip the no-attack baseline runs")
+    ap.add_argument("--baseline-only", action="store_true", help="only the no-attack baseline runs")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="build the table and figure from earlier outputs instead")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fl_attack_scenarios"))
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     paths = args.configs or sorted(glob.glob(str(ROOT / "configs" / "fl-*.yaml")))
     rows, baselines = [], {}
+    if args.merge:
+        rows, paths = [row for f in args.merge for row in json.loads(Path(f).read_text())], []
+    modes = (True,) if args.attack_only else (False,) if args.baseline_only else (True, False)
     for path in paths:
-        for attack in ((True,) if args.attack_only else (True, False)):
+        for attack in modes:
             key = baseline_key(load_config(path))
             if not attack and key in baselines:  # configs differing only in their adversaries share one baseline
                 row = {**baselines[key], "config": Path(path).name, "shared_baseline": baselines[key]["config"]}
