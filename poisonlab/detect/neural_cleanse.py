@@ -47,7 +47,7 @@ def apply_trigger(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) ->
 class NeuralCleanse:
     """Per-label trigger reverse engineering with L1 mask penalty and adaptive cost; MAD outlier test."""
 
-    def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 0.1, init_cost: float = 1e-3,
+    def __init__(self, steps: int = 800, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
                  success: float = 0.99, patience: int = 10, threshold: float = 2.0, samples: int = 512,
                  seed: int = 0):
         self.steps = int(check_range("steps", steps, 1))
@@ -125,7 +125,7 @@ class NeuralCleanse:
 
 @DETECTORS.register("neural_cleanse",
                     reference="Wang et al., Neural Cleanse: Identifying and Mitigating Backdoor Attacks in NNs, S&P 2019")
-def neural_cleanse(steps: int = 300, batch_size: int = 64, lr: float = 0.1, init_cost: float = 1e-3,
+def neural_cleanse(steps: int = 800, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
                    success: float = 0.99, patience: int = 10, threshold: float = 2.0, samples: int = 512,
                    seed: int = 0):
     """Reverse-engineer a minimal trigger per label (L1 mask, adaptive cost); MAD anomaly index > 2 flags."""
