@@ -204,6 +204,7 @@ def test_npz_round_trip_through_save_npz(tmp_path, digits):
     path = save_npz(digits, tmp_path / "digits.npz")
     back = load("npz", path=str(path))
     assert torch.equal(back.x, digits.x) and torch.equal(back.y, digits.y) and back.classes == digits.classes
+    assert back.meta["path"] == str(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.npz"]  # atomic: no temp left
 
 

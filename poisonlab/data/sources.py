@@ -277,7 +277,7 @@ def npz(path: str | None = None, x_key: str = "x", y_key: str = "y",
         classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else \
             tuple(str(i) for i in range(int(y.max()) + 1 if len(y) else 0))
     return Dataset(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), tuple(classes), path.stem,
-                   meta={"source": str(path)})
+                   meta={"source": str(path), "path": str(path)})
 
 
 def save_npz(data: Dataset, path: str | os.PathLike) -> Path:
