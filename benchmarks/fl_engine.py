@@ -114,12 +114,15 @@ def bench_mnist(peak: float, rounds: int = 10) -> dict:
 
 
 def fedavg_mnist(rounds: int = 30) -> None:
-    """FedAvg (vectorized), 100 iid clients, all sampled, E=1, B=20, lr 0.1, momentum 0.5: accuracy per round."""
+    """FedAvg (vectorized), 100 iid clients, all sampled, E=2, B=10, lr 0.05, momentum 0.5: accuracy per round.
+
+    (E=1, B=20, lr 0.1, momentum 0.5 -- 4 local steps a round -- reached only 92.6% after 30 rounds.)
+    """
     train, test = mnist_split()
     clients = [train.subset(p) for p in partition("iid", train.y, 100, seed=0)]
     model = make_model("cnn", (1, 28, 28), 10, seed=0)
     cfg = FederationConfig(rounds=rounds, sample=1.0, seed=0, quiet=True,
-                           local=LocalConfig(epochs=1, batch_size=20, lr=0.1, momentum=0.5))
+                           local=LocalConfig(epochs=2, batch_size=10, lr=0.05, momentum=0.5))
     t = time.perf_counter()
     hist = Federation(model, clients, test, cfg).run().history
     first = next((r.round + 1 for r in hist if r.clean_accuracy >= 0.95), None)

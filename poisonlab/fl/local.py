@@ -69,24 +69,26 @@ def plan_batches(sizes: list[int], cfg: LocalConfig, generators: list[torch.Gene
     Client i's rows in the concatenated data start at sum(sizes[:i]). Each epoch is one
     torch.randperm(n_i, generator=generators[i]); the last batch of an epoch may be short.
     """
-    B, k = cfg.batch_size, len(sizes)
-    per_epoch = [math.ceil(n / B) for n in sizes]
-    steps = torch.tensor([cfg.epochs * s for s in per_epoch], dtype=torch.long)
+    B, k, E = cfg.batch_size, len(sizes), cfg.epochs
+    n = torch.tensor(sizes, dtype=torch.long)
+    per_epoch = (n + B - 1) // B
+    steps = E * per_epoch
     S = int(steps.max()) if k else 0
-    index = torch.zeros(S, k, B, dtype=torch.long)
-    weight = torch.zeros(S, k, B, dtype=torch.float32)
-    offset = 0
-    for i, (n, nb, g) in enumerate(zip(sizes, per_epoch, generators)):  # setup: one randperm per client-epoch
-        if n == 0:
-            continue
-        perms = torch.stack([torch.randperm(n, generator=g) for _ in range(cfg.epochs)])  # (E, n)
-        padded = torch.full((cfg.epochs, nb * B), -1, dtype=torch.long)
-        padded[:, :n] = perms
-        padded = padded.reshape(cfg.epochs * nb, B)
-        real = padded >= 0
-        index[: len(padded), i] = torch.where(real, padded + offset, 0)
-        weight[: len(padded), i] = real / real.sum(dim=1, keepdim=True)
-        offset += n
+    index = torch.zeros(S * k * B, dtype=torch.long)
+    weight = torch.zeros(S * k * B, dtype=torch.float32)
+    perms = [torch.randperm(m, generator=g) for m, g in zip(sizes, generators) for _ in range(E)]  # setup
+    if perms and n.sum() > 0:
+        client = torch.repeat_interleave(torch.arange(k), E * n)  # each drawn element's client, epoch-major within
+        first = torch.cumsum(E * n, 0) - E * n
+        pos = torch.arange(len(client)) - first[client]
+        m = n[client]
+        epoch, j = pos // m, pos % m
+        step = epoch * per_epoch[client] + j // B
+        flat = (step * k + client) * B + j % B
+        offset = (torch.cumsum(n, 0) - n)[client]
+        index[flat] = torch.cat(perms) + offset
+        weight[flat] = 1.0 / torch.clamp(m - (j // B) * B, max=B).float()  # 1 / length of the element's batch
+    index, weight = index.reshape(S, k, B), weight.reshape(S, k, B)
     return BatchPlan(index, weight, steps)
 
 
@@ -249,28 +251,39 @@ def chunk_size(model: nn.Module, sample_shape: tuple[int, ...], batch_size: int,
 def train_stacked(model: nn.Module, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor, plan: BatchPlan,
                   cfg: LocalConfig) -> list[torch.Tensor]:
     """Run the plan's SGD for its k clients from the stacked parameters start (k, d); returns stacked params."""
-    params = [p.clone() for p in unflatten(model, start)]
-    bufs = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else []
     order = torch.argsort(plan.steps, descending=True, stable=True)
-    params = [p[order].contiguous() for p in params]
+    params = [p.contiguous() for p in unflatten(model, start[order])]  # fresh tensors: start is not modified
+    bufs = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else []
     index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
-    mlp = is_mlp(model)
-    for t in range(int(steps.max()) if len(steps) else 0):
-        a = int((steps > t).sum())  # clients still training: a prefix, thanks to the ordering
-        idx = index[t, :a]
-        xb = x[idx]  # (a, B, *sample)
-        if mlp:
-            grads = _mlp_grads(model, [p[:a] for p in params], xb, y[idx], weight[t, :a])
-        else:
+    S = int(steps.max()) if len(steps) else 0
+    active = (steps.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
+    if is_mlp(model):
+        _train_mlp(model, params, bufs, x, y, index, weight, active, cfg)
+    else:
+        for t, a in enumerate(active):
+            idx = index[t, :a]
             leaves = [p[:a].detach().requires_grad_() for p in params]
-            logits = stacked_logits(model, leaves, xb)
+            logits = stacked_logits(model, leaves, x[idx])  # (a, B, C) from (a, B, *sample)
             losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1), reduction="none")
             loss = (losses * weight[t, :a].reshape(-1)).sum()
             grads = torch.autograd.grad(loss, leaves)
-        with torch.no_grad():
-            _sgd_step(params, grads, bufs, a, t == 0, cfg)
+            with torch.no_grad():
+                _sgd_step(params, grads, bufs, a, t == 0, cfg)
     inverse = torch.argsort(order)
     return [p[inverse] for p in params]
+
+
+@torch.no_grad()
+def _train_mlp(model: nn.Sequential, params, bufs, x, y, index, weight, active: list[int], cfg: LocalConfig) -> None:
+    """The MLP steps with the hand-written backward; all steps' batches are gathered at once (one index op)."""
+    layers = [("linear", m.bias is not None) if isinstance(m, nn.Linear) else ("relu", False)
+              for m in model if not isinstance(m, nn.Flatten)]
+    whole = index.numel() * x[:1].numel() * 4 <= 1 << 26  # gather all steps up front when under 64 MiB
+    xs = x[index].flatten(3) if whole else None
+    for t, a in enumerate(active):
+        xb = xs[t, :a] if whole else x[index[t, :a]].flatten(2)
+        grads = _mlp_grads(layers, [p[:a] for p in params], xb, y[index[t, :a]], weight[t, :a])
+        _sgd_step(params, grads, bufs, a, t == 0, cfg)
 
 
 def is_mlp(model: nn.Module) -> bool:
@@ -281,33 +294,33 @@ def is_mlp(model: nn.Module) -> bool:
     return all(isinstance(m, (nn.Linear, nn.ReLU)) for m in body) and isinstance(body[-1], nn.Linear)
 
 
-@torch.no_grad()
-def _mlp_grads(model: nn.Sequential, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+def _mlp_grads(layers: list[tuple[str, bool]], params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                w: torch.Tensor) -> list[torch.Tensor]:
     """Hand-written backward of sum_i w_i * CE_i for stacked MLPs (no autograd graph: less overhead).
 
-    Forward z = h W^T + b per client (baddbmm); dL/dlogits = w * (softmax - onehot); then per Linear
-    dW = dz^T h, db = sum_b dz, dh = dz W; per ReLU dz = dh * (z > 0).
+    layers: ("linear", has_bias) or ("relu", False) in order. Forward z = h W^T + b per client
+    (baddbmm); dL/dlogits = w * (softmax - onehot); then per Linear dW = dz^T h, db = sum_b dz,
+    dh = dz W; per ReLU dz = dh * (z > 0).
     """
-    h = x.reshape(x.shape[0], x.shape[1], -1)
+    h = x
     it = iter(params)
     saved = []  # (kind, tensor, weight, has_bias)
-    for m in model:
-        if isinstance(m, nn.Linear):
+    for kind, has_bias in layers:
+        if kind == "linear":
             W = next(it)
-            b = next(it) if m.bias is not None else None
-            saved.append(("linear", h, W, b is not None))
+            b = next(it) if has_bias else None
+            saved.append((kind, h, W, has_bias))
             h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) if b is not None else torch.bmm(h, W.transpose(1, 2))
-        elif isinstance(m, nn.ReLU):
-            saved.append(("relu", h > 0, None, False))
-            h = h.clamp_min(0)
+        else:
+            h = torch.relu(h)
+            saved.append((kind, h, None, False))
     grad = torch.softmax(h, dim=-1)
-    grad.scatter_add_(-1, y.unsqueeze(-1), -torch.ones_like(y, dtype=grad.dtype).unsqueeze(-1))
+    grad.scatter_add_(-1, y.unsqueeze(-1), torch.full(y.shape + (1,), -1.0))
     grad *= w.unsqueeze(-1)
     grads: list[torch.Tensor] = []
     for i, (kind, t, W, has_bias) in enumerate(reversed(saved)):
         if kind == "relu":
-            grad = grad * t
+            grad = torch.ops.aten.threshold_backward(grad, t, 0)  # dz = dh where the output was > 0
             continue
         if has_bias:
             grads.append(grad.sum(dim=1))
@@ -319,18 +332,19 @@ def _mlp_grads(model: nn.Sequential, params: list[torch.Tensor], x: torch.Tensor
 
 def _sgd_step(params, grads, bufs, a: int, first: bool, cfg: LocalConfig) -> None:
     """torch.optim.SGD's update (dampening 0, no nesterov) on the first a stacked clients, in place."""
-    for j, (p, g) in enumerate(zip(params, grads)):
-        pa = p[:a]
-        if cfg.weight_decay:
-            g = g.add(pa, alpha=cfg.weight_decay)
-        if cfg.momentum > 0:
-            buf = bufs[j][:a]
-            if first:
-                buf.copy_(g)
-            else:
-                buf.mul_(cfg.momentum).add_(g)
-            g = buf
-        pa.add_(g, alpha=-cfg.lr)
+    pa = [p[:a] for p in params]
+    grads = list(grads)
+    if cfg.weight_decay:
+        grads = torch._foreach_add(grads, pa, alpha=cfg.weight_decay)
+    if cfg.momentum > 0:
+        ba = [b[:a] for b in bufs]
+        if first:
+            torch._foreach_copy_(ba, grads)
+        else:
+            torch._foreach_mul_(ba, cfg.momentum)
+            torch._foreach_add_(ba, grads)
+        grads = ba
+    torch._foreach_add_(pa, grads, alpha=-cfg.lr)
 
 
 _CHUNKS: dict[tuple, int] = {}
