@@ -93,8 +93,9 @@ def run(args) -> int:
     if args.key:
         signature = "valid" if verify_signature(saved, read_key(args.key, private=False)) else "INVALID"
     d = diff(saved, current)
-    rows = [("signature", signature), ("changed", len(d.changed)), ("added", len(d.added)), ("removed", len(d.removed))]
-    console.print(table(f"verify {args.target} against {path.name}", ["", "value"], rows))
+    rows = [("target", args.target), ("manifest", str(path)), ("signature", signature), ("changed", len(d.changed)),
+            ("added", len(d.added)), ("removed", len(d.removed))]
+    console.print(table("manifest verify", ["", "value"], rows))
     for kind, ids in (("changed", d.changed), ("added", d.added), ("removed", d.removed)):
         for i in ids:
             console.print(f"{kind}: {i}")
