@@ -16,10 +16,11 @@ HELP = "Train a model on a dataset (seeded stratified split) and print test accu
 
 def add_arguments(parser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset name (see 'poisonlab list datasets')")
-    parser.add_argument("--data-dir", help="directory with the dataset files (file-based datasets)")
+    parser.add_argument("--data-dir", help="directory with the dataset files (file-based datasets; for image_folder"
+                                           " and npz, the folder or .npz file)")
     parser.add_argument("--part", help="which part to load, e.g. 'test' for the MNIST test set")
     parser.add_argument("--model", default="cnn", help="model name (see 'poisonlab list models')")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--test-fraction", type=float, default=0.2)
@@ -28,7 +29,8 @@ def add_arguments(parser) -> None:
 
 def dataset_params(args) -> dict:
     """The loader parameters given on the command line, checked against the chosen source."""
-    params = {k: v for k, v in (("data_dir", args.data_dir), ("part", args.part)) if v is not None}
+    path_key = "path" if args.dataset in ("image_folder", "npz") else "data_dir"
+    params = {k: v for k, v in ((path_key, args.data_dir), ("part", args.part)) if v is not None}
     check_params(f"dataset '{args.dataset}'", SOURCES.entry(args.dataset).factory, params)
     return params
 
