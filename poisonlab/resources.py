@@ -198,7 +198,7 @@ def estimate(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_ME
 
         at_once = min(at_once, CONV_CHUNK)
     parts = {
-        f"training ({at_once} clients at once)": at_once * per,
+        f"training ({at_once} client{'s' if at_once != 1 else ''} at once)": at_once * per,
         f"updates ({k} x {human_count(d)})": 2 * 4 * k * d,
         **aggregator_bytes(config, k, d),
         "models": 3 * 4 * d,

@@ -634,3 +634,11 @@ HANDLED = [
 def test_documented_handling(handled: Handled, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     handled.check(tmp_path)
+
+
+def test_docs_page_lists_every_case():
+    """docs/bad-inputs.md has a row for every case id here (the catalog and the page stay in step)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md").read_text()
+    missing = [c.id for c in CASES if f"| `{c.id}` |" not in page] + \
+        [h.id for h in HANDLED if f"| `{h.id}` |" not in page]
+    assert missing == []

@@ -26,7 +26,7 @@ CONFIG = {
     "data": {"dataset": "digits", "test_fraction": 0.25},
     "model": {"name": "mlp", "params": {"hidden": [16]}},
     "federated": {
-        "clients": 8, "rounds": 4, "sample": 0.75,
+        "clients": 8, "rounds": 3, "sample": 0.75,
         "partition": {"name": "dirichlet", "params": {"alpha": 0.5}},
         "local": {"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.5},
         "adversary": {"clients": 1, "poison": {"name": "backdoor", "params": {
