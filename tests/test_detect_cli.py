@@ -94,3 +94,26 @@ def test_manifest_ed25519_keygen_and_checkpoint(tmp_path, capsys):
     assert "changed: 1.bias" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["manifest", "sign", str(ckpt)])
+
+
+def test_scan_strip_and_provenance_take_a_clean_set(tmp_path, capsys):
+    poisoned, mask, test_set, bad, _ = backdoor_world()
+    write_npz(tmp_path / "p.npz", poisoned, mask)
+    write_npz(tmp_path / "clean.npz", test_set, torch.zeros(len(test_set), dtype=torch.bool))
+    save_checkpoint(bad, tmp_path / "bad.safetensors", "cnn", (1, 8, 8), 4, {"channels": [8, 16], "hidden": 32})
+    assert main(["scan", "--dataset", str(tmp_path / "p.npz"), "--detector", "strip", "--params", '{"n_overlays": 4}',
+                 "--model", str(tmp_path / "bad.safetensors"), "--clean", str(tmp_path / "clean.npz"),
+                 "--out", str(tmp_path / "s")]) == 0
+    assert len(json.loads((tmp_path / "s" / "detection.json").read_text())["scores"]) == len(poisoned)
+    # provenance reads a 'source' array from the dataset npz; source 'bad' flips its labels
+    # (a backdoor leaves clean accuracy intact, so label flips are what this defense can see)
+    arrays = dict(np.load(tmp_path / "p.npz"))
+    bad_src = np.arange(len(mask)) % 4 == 0
+    arrays["y"] = np.where(bad_src, (arrays["y"] + 1) % 4, arrays["y"])
+    arrays["mask"] = bad_src
+    arrays["source"] = np.where(bad_src, "bad", np.array(["a", "b"])[np.arange(len(mask)) % 2])
+    np.savez(tmp_path / "src.npz", **arrays)
+    assert main(["scan", "--dataset", str(tmp_path / "src.npz"), "--detector", "provenance", "--clean",
+                 str(tmp_path / "clean.npz"), "--truth", str(tmp_path / "src.npz"), "--out", str(tmp_path / "v")]) == 0
+    details = json.loads((tmp_path / "v" / "detection.json").read_text())["details"]
+    assert details["flagged_sources"] == ["bad"]

@@ -136,3 +136,13 @@ def test_flag_top_fraction_counts():
     assert flag_top_fraction(s, 0.5).tolist() == [False, True, False, True]
     assert flag_top_fraction(s, 0.3).sum() == 2  # ceil(1.2)
     assert flag_top_fraction(s, 0.0).sum() == 0
+
+
+def test_detection_record_is_a_metrics_json_entry():
+    from poisonlab.detect.base import detection_record
+
+    det = Detection(torch.tensor([0.9, 0.1, 0.8]), torch.tensor([True, False, False]))
+    rec = detection_record("x", det, [True, False, True])
+    assert rec["detector"] == "x" and rec["flagged"] == [True, False, False] and rec["truth"] == [True, False, True]
+    assert rec["tpr"] == 0.5 and rec["fpr"] == 0.0 and rec["precision"] == 1.0 and rec["auroc"] == 1.0
+    assert detection_record("x", det)["tpr"] is None
