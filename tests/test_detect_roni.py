@@ -45,3 +45,17 @@ def test_flipped_groups_have_negative_impact():
 def test_roni_needs_validation():
     with pytest.raises(ConfigError, match="needs validation"):
         get("roni").scan(blobs(10, 0))
+
+
+def test_impact_is_the_definition_computed_directly():
+    from poisonlab.detect.features import standardize
+
+    cand, base, val = blobs(3, 5), blobs(40, 6), blobs(50, 7)
+    det = get("roni", steps=60).scan(cand, validation=val, base=base)
+    fb, fc, fv = standardize(base.x, cand.x, val.x)
+    W0, b0 = fit_heads(fb, base.y, 3, weights=torch.ones(1, 40), steps=60)
+    ref = heads_metrics(W0, b0, fv, val.y)[1][0]
+    for i in range(3):  # impact(q) = CE_val(B + q) - CE_val(B)
+        W, b = fit_heads(torch.cat([fb, fc[i:i + 1]]), torch.cat([base.y, cand.y[i:i + 1]]), 3,
+                         weights=torch.ones(1, 41), steps=60)
+        assert float(det.scores[i]) == pytest.approx(float(heads_metrics(W, b, fv, val.y)[1][0] - ref), abs=1e-4)

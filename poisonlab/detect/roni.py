@@ -40,6 +40,17 @@ class Roni:
         self.steps, self.lr = int(check_range("steps", steps, 1)), check_range("lr", lr, 0.0, low_open=True)
         self.chunk, self.seed = int(check_range("chunk", chunk, 1)), int(seed)
 
+    def _groups(self, n: int) -> torch.Tensor:
+        """(n_groups, group_size) sample positions of a seeded random partition; the last group is
+        padded with repeats of its own members (same mean loss, no foreign rows)."""
+        order = torch.randperm(n, generator=generator(self.seed, "roni", "groups"))
+        n_groups = -(-n // self.group_size)
+        pad = n_groups * self.group_size - n
+        if pad:
+            last = order[(n_groups - 1) * self.group_size:]
+            order = torch.cat([order, last.repeat(pad // len(last) + 1)[:pad]])
+        return order.view(n_groups, self.group_size)
+
     def scan(self, data: Dataset, model: nn.Sequential | None = None, validation: Dataset | None = None,
              base: Dataset | None = None) -> Detection:
         """Score every sample of data (candidates). validation: held-out clean data (required);
@@ -54,24 +65,18 @@ class Roni:
         f_data, f_base, f_val = (representations(d.x, model) for d in (data, base, validation))
         f_base, f_data, f_val = standardize(f_base, f_data, f_val)
         C = data.num_classes
-        order = torch.randperm(len(data), generator=generator(self.seed, "roni", "groups"))
-        groups = [order[i:i + self.group_size] for i in range(0, len(order), self.group_size)]
+        groups = self._groups(len(data))
         W0, b0 = fit_heads(f_base, base.y, C, weights=torch.ones(1, len(base)), steps=self.steps, lr=self.lr)
         _, ref = heads_metrics(W0, b0, f_val, validation.y)
         impact = torch.zeros(len(groups))
         for start in range(0, len(groups), self.chunk):
-            chunk = groups[start:start + self.chunk]
-            m = max(len(g) for g in chunk)
-            # pad short groups by repeating their own rows (same mean loss, no foreign rows)
-            pad = torch.stack([g.repeat((m + len(g) - 1) // len(g))[:m] for g in chunk])
-            W, b = fit_heads(f_base, base.y, C, weights=torch.ones(len(chunk), len(base)),
-                             own_x=f_data[pad], own_y=data.y[pad], steps=self.steps, lr=self.lr)
-            _, ce = heads_metrics(W, b, f_val, validation.y)
-            impact[start:start + len(chunk)] = ce - ref
+            rows = groups[start:start + self.chunk]
+            W, b = fit_heads(f_base, base.y, C, weights=torch.ones(len(rows), len(base)),
+                             own_x=f_data[rows], own_y=data.y[rows], steps=self.steps, lr=self.lr)
+            impact[start:start + len(rows)] = heads_metrics(W, b, f_val, validation.y)[1] - ref
         scores = torch.zeros(len(data), dtype=torch.float64)
-        for k, g in enumerate(groups):
-            scores[g] = float(impact[k])
-        return Detection(scores, scores > self.threshold, {"reference_loss": float(ref), "groups": len(groups),
+        scores[groups.flatten()] = impact.double().repeat_interleave(groups.shape[1])
+        return Detection(scores, scores > self.threshold, {"reference_loss": float(ref), "groups": int(groups.shape[0]),
                                                            "group_size": self.group_size})
 
 
