@@ -6,7 +6,7 @@ The estimate adds the tensors the engine holds at its peak (float32 = 4 bytes, f
 - training: local clients are trained in chunks (fl/local.py); one client needs
   ``fl.local.bytes_per_client`` = 4 x (4d + 3 x activations x batch) bytes (parameters, gradients,
   momentum and a temporary; forward and backward activations of a batch), and a chunk holds
-  min(k, memory_budget // that) clients (at most fl.local.CONV_CHUNK for conv models), so this
+  min(k, memory_budget // that) clients (at most fl.local.CONV_CHUNK for its fast conv path), so this
   term is bounded by the chunk, not by all clients;
 - updates: the (k, d) update matrix of the k clients of a round, plus the copy of its honest rows
   the engine hands to omniscient attacks: 2 x 4kd;
@@ -193,10 +193,10 @@ def estimate(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_ME
     k = sampled_clients(config)
     per = per_client_bytes(model, shape, fed.local.batch_size)
     at_once = min(k, max(1, memory_budget // per))
-    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        from poisonlab.fl.local import CONV_CHUNK
+    from poisonlab.fl.local import CONV_CHUNK, is_fast_sequential
 
-        at_once = min(at_once, CONV_CHUNK)
+    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) and is_fast_sequential(model):
+        at_once = min(at_once, CONV_CHUNK)  # the engine's cap for conv models (fl/local.py)
     parts = {
         f"training ({at_once} client{'s' if at_once != 1 else ''} at once)": at_once * per,
         f"updates ({k} x {human_count(d)})": 2 * 4 * k * d,
