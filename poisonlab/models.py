@@ -72,6 +72,9 @@ def logistic(input_shape, num_classes) -> nn.Sequential:
 @MODELS.register("mlp", reference="multi-layer perceptron, ReLU")
 def mlp(input_shape, num_classes, hidden: tuple[int, ...] | list[int] = (64,)) -> nn.Sequential:
     """Flatten -> (linear -> ReLU) per hidden width -> linear."""
+    if not isinstance(hidden, (list, tuple)) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        raise ConfigError(f"mlp: hidden={hidden!r} is not valid; accepted: a list of positive integers, e.g. [64]")
     layers: list[nn.Module] = [nn.Flatten()]
     width = _flat_dim(input_shape)
     for h in hidden:

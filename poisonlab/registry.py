@@ -72,6 +72,11 @@ def check_params(what: str, factory: Callable[..., Any], params: dict[str, Any])
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
     accepted = [n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    missing = [n for n, p in sig.parameters.items()
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty and n not in params]
+    if missing:
+        raise ConfigError(f"{what} needs parameter {', '.join(map(repr, missing))};"
+                          f" accepted: {', '.join(accepted)}")
     for key in params:
         if key not in accepted:
             raise ConfigError(f"{what} does not take parameter '{key}';{did_you_mean(key, accepted)}"

@@ -7,9 +7,8 @@ not errors by design (a NaN update is dropped, a tampered dataset is reported) a
 ``HANDLED`` with the documented handling checked. docs/bad-inputs.md lists every case with
 the line the user sees; the case ids here are the ids there.
 
-Cases marked xfail(strict=True) are real bugs found by this catalog (a traceback where a
-one-line error belongs); the fix is in the issue 10 report. When the fix lands, the xfail
-turns into an unexpected pass and must be removed.
+Cases with a `bug` note are real bugs this catalog found (a traceback where a one-line error
+belongs, a NaN model accepted); all are fixed, so every case must pass.
 """
 
 from __future__ import annotations
@@ -185,7 +184,7 @@ class Case:
     area: str
     build: Callable[[Path], list[str]]
     says: tuple[str, ...]
-    bug: str | None = None  # a known bug: the case is xfail(strict) with this reason
+    bug: str | None = None  # a bug this case found (now fixed)
     no_side_effect: bool = False  # a pickle payload: the marker file must not exist afterwards
     marks: list = field(default_factory=list)
 
@@ -421,7 +420,7 @@ def cli(argv: list[str]) -> int:
 
 
 def _param(case: Case):
-    marks = [pytest.mark.xfail(strict=True, reason=case.bug)] if case.bug else []
+    marks = []  # case.bug records a bug this catalog found; all are fixed, so every case must pass
     return pytest.param(case, id=case.id, marks=marks)
 
 
@@ -630,8 +629,7 @@ HANDLED = [
 ]
 
 
-@pytest.mark.parametrize("handled", [pytest.param(h, id=h.id, marks=[pytest.mark.xfail(strict=True, reason=h.bug)]
-                                                  if h.bug else []) for h in HANDLED])
+@pytest.mark.parametrize("handled", [pytest.param(h, id=h.id) for h in HANDLED])
 def test_documented_handling(handled: Handled, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     handled.check(tmp_path)

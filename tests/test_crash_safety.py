@@ -148,8 +148,6 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path):
 
 
 # ---------------------------------------------------------------- the two writes of a checkpoint
-@pytest.mark.xfail(strict=True, reason="fl/checkpoint._atomic names its temp file 'checkpoint.safetensors*.tmp'"
-                   " (not dot-prefixed): a kill mid-write leaves a visible partial file that write_manifest hashes")
 def test_kill_during_checkpoint_write_leaves_no_visible_partial_file(tmp_path: Path):
     script = f"""
 import os, signal, torch
@@ -168,8 +166,6 @@ ckpt.save_checkpoint({str(tmp_path / 'ckpt')!r}, 0, {{"global_params": torch.zer
     assert visible == [], f"partial files visible after the kill: {visible}"
 
 
-@pytest.mark.xfail(strict=True, reason="fl/checkpoint: a kill between the tensors' and the JSON's os.replace makes"
-                   " load_checkpoint raise 'inconsistent ... delete it to start over': all rounds are lost")
 def test_kill_between_checkpoint_files_still_resumes(tmp_path: Path):
     """Round 4 is saved; saving round 5 is killed (SIGKILL) at its second os.replace. The checkpoint must
     still load as a consistent state (round 4 or round 5, with that round's parameters)."""

@@ -24,10 +24,12 @@ TENSORS, META = "checkpoint.safetensors", "checkpoint.json"
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -39,25 +41,35 @@ def save_checkpoint(directory: str | os.PathLike, round: int, tensors: dict[str,
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(d / TENSORS, lambda p: save_file(tensors, p, metadata={"round": str(round)}))
     body = json.dumps({"round": round, **meta}, allow_nan=False)
+    # the state travels inside the tensors file, so one os.replace publishes a consistent checkpoint;
+    # checkpoint.json is a readable copy written after it
+    _atomic(d / TENSORS, lambda p: save_file(tensors, p, metadata={"round": str(round), "meta": body}))
     _atomic(d / META, lambda p: Path(p).write_text(body))
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] | None:
     """(tensors, meta) of the checkpoint in directory, None if there is none; DataError if inconsistent."""
     d = Path(directory)
-    if not (d / META).exists():
+    if not (d / META).exists() and not (d / TENSORS).exists():
         return None
-    meta = json.loads((d / META).read_text())
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(d / TENSORS), framework="pt") as f:
-        stored = (f.metadata() or {}).get("round")
+    try:
+        with safe_open(str(d / TENSORS), framework="pt") as f:
+            header = f.metadata() or {}
+        meta = json.loads(header["meta"] if "meta" in header else (d / META).read_text())
+        tensors = load_file(str(d / TENSORS))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise DataError(f"checkpoint in {d} is unreadable ({type(err).__name__}: {err});"
+                        " delete it to start over") from None
+    stored = header.get("round")
+    if not isinstance(meta, dict) or not isinstance(meta.get("history"), list):
+        raise DataError(f"checkpoint in {d} is unreadable (no history); delete it to start over")
     if stored != str(meta.get("round")):
         raise DataError(f"checkpoint in {d} is inconsistent: tensors are from round {stored},"
                         f" state from round {meta.get('round')}; delete it to start over")
-    return load_file(str(d / TENSORS)), meta
+    return tensors, meta
 
 
 def generator_state(g: torch.Generator) -> list[int]:

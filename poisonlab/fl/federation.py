@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.errors import ConfigError, check_range
+from poisonlab.errors import ConfigError, DataError, check_range
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
 from poisonlab.fl.history import RoundRecord, flag_quality
@@ -300,6 +300,12 @@ class Federation:
         save_checkpoint(self.config.checkpoint_dir, round, tensors, meta)
 
     def _restore(self, tensors: dict, meta: dict) -> tuple[torch.Tensor, list[RoundRecord], int]:
+        params, d = tensors.get("global_params"), flat_params(self.model).numel()
+        if params is None or params.shape != (d,) or not bool(torch.isfinite(params).all()):
+            found = "none" if params is None else f"shape {tuple(params.shape)}" + (
+                "" if bool(torch.isfinite(params).all()) else " with NaN/Inf")
+            raise DataError(f"checkpoint in {self.config.checkpoint_dir}: global_params is {found}; this model"
+                            f" needs {d} finite values; delete it to start over")
         load = getattr(self.aggregator, "load_state_dict", None)
         if callable(load) and meta.get("aggregator") is not None:
             agg = {k.removeprefix("aggregator."): v for k, v in tensors.items() if k.startswith("aggregator.")}

@@ -142,8 +142,8 @@ def row_distances(updates: torch.Tensor, point: torch.Tensor, chunk_bytes: int =
     k, d = updates.shape
     sq = torch.zeros(k, dtype=torch.float64)
     for cols in column_chunks(k, d, updates.element_size(), chunk_bytes):
-        diff = updates[:, cols] - point[cols]
-        sq += torch.einsum("kd,kd->k", diff, diff).double()
+        diff = updates[:, cols].double() - point[cols].double()
+        sq += torch.einsum("kd,kd->k", diff, diff)
     return sq.sqrt()
 
 

@@ -87,6 +87,8 @@ class Bulyan:
         if n == 0:
             return empty(updates)
         if n < 4 * f + 3:
+            if ctx.extras.get("rows_dropped"):
+                return empty(updates, {"too_few_rows": n})  # rows with NaN/Inf were dropped: skip the round
             raise ConfigError(f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
         theta = n - 2 * f
         dist = pairwise_sq_distances(updates, self.chunk_bytes)

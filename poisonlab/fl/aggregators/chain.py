@@ -9,6 +9,8 @@ A chain always starts with a non-finite guard (policy "drop" unless one is given
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from poisonlab.fl.aggregators.base import check_updates, empty
@@ -43,6 +45,7 @@ class Chain:
                 if scores is not None:
                     scores[rows[~t.keep]] = float("inf")
                 rows, x, w, c = rows[t.keep], x[t.keep], w[t.keep], subset_context(c, t.keep)
+                c = dataclasses.replace(c, extras={**c.extras, "rows_dropped": k - rows.numel()})
             if rows.numel() == 0:
                 answer = empty(updates, info)
                 return Aggregate(answer.update, answer.selected, scores, answer.info)

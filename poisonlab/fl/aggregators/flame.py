@@ -24,9 +24,9 @@ REFERENCE = ("Nguyen et al. 2022, FLAME: Taming Backdoors in Federated Learning 
 
 def cosine_distances(x: torch.Tensor) -> np.ndarray:
     """(k, k) float64 matrix 1 - cos(x_i, x_j), zero diagonal, clipped to [0, 2]."""
-    norms = row_norms(x).double().clamp_min(1e-30)
-    gram = (x @ x.T).double()
-    dist = (1 - gram / norms[:, None] / norms[None, :]).clamp(0, 2)
+    norms = torch.linalg.vector_norm(x.double(), dim=1).clamp_min(1e-30)
+    unit = x.double() / norms[:, None]
+    dist = (1 - unit @ unit.T).clamp(0, 2)
     dist.fill_diagonal_(0)
     return ((dist + dist.T) / 2).numpy()
 
@@ -63,9 +63,9 @@ class Flame:
             return empty(updates)
         admitted, outlier, found = majority_cluster(cosine_distances(updates))
         admitted = torch.from_numpy(admitted)
-        norms = row_norms(updates)
+        norms = torch.linalg.vector_norm(updates.double(), dim=1)
         bound = float(norms.median()) if k % 2 else float(norms.double().quantile(0.5))
-        factors = (bound / norms.clamp_min(1e-30)).clamp_max(1.0) * admitted / admitted.sum()
+        factors = ((bound / norms.clamp_min(1e-30)).clamp_max(1.0) * admitted / admitted.sum()).float()
         noise = torch.randn(d, generator=generator(ctx.seed, "flame", ctx.round)).to(updates.dtype)
         update = factors.to(updates.dtype) @ updates + self.noise_lambda * bound * noise
         return Aggregate(update, admitted, torch.from_numpy(outlier).float(),

@@ -68,6 +68,8 @@ class Krum:
         n = updates.shape[0]
         if n == 0:
             return empty(updates)
+        if not n > 2 * self.f + 2 and ctx.extras.get("rows_dropped"):
+            return empty(updates, {"too_few_rows": n})  # rows with NaN/Inf were dropped: skip the round
         check_krum_n(self.name, n, self.f)
         if self.m > n - self.f:
             raise ConfigError(f"multi_krum needs 1 <= m <= n - f; got m={self.m}, n={n}, f={self.f}")

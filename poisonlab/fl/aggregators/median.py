@@ -25,19 +25,17 @@ def coordinate_median(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.
     for cols in column_chunks(k, d, 3 * x.element_size() + 8, chunk_bytes):
         block = x[:, cols]
         lo = torch.kthvalue(block, lo_rank, dim=0).values
-        out[cols] = lo if lo_rank == hi_rank else (lo + torch.kthvalue(block, hi_rank, dim=0).values) / 2
+        out[cols] = lo if lo_rank == hi_rank else ((lo.double() + torch.kthvalue(block, hi_rank, dim=0).values.double()) / 2).to(x.dtype)
     return out
 
 
 def coordinate_trimmed_mean(x: torch.Tensor, cut: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """Per-column mean of x after removing the cut smallest and cut largest values (scipy's trim_mean)."""
     k, d = x.shape
-    if cut == 0:
-        return x.mean(dim=0)
     out = torch.empty(d, dtype=x.dtype)
     for cols in column_chunks(k, d, 2 * x.element_size() + 8, chunk_bytes):
         ordered = torch.sort(x[:, cols], dim=0).values
-        out[cols] = ordered[cut:k - cut].mean(dim=0)
+        out[cols] = ordered[cut:k - cut].double().mean(dim=0).to(x.dtype)
     return out
 
 
