@@ -29,8 +29,12 @@ def load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
-                   quiet: bool = False, report: bool | None = None, engine: str = "builtin") -> dict:
-    """Run the experiment, write its run directory (if out_dir), and return the metrics document."""
+                   quiet: bool = False, report: bool | None = None, engine: str = "builtin",
+                   memory_budget: int | None = None) -> dict:
+    """Run the experiment, write its run directory (if out_dir), and return the metrics document.
+
+    memory_budget: bytes; an experiment estimated above it is refused up front (default: 75% of RAM).
+    """
     start = time.perf_counter()
     if engine not in ("builtin", "flower"):
         from poisonlab.errors import ConfigError
@@ -42,6 +46,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
         raise ConfigError("--engine flower runs federated experiments; this config has no 'federated' section")
     out = Path(out_dir) if out_dir is not None else None
     train_set, test_set = load_split(config)
+    from poisonlab.resources import check_budget, default_budget
+
+    check_budget(config, default_budget() if memory_budget is None else memory_budget, data=train_set)
     if config.kind == "federated":
         metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet, engine=engine)
     else:
@@ -62,25 +69,58 @@ def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, tes
                              config.train.model_dump(), seed=config.seed, model_params=config.model.params)
     metrics = base_metrics(config)
     metrics["final"] = result.to_dict()
-    metrics["detections"] = run_detectors(config, result)
+    metrics["detections"] = run_detectors(config, result, test_set)
     return metrics, result.model
 
 
-def run_detectors(config: ExperimentConfig, result) -> list[dict]:
-    """Each configured detector scanned over the poisoned training set, scored against the poison mask."""
-    if not config.detect:
-        return []
-    from poisonlab.detect import DETECTORS, evaluate_detection
+DATA_DETECTORS = ("activation_clustering", "spectral_signatures", "anomaly", "roni")
 
-    out = []
-    for spec in config.detect:
+
+def run_detectors(config: ExperimentConfig, result, test_set: Dataset) -> list[dict]:
+    """Each configured detector on what it inspects, scored against the truth.
+
+    Data detectors scan the poisoned training set (truth: the poison mask); STRIP scans the clean
+    test inputs plus their triggered copies (truth: triggered); Neural Cleanse scans the poisoned
+    model's labels (truth: the backdoor target). provenance and canary need inputs an experiment
+    does not have; run them with `poisonlab manifest` and the Python API.
+    """
+    from poisonlab.detect import DETECTORS
+    from poisonlab.detect.base import detection_record
+    from poisonlab.errors import ConfigError
+
+    records = []
+    for i, spec in enumerate(config.detect):
         detector = DETECTORS.get(spec.name, **spec.params)
-        detection = detector.scan(result.poisoned.data, model=result.model)
-        scores = evaluate_detection(detection, result.poisoned.mask)
-        out.append({"detector": spec.name, "scores": detection.scores.tolist(),
-                    "flagged": detection.flagged.tolist(), "truth": result.poisoned.mask.tolist(),
-                    **scores.as_dict()})
-    return out
+        if spec.name in DATA_DETECTORS:
+            extra = {"validation": test_set} if spec.name == "roni" else {}
+            detection = detector.scan(result.poisoned.data, model=result.model, **extra)
+            truth = result.poisoned.mask
+        elif spec.name in ("strip", "neural_cleanse"):
+            probe = next((p for p in _built_poisons(config) if hasattr(p, "triggered")), None)
+            if probe is None:
+                raise ConfigError(f"detect.{i}.name: '{spec.name}' needs a backdoor poison to check against")
+            clean_pool = result.poisoned.data.subset(~result.poisoned.mask)
+            if spec.name == "strip":
+                keep = test_set.y != probe.target
+                triggered = probe.triggered(test_set.subset(keep), derive_seed(config.seed, "triggered"))
+                inputs = torch.cat([test_set.x, triggered.x])
+                truth = torch.cat([torch.zeros(len(test_set), dtype=torch.bool),
+                                   torch.ones(len(triggered), dtype=torch.bool)])
+                detection = detector.scan(inputs, result.model, clean_pool)
+            else:
+                detection = detector.scan(result.model, clean_pool)
+                truth = torch.arange(test_set.num_classes) == probe.target
+        else:
+            raise ConfigError(f"detect.{i}.name: '{spec.name}' does not run inside an experiment;"
+                              f" accepted here: {', '.join(DATA_DETECTORS + ('strip', 'neural_cleanse'))}")
+        records.append(detection_record(spec.name, detection, truth))
+    return records
+
+
+def _built_poisons(config: ExperimentConfig) -> list:
+    from poisonlab.poison.registry import make_poison
+
+    return [make_poison(c.model_dump()) for c in config.poison]
 
 
 # ------------------------------------------------------------------ federated

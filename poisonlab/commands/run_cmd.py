@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import load_config
+from poisonlab.commands._options import add_memory_budget, memory_budget_bytes
 from poisonlab.console import console, percent, table
 
 NAME = "run"
@@ -14,6 +15,7 @@ HELP = "Run one experiment from a YAML config and write its run directory (metri
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="experiment YAML file (see configs/)")
     parser.add_argument("--out", help="run directory (default: output.dir or runs/<name>)")
+    add_memory_budget(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value, e.g. --set federated.rounds=5 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
@@ -27,7 +29,8 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out or config.output.dir or Path("runs") / config.name)
-    metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine)
+    metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine,
+                             memory_budget=memory_budget_bytes(args.memory_budget))
     print_summary(metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.html'})")
     return 0

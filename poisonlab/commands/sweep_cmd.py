@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import apply_overrides, read_yaml
+from poisonlab.commands._options import add_memory_budget, memory_budget_bytes
 from poisonlab.console import console
 
 NAME = "sweep"
@@ -14,6 +15,7 @@ HELP = "Run the grid of a YAML config (e.g. attacks x defenses x seeds); finishe
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="experiment YAML file with a 'grid:' section")
     parser.add_argument("--out", help="sweep directory (default: output.dir or runs/<name>)")
+    add_memory_budget(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a base config value before the grid is applied (repeatable)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-cell HTML reports")
@@ -27,7 +29,8 @@ def run(args) -> int:
     out = Path(args.out or (doc.get("output") or {}).get("dir") or Path("runs") / str(doc.get("name", "sweep")))
 
     def run_one(config, cell_dir):
-        return run_experiment(config, cell_dir, quiet=True, report=not args.no_report)
+        return run_experiment(config, cell_dir, quiet=True, report=not args.no_report,
+                              memory_budget=memory_budget_bytes(args.memory_budget))
 
     rows = run_sweep(doc, out, run_one, log=console.print)
     csv_path, md_path = write_summary(out, summarize(rows))

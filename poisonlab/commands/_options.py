@@ -1,0 +1,20 @@
+"""Options shared by several commands (not a command itself: the leading underscore hides it)."""
+
+from __future__ import annotations
+
+from poisonlab.errors import ConfigError
+
+
+def add_memory_budget(parser) -> None:
+    """--memory-budget GIB: refuse experiments whose estimated memory exceeds it."""
+    parser.add_argument("--memory-budget", type=float, metavar="GIB",
+                        help="refuse experiments estimated above this many GiB (default: 75%% of physical memory)")
+
+
+def memory_budget_bytes(gib: float | None) -> int | None:
+    """--memory-budget in bytes (None: the default, 75% of physical memory)."""
+    if gib is None:
+        return None
+    if not gib > 0:
+        raise ConfigError(f"--memory-budget={gib} is not valid; accepted: a positive number of GiB")
+    return int(gib * 2**30)
