@@ -25,12 +25,13 @@ def run(args) -> int:
     from poisonlab.experiment import run_experiment
     from poisonlab.sweep import run_sweep, summarize, write_summary
 
+    budget = memory_budget_bytes(args.memory_budget)
     doc = apply_overrides(read_yaml(args.config), args.overrides)
     out = Path(args.out or (doc.get("output") or {}).get("dir") or Path("runs") / str(doc.get("name", "sweep")))
 
     def run_one(config, cell_dir):
         return run_experiment(config, cell_dir, quiet=True, report=not args.no_report,
-                              memory_budget=memory_budget_bytes(args.memory_budget))
+                              memory_budget=budget)
 
     rows = run_sweep(doc, out, run_one, log=console.print)
     csv_path, md_path = write_summary(out, summarize(rows))
