@@ -207,7 +207,7 @@ def build_adversaries(fed: FederatedSpec, seed: int):
         adversaries.append(Adversary(
             clients=spec.clients, poison=poison, attack=make_attack(spec), schedule=make_schedule(spec),
             boost=None if spec.boost == 1.0 else spec.boost, force=spec.force_participation,
-            name=_adversary_name(spec, i)))
+            name=_adversary_name(spec, i), omniscient=spec.omniscient))
     return adversaries, probe
 
 

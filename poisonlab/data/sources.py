@@ -289,3 +289,14 @@ def save_npz(data: Dataset, path: str | os.PathLike) -> Path:
     np.savez_compressed(buf, x=data.x.numpy(), y=data.y.numpy(), classes=np.array(data.classes, dtype=str))
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def _register_synthetic() -> None:
+    """The synthetic tabular data of the FL tutorial scenario (Gaussian class clusters)."""
+    from poisonlab.fl.synthetic import synthetic
+
+    SOURCES.register("synthetic", reference="Gaussian class clusters, the FL tutorial's data (poisonlab.fl.synthetic)")(
+        synthetic)
+
+
+_register_synthetic()

@@ -28,7 +28,8 @@ class Adversary:
     poison: callable(clean Dataset, client_id) -> poisoned Dataset; datasets: explicit poisoned data
     by client id (takes precedence); attack: an UpdateAttack on the (k, d) matrix; schedule: when it
     acts; boost: factor applied to its rows before the attack; force: force its clients into the
-    sample in active rounds; name: for reports.
+    sample in active rounds; name: for reports; omniscient: whether its attack may read the honest rows
+    (False: the attack sees ctx.omniscient=False and estimates from its own rows).
     """
 
     clients: int | float | Sequence[int] = 1
@@ -39,6 +40,7 @@ class Adversary:
     boost: float | None = None
     force: bool = False
     name: str = "adversary"
+    omniscient: bool = True
 
 
 def _count(clients: int | float, num_clients: int) -> int:

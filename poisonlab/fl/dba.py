@@ -144,7 +144,7 @@ class DBA:
 
 
 def _register_poison() -> None:
-    from poisonlab.poison import POISONS
+    from poisonlab.poison.registry import POISONS
 
     if "dba" not in POISONS:
         POISONS.register("dba", reference="Xie et al. 2020, DBA: Distributed backdoor attacks against federated learning (ICLR)")(DBA)

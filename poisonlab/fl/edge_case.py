@@ -87,7 +87,7 @@ class EdgeCase:
 
 
 def _register_poison() -> None:
-    from poisonlab.poison import POISONS
+    from poisonlab.poison.registry import POISONS
 
     if "edge_case" not in POISONS:
         POISONS.register("edge_case", reference="Wang et al. 2020, Attack of the tails: yes, you really can backdoor"

@@ -21,6 +21,7 @@ What the rules and attacks get in RoundContext.extras:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -221,14 +222,15 @@ class Federation:
         else:
             updates = local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
         weights = torch.tensor([float(len(ds)) for ds in data])
-        extras = {"honest_updates": updates[~malicious].clone(), **self._extras(round, global_params)}
+        extras = {"honest_updates": updates[~malicious].clone(), "weights": weights,
+                  **self._extras(round, global_params)}
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
                            server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed, extras=extras)
         for a, rows in zip(self.adversaries, masks):
             if rows.any() and a.boost is not None:
                 updates[rows] *= a.boost
             if rows.any() and a.attack is not None:
-                updates = a.attack(updates, rows, ctx)
+                updates = a.attack(updates, rows, ctx if a.omniscient else dataclasses.replace(ctx, omniscient=False))
         agg = self.aggregator(updates, weights, ctx)
         applied = bool(torch.isfinite(agg.update).all())
         new = global_params + cfg.server_lr * agg.update if applied else global_params

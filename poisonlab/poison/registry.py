@@ -45,3 +45,8 @@ def make_poison(spec: Any) -> Any:
 POISONS.register("feature_collision", reference="Shafahi et al. 2018, Poison Frogs! (clean-label feature collision)")(
     FeatureCollision)
 POISONS.register("hidden_trigger", reference="Saha et al. 2020, Hidden Trigger Backdoor Attacks (AAAI)")(HiddenTrigger)
+
+# Federated-only poisons (DBA pieces, edge-case photos) and the tabular trigger live in poisonlab.fl;
+# importing them registers them here, so every config that names them loads.
+import poisonlab.fl.dba  # noqa: E402,F401
+import poisonlab.fl.edge_case  # noqa: E402,F401
