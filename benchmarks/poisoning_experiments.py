@@ -44,7 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "poisoning"))
-    ap.add_argument("--only", nargs="*", default=None, help="subset of: backdoor flip external collision hidden")
+    ap.add_argument("--only", nargs="*", default=None, help="subset of: backdoor flip flip_ft external collision hidden")
     args = ap.parse_args()
     data_dir, out = Path(args.data_dir), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +82,16 @@ def main() -> None:
         d["per_class_change_points"] = [100 * (a - b) for a, b in zip(r.per_class_accuracy, r.per_class_accuracy_clean_model)]
         results["label_flip_7_to_1_half"] = d
         print(f"flip: 7->1 {r.flips_clean_model} -> {r.flips}; per-class change (points) "
+              f"{[round(v, 2) for v in d['per_class_change_points']]}", flush=True)
+        save(results, out)
+
+    if "flip_ft" in todo:  # same flip, clean model fine-tuned on the whole poisoned set: no retraining variance
+        r = run([{"name": "label_flip", "params": {"source": 7, "target": 1, "fraction": 0.5}}],
+                {"mode": "fine_tune", "clean_fraction": 1.0, "epochs": 2, "lr": 0.01})
+        d = summary(r)
+        d["per_class_change_points"] = [100 * (a - b) for a, b in zip(r.per_class_accuracy, r.per_class_accuracy_clean_model)]
+        results["label_flip_7_to_1_half_fine_tune_all"] = d
+        print(f"flip (fine_tune, all rows): 7->1 {r.flips_clean_model} -> {r.flips}; per-class change (points) "
               f"{[round(v, 2) for v in d['per_class_change_points']]}", flush=True)
         save(results, out)
 
