@@ -11,8 +11,6 @@ the weights loaded, nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from poisonlab.data import load
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.models import make_model
+from poisonlab.rundir import atomic_write_bytes
 
 NAME = "scan"
 HELP = "Scan a dataset (and optionally a model) for poison or backdoors with one detector; print and report."
@@ -68,17 +67,8 @@ def load_checkpoint(path) -> torch.nn.Sequential:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> Path:
-    """Write bytes to path via a temp file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write bytes to path atomically (poisonlab.rundir)."""
+    return atomic_write_bytes(path, data)
 
 
 def plot_detection(detection, truth, path, title: str) -> Path:

@@ -16,13 +16,13 @@ import io
 import math
 import os
 import pickle
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from poisonlab.rundir import atomic_write_bytes  # noqa: F401  (re-exported: save_idx, save_npz use it)
 from poisonlab.errors import DataError
 
 # idx dtype codes -> big-endian numpy dtypes
@@ -33,20 +33,6 @@ IDX_DTYPES: dict[int, np.dtype] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write data to path via a temp file in the same folder and os.replace (never a half file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _open_maybe_gzip(path: Path):

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -220,15 +218,9 @@ def discover(grid: Grid, strategy: RobustStrategy, timeout: float, trust_reports
 
 def write_json(path: Path, payload: dict) -> None:
     """Write payload as JSON atomically (temp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from poisonlab.rundir import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, indent=1))
 
 
 # ---------------------------------------------------------------------------- deployment entry points

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
+from poisonlab.rundir import atomic_write_bytes
 
 
 def _show(ax, img: torch.Tensor) -> None:
@@ -49,10 +48,5 @@ def render_gallery(clean: torch.Tensor, triggered: torch.Tensor, path: str | os.
     fig.savefig(buf, format="png", dpi=100)
     data = buf.getvalue()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
     return data

@@ -18,6 +18,8 @@ Patch triggers are BadNets (Gu et al. 2017); blended triggers are Chen et al. 20
 
 from __future__ import annotations
 
+import abc
+
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,11 +193,12 @@ def stamp_blend(x: torch.Tensor, pattern: torch.Tensor, alpha: float = 0.2) -> t
 
 
 # ---------------------------------------------------------------- dataclasses
-class Trigger:
+class Trigger(abc.ABC):
     """Base of the trigger dataclasses: ``trigger(x, generator=None) -> stamped copy``."""
 
+    @abc.abstractmethod
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """The stamped copy of x (each subclass applies its kernel)."""
 
     def to_dict(self) -> dict:
         """{name, params}: the spec TRIGGERS.get(name, **params) rebuilds this trigger from."""

@@ -7,10 +7,10 @@ and no external resource, so it opens offline and can be mailed as one file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from poisonlab.rundir import atomic_write_text
 
 from poisonlab.errors import ConfigError
 from poisonlab.report.html import render
@@ -31,14 +31,4 @@ def write_report(path, runs: Sequence[dict], title: str, gallery_png: bytes | No
         raise ConfigError(f"runs={type(runs).__name__} is not accepted; accepted: a list of metrics.json dicts")
     path = Path(path)
     page = render(list(runs), str(title), gallery_png, extra_sections)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, page)
