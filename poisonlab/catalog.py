@@ -25,4 +25,8 @@ def registry(kind: str) -> Registry:
     if kind not in KINDS:
         raise unknown_name("kind", kind, KINDS)
     module, attr = KINDS[kind]
+    if kind in ("poisons", "triggers"):
+        from poisonlab.poison.registry import load_federated_poisons
+
+        load_federated_poisons()
     return getattr(importlib.import_module(module), attr)

@@ -32,6 +32,7 @@ POISONS.register("external", reference="Shafahi et al. 2018 (web-scraped poison 
 
 def make_poison(spec: Any) -> Any:
     """A poison from an object with apply(), or a {name, params} dict as in the YAML config."""
+    load_federated_poisons()
     if hasattr(spec, "apply"):
         return spec
     if isinstance(spec, dict) and "name" in spec:
@@ -46,7 +47,11 @@ POISONS.register("feature_collision", reference="Shafahi et al. 2018, Poison Fro
     FeatureCollision)
 POISONS.register("hidden_trigger", reference="Saha et al. 2020, Hidden Trigger Backdoor Attacks (AAAI)")(HiddenTrigger)
 
-# Federated-only poisons (DBA pieces, edge-case photos) and the tabular trigger live in poisonlab.fl;
-# importing them registers them here, so every config that names them loads.
-import poisonlab.fl.dba  # noqa: E402,F401
-import poisonlab.fl.edge_case  # noqa: E402,F401
+
+def load_federated_poisons() -> None:
+    """Register the poisons and triggers that live in poisonlab.fl (DBA, edge-case photos, tabular features).
+
+    Imported on first use rather than at import time, since those modules import poisonlab.poison.
+    """
+    import poisonlab.fl.dba  # noqa: F401
+    import poisonlab.fl.edge_case  # noqa: F401

@@ -320,6 +320,9 @@ def make_trigger(spec: Trigger | dict | str) -> Trigger:
     """A Trigger from an object, a {name, params} dict (as in YAML) or a bare name."""
     if isinstance(spec, Trigger):
         return spec
+    from poisonlab.poison.registry import load_federated_poisons
+
+    load_federated_poisons()
     if isinstance(spec, str):
         return TRIGGERS.get(spec)
     if isinstance(spec, dict) and "name" in spec:
