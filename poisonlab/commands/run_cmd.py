@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import load_config
-from poisonlab.commands._options import add_memory_budget, memory_budget_bytes
+from poisonlab.commands._options import add_config_arguments, memory_budget_bytes
 from poisonlab.console import console, percent, table
 
 NAME = "run"
@@ -13,11 +13,9 @@ HELP = "Run one experiment from a YAML config and write its run directory (metri
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("config", help="experiment YAML file (see configs/)")
-    parser.add_argument("--out", help="run directory (default: output.dir or runs/<name>)")
-    add_memory_budget(parser)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override a config value, e.g. --set federated.rounds=5 (repeatable)")
+    add_config_arguments(parser, "experiment YAML file (see configs/)",
+                         "run directory (default: output.dir or runs/<name>)",
+                         "override a config value, e.g. --set federated.rounds=5 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--engine", choices=["builtin", "flower"], default="builtin",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import apply_overrides, read_yaml
-from poisonlab.commands._options import add_memory_budget, memory_budget_bytes
+from poisonlab.commands._options import add_config_arguments, memory_budget_bytes
 from poisonlab.console import console
 
 NAME = "sweep"
@@ -13,11 +13,9 @@ HELP = "Run the grid of a YAML config (e.g. attacks x defenses x seeds); finishe
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("config", help="experiment YAML file with a 'grid:' section")
-    parser.add_argument("--out", help="sweep directory (default: output.dir or runs/<name>)")
-    add_memory_budget(parser)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override a base config value before the grid is applied (repeatable)")
+    add_config_arguments(parser, "experiment YAML file with a 'grid:' section",
+                         "sweep directory (default: output.dir or runs/<name>)",
+                         "override a base config value before the grid is applied (repeatable)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-cell HTML reports")
 
 
