@@ -77,8 +77,12 @@ def _row(rule: str, metrics: dict) -> tuple:
     honest_flagged = sum(len(set(h["flagged"]) - set(h["malicious"])) for h in history)
     honest = sum(len(h["sampled"]) - len(h["malicious"]) for h in history)
     asr = figures["attack_success_rate"]
-    return (rule, percent(figures["clean_accuracy"]), "-" if asr is None else percent(asr),
-            percent(flagged / attackers) if attackers else "-", percent(honest_flagged / honest) if honest else "-",
+    if flagged + honest_flagged == 0:  # the rule reduces coordinates (median, trimmed mean): it flags no one
+        caught = honest_caught = "nobody flagged"
+    else:
+        caught = percent(flagged / attackers) if attackers else "-"
+        honest_caught = percent(honest_flagged / honest) if honest else "-"
+    return (rule, percent(figures["clean_accuracy"]), "-" if asr is None else percent(asr), caught, honest_caught,
             f"{metrics['wall_time']:.1f} s")
 
 
