@@ -21,6 +21,7 @@ plain loop (reference.py). Clients are processed in chunks sized to a memory bud
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -69,27 +70,40 @@ def plan_batches(sizes: list[int], cfg: LocalConfig, generators: list[torch.Gene
     Client i's rows in the concatenated data start at sum(sizes[:i]). Each epoch is one
     torch.randperm(n_i, generator=generators[i]); the last batch of an epoch may be short.
     """
-    B, k, E = cfg.batch_size, len(sizes), cfg.epochs
+    E = cfg.epochs
+    slots, offset, weight, steps = _batch_layout(tuple(sizes), cfg.batch_size, E)
+    index = torch.zeros(weight.numel(), dtype=torch.long)
+    perms = [torch.randperm(m, generator=g) for m, g in zip(sizes, generators) for _ in range(E)]
+    if perms and slots.numel():
+        index[slots] = torch.cat(perms) + offset
+    return BatchPlan(index.reshape(weight.shape), weight, steps)
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_layout(sizes: tuple[int, ...], B: int, E: int) -> tuple[torch.Tensor, ...]:
+    """Where each drawn element goes in the (S, k, B) plan; depends only on the sizes, so it is cached
+    (a federation samples the same clients again and again; this was 11% of a small MLP round).
+    The cached tensors are shared between plans: read them, never write to them.
+
+    Returns (slots, offset, weight, steps): the flat plan position and the data-row offset of each
+    element of cat(perms) (client-major, epoch-major within), the (S, k, B) loss weights, the steps.
+    """
+    k = len(sizes)
     n = torch.tensor(sizes, dtype=torch.long)
     per_epoch = (n + B - 1) // B
     steps = E * per_epoch
     S = int(steps.max()) if k else 0
-    index = torch.zeros(S * k * B, dtype=torch.long)
     weight = torch.zeros(S * k * B, dtype=torch.float32)
-    perms = [torch.randperm(m, generator=g) for m, g in zip(sizes, generators) for _ in range(E)]  # setup
-    if perms and n.sum() > 0:
-        client = torch.repeat_interleave(torch.arange(k), E * n)  # each drawn element's client, epoch-major within
-        first = torch.cumsum(E * n, 0) - E * n
-        pos = torch.arange(len(client)) - first[client]
-        m = n[client]
-        epoch, j = pos // m, pos % m
-        step = epoch * per_epoch[client] + j // B
-        flat = (step * k + client) * B + j % B
-        offset = (torch.cumsum(n, 0) - n)[client]
-        index[flat] = torch.cat(perms) + offset
-        weight[flat] = 1.0 / torch.clamp(m - (j // B) * B, max=B).float()  # 1 / length of the element's batch
-    index, weight = index.reshape(S, k, B), weight.reshape(S, k, B)
-    return BatchPlan(index, weight, steps)
+    client = torch.repeat_interleave(torch.arange(k), E * n)  # each drawn element's client
+    first = torch.cumsum(E * n, 0) - E * n
+    pos = torch.arange(len(client)) - first[client]
+    m = n[client]
+    epoch, j = pos // m, pos % m
+    step = epoch * per_epoch[client] + j // B
+    slots = (step * k + client) * B + j % B
+    offset = (torch.cumsum(n, 0) - n)[client]
+    weight[slots] = 1.0 / torch.clamp(m - (j // B) * B, max=B).float()  # 1 / length of the element's batch
+    return slots, offset, weight.reshape(S, k, B), steps
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,17 +287,35 @@ def train_stacked(model: nn.Module, start: torch.Tensor, x: torch.Tensor, y: tor
     return [p[inverse] for p in params]
 
 
+GATHER_LIMIT_BYTES = 1 << 26
+"""The MLP path gathers every step's batch up front when that takes at most this many bytes."""
+
+
 @torch.no_grad()
 def _train_mlp(model: nn.Sequential, params, bufs, x, y, index, weight, active: list[int], cfg: LocalConfig) -> None:
-    """The MLP steps with the hand-written backward; all steps' batches are gathered at once (one index op)."""
+    """The MLP steps with the hand-written backward; all steps' batches and loss targets are gathered up
+    front (one index op each) when they fit in 64 MiB, so a step is only its matrix products."""
     layers = [("linear", m.bias is not None) if isinstance(m, nn.Linear) else ("relu", False)
               for m in model if not isinstance(m, nn.Flatten)]
-    whole = index.numel() * x[:1].numel() * 4 <= 1 << 26  # gather all steps up front when under 64 MiB
-    xs = x[index].flatten(3) if whole else None
+    classes = next(m.out_features for m in reversed(model) if isinstance(m, nn.Linear))
+    whole = index.numel() * (x[:1].numel() + classes) * 4 <= GATHER_LIMIT_BYTES
+    if whole:
+        xs, targets, ws = x[index].flatten(3), _weighted_onehot_t(y[index], weight, classes), weight.unsqueeze(-2)
     for t, a in enumerate(active):
-        xb = xs[t, :a] if whole else x[index[t, :a]].flatten(2)
-        grads = _mlp_grads(layers, [p[:a] for p in params], xb, y[index[t, :a]], weight[t, :a])
+        if whole:
+            xb, target, w = xs[t, :a], targets[t, :a], ws[t, :a]
+        else:
+            idx, wt = index[t, :a], weight[t, :a]
+            xb, target, w = x[idx].flatten(2), _weighted_onehot_t(y[idx], wt, classes), wt.unsqueeze(-2)
+        grads = _mlp_grads(layers, [p[:a] for p in params], xb, target, w)
         _sgd_step(params, grads, bufs, a, t == 0, cfg)
+
+
+def _weighted_onehot_t(y: torch.Tensor, w: torch.Tensor, classes: int) -> torch.Tensor:
+    """(w * onehot(y)) with classes before the batch, (..., C, B): the target term of the weighted
+    cross-entropy gradient w * (softmax - onehot), in _mlp_grads's transposed layout."""
+    out = torch.zeros(*y.shape[:-1], classes, y.shape[-1])
+    return out.scatter_(-2, y.unsqueeze(-2), w.unsqueeze(-2))
 
 
 def is_mlp(model: nn.Module) -> bool:
@@ -294,40 +326,42 @@ def is_mlp(model: nn.Module) -> bool:
     return all(isinstance(m, (nn.Linear, nn.ReLU)) for m in body) and isinstance(body[-1], nn.Linear)
 
 
-def _mlp_grads(layers: list[tuple[str, bool]], params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+def _mlp_grads(layers: list[tuple[str, bool]], params: list[torch.Tensor], x: torch.Tensor, target: torch.Tensor,
                w: torch.Tensor) -> list[torch.Tensor]:
     """Hand-written backward of sum_i w_i * CE_i for stacked MLPs (no autograd graph: less overhead).
 
-    layers: ("linear", has_bias) or ("relu", False) in order. Forward z = h W^T + b per client
-    (baddbmm); dL/dlogits = w * (softmax - onehot); then per Linear dW = dz^T h, db = sum_b dz,
-    dh = dz W; per ReLU dz = dh * (z > 0).
+    layers: ("linear", has_bias) or ("relu", False) in order; x (a, B, f); target = w * onehot(y) as
+    (a, C, B); w (a, 1, B). Activations are kept transposed, features before the batch (a, f, B):
+    z^T = W h^T + b (baddbmm), which runs 2.3x faster than h W^T for the narrow last layer on CPU
+    (measured: 17 vs 39 us for 20 clients, B=32, 64->10). dL/dz^T = w * softmax - target; then per
+    Linear dW = dz^T h, db = sum_b dz, dh^T = W^T dz^T; per ReLU dz = dh * (z > 0).
     """
-    h = x
+    h = x.transpose(1, 2)
     it = iter(params)
-    saved = []  # (kind, tensor, weight, has_bias)
+    saved = []  # (kind, activation (a, f, B), weight, has_bias)
     for kind, has_bias in layers:
         if kind == "linear":
             W = next(it)
             b = next(it) if has_bias else None
             saved.append((kind, h, W, has_bias))
-            h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) if b is not None else torch.bmm(h, W.transpose(1, 2))
+            h = torch.baddbmm(b.unsqueeze(2), W, h) if b is not None else torch.bmm(W, h)
         else:
-            h = torch.relu(h)
+            after_linear = bool(saved) and saved[-1][0] == "linear"
+            h = torch.relu_(h) if after_linear else torch.relu(h)  # in place on a fresh pre-activation only
             saved.append((kind, h, None, False))
-    grad = (h - h.amax(dim=-1, keepdim=True)).exp_()  # softmax written out: 3-4x faster than torch.softmax
-    grad /= grad.sum(dim=-1, keepdim=True)  # over a last dim of ~10 classes on CPU (measured 54 vs 192 us)
-    grad.scatter_add_(-1, y.unsqueeze(-1), torch.full(y.shape + (1,), -1.0))
-    grad *= w.unsqueeze(-1)
+    grad = (h - h.amax(dim=1, keepdim=True)).exp_()  # softmax over the classes, written out: 3-4x faster
+    grad *= w / grad.sum(dim=1, keepdim=True)  # than torch.softmax over ~10 classes on CPU (54 vs 192 us)
+    grad -= target
     grads: list[torch.Tensor] = []
     for i, (kind, t, W, has_bias) in enumerate(reversed(saved)):
         if kind == "relu":
             grad = torch.ops.aten.threshold_backward(grad, t, 0)  # dz = dh where the output was > 0
             continue
         if has_bias:
-            grads.append(grad.sum(dim=1))
-        grads.append(torch.bmm(grad.transpose(1, 2), t))
+            grads.append(grad.sum(dim=2))
+        grads.append(torch.bmm(grad, t.transpose(1, 2)))
         if i < len(saved) - 1:
-            grad = torch.bmm(grad, W)
+            grad = torch.bmm(W.transpose(1, 2), grad)
     return grads[::-1]
 
 
