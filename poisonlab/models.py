@@ -29,9 +29,25 @@ def make_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: 
         raise ConfigError(f"num_classes={num_classes} is too small; accepted: 2 or more")
     with torch.device("meta"):
         model = MODELS.get(name, input_shape=input_shape, num_classes=num_classes, **params)
-    model = model.to_empty(device="cpu")
+    _materialize(model)
     init_parameters(model, generator(seed, "init", name))
     return model
+
+
+def _materialize(model: nn.Module) -> None:
+    """Give the meta-device parameters real (uninitialised) CPU storage, in place.
+
+    Built on meta so that no layer draws its default init from the global RNG. Module.to_empty would
+    do this too, but its first call imports torch's symbolic-shape machinery (sympy), 0.5 s of a
+    command's start-up; empty tensors of the same shapes need none of it.
+    """
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                module._parameters[name] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad)
+        for name, b in list(module._buffers.items()):
+            if b is not None:
+                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
 
 
 def init_parameters(model: nn.Module, g: torch.Generator) -> None:
