@@ -115,7 +115,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model_name: str, pois
     else:
         ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
-                             weight_decay=cfg.weight_decay, optimizer=cfg.optimizer)
+                             weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
         ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
         model = (retrain_head(clean_model, ft_data, ft_cfg, seed) if inj.head_only
                  else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))

@@ -68,3 +68,30 @@ def test_adam_and_config_errors(small):
         TrainConfig(lr=0)
     with pytest.raises(ConfigError, match="is empty; cannot train on 0 samples"):
         train(model, train_set.subset([]), TrainConfig(epochs=1))
+
+
+def test_cosine_schedule_follows_the_formula_and_is_what_the_optimizer_uses(small, monkeypatch):
+    import math
+
+    from poisonlab import training
+
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.1, lr_schedule="cosine")
+    assert training.lr_at(cfg, 0, 10) == pytest.approx(0.1)
+    assert training.lr_at(cfg, 5, 10) == pytest.approx(0.05)  # half-way: (1 + cos(pi/2)) / 2
+    assert training.lr_at(cfg, 9, 10) == pytest.approx(0.1 * (1 + math.cos(0.9 * math.pi)) / 2)
+    assert training.lr_at(TrainConfig(lr=0.1), 9, 10) == 0.1
+    seen = []
+    step = torch.optim.SGD.step
+
+    def record(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", record)
+    train_set = small[0].subset(list(range(100)))
+    model = make_model("logistic", train_set.input_shape, 10, seed=0)
+    train(model, train_set, cfg, seed=0)
+    total = 2 * math.ceil(100 / 16)
+    assert seen == pytest.approx([training.lr_at(cfg, t, total) for t in range(total)])
+    with pytest.raises(ConfigError, match="lr_schedule 'step'"):
+        TrainConfig(lr_schedule="step")

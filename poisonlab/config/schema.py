@@ -43,6 +43,7 @@ class TrainSpec(Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: lr annealed to 0 over all steps
 
 
 class LocalSpec(Strict):
