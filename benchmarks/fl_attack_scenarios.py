@@ -109,9 +109,12 @@ def last_attack_round(cfg) -> int | None:
 
 
 def baseline_key(cfg) -> str:
-    """What a no-attack run depends on: the config without its name, adversaries and grid."""
+    """What a no-attack run depends on: the config without its name and grid, and of its adversaries only
+    their poisons (a backdoor poison sets the triggered test set and target the baseline's ASR is measured on)."""
     doc = cfg.model_dump()
-    doc.pop("name"), doc.pop("grid"), doc["federated"].pop("adversary")
+    doc.pop("name"), doc.pop("grid")
+    advs = doc["federated"].pop("adversary")
+    doc["poisons"] = [a["poison"] for a in (advs if isinstance(advs, list) else [advs] if advs else [])]
     return json.dumps(doc, sort_keys=True, default=str)
 
 
@@ -138,8 +141,9 @@ def fmt(v) -> str:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per config, clean baseline and attacked side by side."""
-    lines = ["| scenario | rounds | clean acc (no attack) | clean acc (attacked) | ASR (no attack) | ASR (attacked) | flips s->t (attacked) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | rounds | clean acc (no attack) | clean acc (attacked) | ASR (no attack) | ASR (attacked)"
+             " | flips s->t (no attack) | flips s->t (attacked) |",
+             "|---|---|---|---|---|---|---|---|"]
     by, shared = {}, {r["key"]: r for r in rows if not r["attack"]}
     for r in rows:
         by.setdefault(r["config"], {})[r["attack"]] = r
@@ -149,8 +153,9 @@ def table(rows: list[dict]) -> str:
     for name, pair in by.items():
         a, c = pair.get(True, {}), pair.get(False, {})
         flips = ", ".join(f"{k}: {v}" for k, v in (a.get("flips") or {}).items()) or "-"
+        flips0 = ", ".join(f"{k}: {(c.get('flips') or {}).get(k, '?')}" for k in (a.get("flips") or {})) or "-"
         lines.append(f"| {name} | {(a or c).get('rounds')} | {fmt(c.get('clean_accuracy'))} | {fmt(a.get('clean_accuracy'))}"
-                     f" | {fmt(c.get('attack_success_rate'))} | {fmt(a.get('attack_success_rate'))} | {flips} |")
+                     f" | {fmt(c.get('attack_success_rate'))} | {fmt(a.get('attack_success_rate'))} | {flips0} | {flips} |")
     return "\n".join(lines)
 
 
@@ -199,8 +204,9 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-only", action="store_true", help="only the no-attack baseline runs")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="build the table and figure from earlier outputs instead")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fl_attack_scenarios"))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared 2-core machine)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     paths = args.configs or sorted(glob.glob(str(ROOT / "configs" / "fl-*.yaml")))
     rows, baselines = [], {}
     if args.merge:
