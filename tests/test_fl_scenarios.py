@@ -100,3 +100,13 @@ def test_dba_config_gives_each_colluder_its_own_piece():
         others = [q for j, q in enumerate(quadrants) if j != i]
         assert not all(bool(torch.all(relabelled[:, 0, r, c] == 1.0)) for r, c in others)
     assert torch.all(fed.triggered_test.x[:, 0, 24:28, 24:28] == 1.0)
+
+
+def test_scenarios_share_a_baseline_only_when_their_poisons_match():
+    mod = scenarios()
+    key = {Path(p).name: mod.baseline_key(mod.load_config(p)) for p in CONFIGS}
+    # update attacks on the same federation share one no-attack run...
+    assert key["fl-mnist-alie.yaml"] == key["fl-mnist-ipm.yaml"] == key["fl-mnist-min-max.yaml"]
+    # ...but a poison sets the triggered test set (ASR) or the flips the baseline is measured on
+    assert key["fl-mnist-dba.yaml"] != key["fl-mnist-alie.yaml"]
+    assert key["fl-mnist-edge-case.yaml"] not in (key["fl-mnist-alie.yaml"], key["fl-mnist-dba.yaml"])
