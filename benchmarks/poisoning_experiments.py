@@ -7,6 +7,7 @@ Writes <out>/results.json (updated atomically after every experiment) and galler
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -40,11 +41,44 @@ def summary(r) -> dict:
     return d
 
 
+def flip_over_seeds(train_set, test_set, flip: list, seeds: int, cfg: TrainConfig = CFG) -> dict:
+    """Clean and flipped models trained in pairs (same seed: same initial weights and batch order) for
+    seeds 0..seeds-1; the per-class accuracy change of each pair, their mean and standard error.
+
+    One pair's per-class change mixes the flip's effect with training noise: a test class has ~200
+    images, so one image is 0.5 points. The mean over pairs keeps the effect and shrinks the noise.
+    """
+    changes, flips, flips0, confusion = [], [], [], []
+    for seed in range(seeds):
+        r = run_centralized(train_set, test_set, "cnn", flip, None, cfg, seed)
+        changes.append([100 * (a - b) for a, b in zip(r.per_class_accuracy, r.per_class_accuracy_clean_model)])
+        flips.append(r.flips["7->1"])
+        flips0.append(r.flips_clean_model["7->1"])
+        confusion.append(torch.tensor(r.confusion) - torch.tensor(r.confusion_clean_model))
+        print(f"flip seed {seed}: 7->1 {flips0[-1]} -> {flips[-1]}; per-class change {[round(v, 2) for v in changes[-1]]}",
+              flush=True)
+    c = torch.tensor(changes, dtype=torch.float64)
+    mean, se = c.mean(0), c.std(0) / len(changes) ** 0.5 if len(changes) > 1 else torch.zeros(c.shape[1])
+    print(f"flip over {seeds} seeds: mean per-class change {[round(v, 2) for v in mean.tolist()]}"
+          f" (standard error {[round(v, 2) for v in se.tolist()]})", flush=True)
+    moved = torch.stack(confusion).double().mean(0)  # mean change of each (true, predicted) count
+    print(f"mean change of test images predicted as 7, by true class: {[round(v, 1) for v in moved[:, 7].tolist()]}",
+          flush=True)
+    return {"seeds": seeds, "train": cfg.__dict__.copy(), "confusion_change_mean": moved.tolist(),
+            "per_class_change_points": changes, "mean_change_points": mean.tolist(),
+            "standard_error_points": se.tolist(), "flips_7_to_1": flips, "flips_7_to_1_clean_model": flips0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "poisoning"))
-    ap.add_argument("--only", nargs="*", default=None, help="subset of: backdoor flip flip_ft external collision hidden")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="subset of: backdoor flip flip_ft flip_seeds external collision hidden")
+    ap.add_argument("--seeds", type=int, default=5, help="training seeds for flip_seeds (default 5)")
+    ap.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"],
+                    help="learning-rate schedule of the flip_seeds trainings (default cosine)")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs of the flip_seeds trainings (default 5)")
     args = ap.parse_args()
     data_dir, out = Path(args.data_dir), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +127,12 @@ def main() -> None:
         results["label_flip_7_to_1_half_fine_tune_all"] = d
         print(f"flip (fine_tune, all rows): 7->1 {r.flips_clean_model} -> {r.flips}; per-class change (points) "
               f"{[round(v, 2) for v in d['per_class_change_points']]}", flush=True)
+        save(results, out)
+
+    if "flip_seeds" in todo:  # the flip over several training seeds: the per-class change averaged, with its spread
+        flip = [{"name": "label_flip", "params": {"source": 7, "target": 1, "fraction": 0.5}}]
+        cfg = dataclasses.replace(CFG, lr_schedule=args.lr_schedule, epochs=args.epochs or CFG.epochs)
+        results[f"label_flip_7_to_1_half_seeds_{args.lr_schedule}_{cfg.epochs}_epochs"] = flip_over_seeds(train_set, test_set, flip, args.seeds, cfg)
         save(results, out)
 
     if "external" in todo:
