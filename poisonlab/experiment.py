@@ -124,12 +124,48 @@ def _built_poisons(config: ExperimentConfig) -> list:
 
 
 # ------------------------------------------------------------------ federated
+def check_resumed_config(config: ExperimentConfig, checkpoint_dir: Path, resume: bool) -> None:
+    """Refuse to resume checkpoints written under another config, then record this run's config beside them.
+
+    A checkpoint holds parameters and history, not the settings that produced them: resuming it with
+    other rounds, clients, attacks or seeds would silently splice two experiments into one history.
+    The config (without its `output` section, which does not change results) is stored as
+    checkpoints/config.json when the run starts and compared on --resume.
+    """
+    import json
+
+    from poisonlab.errors import ConfigError
+
+    current = json.loads(json.dumps(config.model_dump(mode="json", exclude={"output"})))
+    path = checkpoint_dir / "config.json"
+    if resume and path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{path} is unreadable ({type(err).__name__}); delete {checkpoint_dir} to start over") from None
+        changed = _changed_keys(stored, current)
+        if changed:
+            raise ConfigError(f"{checkpoint_dir} was written under another config (it differs at {', '.join(changed[:3])});"
+                              " accepted: the same config to resume, or another --out to start a new run")
+    write_json(path, current)
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted key paths where two JSON documents differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new))
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(root)"]
+
+
 def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None,
                   *, resume: bool = False, quiet: bool = False, engine: str = "builtin"):
     """Run the configured Federation (built-in engine or Flower's simulation) and evaluate the final model."""
     from poisonlab.training import evaluate
 
     federation = build_federation(config, train_set, test_set, out, quiet=quiet)
+    if federation.config.checkpoint_dir:
+        check_resumed_config(config, Path(federation.config.checkpoint_dir), resume)
     if engine == "flower":
         from poisonlab.flower.simulation import run_simulation
 

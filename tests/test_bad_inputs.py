@@ -156,6 +156,13 @@ def checkpoint_args(tmp: Path, tensors: bytes | None = None, meta: str | None = 
     return run_args(tmp, config, "--resume")
 
 
+def resumed_with_another_config(tmp: Path) -> list[str]:
+    """A 2-round run checkpointed every round, then `run --resume` on its directory with rounds: 3."""
+    first = config_with(tmp, ("federated.checkpoint_every", 1), ("federated.rounds", 2))
+    assert cli(run_args(tmp, first)) == 0
+    return run_args(tmp, config_with(tmp, ("federated.checkpoint_every", 1), ("federated.rounds", 3)), "--resume")
+
+
 def safetensors_with_round(round: int) -> bytes:
     from safetensors.torch import save
 
@@ -362,6 +369,9 @@ CASES = [
     C("checkpoint-json-corrupt", "checkpoint",
       lambda t: checkpoint_args(t, tensors=safetensors_with_round(0), meta='{"round": 0, "hist'),
       "run/checkpoints", bug="fl/checkpoint.load_checkpoint lets json.JSONDecodeError out: traceback"),
+    C("checkpoint-other-config", "checkpoint", resumed_with_another_config,
+      "written under another config", "federated.rounds", "another --out",
+      bug="run --resume spliced the checkpoint of one config into a run of another, silently"),
     C("checkpoint-round-mismatch", "checkpoint", lambda t: checkpoint_args(t, tensors=safetensors_with_round(5)),
       "inconsistent", "round 5", "round 0"),
     C("checkpoint-wrong-size", "checkpoint",
