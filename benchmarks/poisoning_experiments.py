@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,8 +17,9 @@ import torch
 from poisonlab.centralized import run_centralized
 from poisonlab.data import load
 from poisonlab.models import make_model
-from poisonlab.poison import POISONS, TRIGGERS
+from poisonlab.poison import TRIGGERS
 from poisonlab.poison.gallery import render_gallery
+from poisonlab.rundir import atomic_write_text
 from poisonlab.training import TrainConfig, train
 
 SEED = 0
@@ -28,10 +27,12 @@ CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
 
 
 def save(results: dict, out: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".results.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(results, fh, indent=1)
-    os.replace(tmp, out / "results.json")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+
+
+def per_class_change(r) -> list[float]:
+    """Per-class test accuracy of the poisoned model minus the clean model's, in points."""
+    return [100 * (a - b) for a, b in zip(r.per_class_accuracy, r.per_class_accuracy_clean_model)]
 
 
 def summary(r) -> dict:
@@ -51,7 +52,7 @@ def flip_over_seeds(train_set, test_set, flip: list, seeds: int, cfg: TrainConfi
     changes, flips, flips0, confusion = [], [], [], []
     for seed in range(seeds):
         r = run_centralized(train_set, test_set, "cnn", flip, None, cfg, seed)
-        changes.append([100 * (a - b) for a, b in zip(r.per_class_accuracy, r.per_class_accuracy_clean_model)])
+        changes.append(per_class_change(r))
         flips.append(r.flips["7->1"])
         flips0.append(r.flips_clean_model["7->1"])
         confusion.append(torch.tensor(r.confusion) - torch.tensor(r.confusion_clean_model))
@@ -64,7 +65,7 @@ def flip_over_seeds(train_set, test_set, flip: list, seeds: int, cfg: TrainConfi
     moved = torch.stack(confusion).double().mean(0)  # mean change of each (true, predicted) count
     print(f"mean change of test images predicted as 7, by true class: {[round(v, 1) for v in moved[:, 7].tolist()]}",
           flush=True)
-    return {"seeds": seeds, "train": cfg.__dict__.copy(), "confusion_change_mean": moved.tolist(),
+    return {"seeds": seeds, "train": dataclasses.asdict(cfg), "confusion_change_mean": moved.tolist(),
             "per_class_change_points": changes, "mean_change_points": mean.tolist(),
             "standard_error_points": se.tolist(), "flips_7_to_1": flips, "flips_7_to_1_clean_model": flips0}
 
@@ -113,7 +114,7 @@ def main() -> None:
     if "flip" in todo:
         r = run([{"name": "label_flip", "params": {"source": 7, "target": 1, "fraction": 0.5}}])
         d = summary(r)
-        d["per_class_change_points"] = [100 * (a - b) for a, b in zip(r.per_class_accuracy, r.per_class_accuracy_clean_model)]
+        d["per_class_change_points"] = per_class_change(r)
         results["label_flip_7_to_1_half"] = d
         print(f"flip: 7->1 {r.flips_clean_model} -> {r.flips}; per-class change (points) "
               f"{[round(v, 2) for v in d['per_class_change_points']]}", flush=True)
@@ -123,7 +124,7 @@ def main() -> None:
         r = run([{"name": "label_flip", "params": {"source": 7, "target": 1, "fraction": 0.5}}],
                 {"mode": "fine_tune", "clean_fraction": 1.0, "epochs": 2, "lr": 0.01})
         d = summary(r)
-        d["per_class_change_points"] = [100 * (a - b) for a, b in zip(r.per_class_accuracy, r.per_class_accuracy_clean_model)]
+        d["per_class_change_points"] = per_class_change(r)
         results["label_flip_7_to_1_half_fine_tune_all"] = d
         print(f"flip (fine_tune, all rows): 7->1 {r.flips_clean_model} -> {r.flips}; per-class change (points) "
               f"{[round(v, 2) for v in d['per_class_change_points']]}", flush=True)
@@ -150,11 +151,9 @@ def main() -> None:
             save(results, out)
         from poisonlab.poison.external import load_photos
 
-        photos = load_photos(data_dir / "poison-images" / "test-aircraft", (1, 28, 28), invert=True)
-        render_gallery(load_photos(data_dir / "poison-images" / "rutan-boomerang", (1, 28, 28))[:5],
-                       load_photos(data_dir / "poison-images" / "rutan-boomerang", (1, 28, 28), invert=True)[:5],
+        boomerang = data_dir / "poison-images" / "rutan-boomerang"
+        render_gallery(load_photos(boomerang, (1, 28, 28))[:5], load_photos(boomerang, (1, 28, 28), invert=True)[:5],
                        out / "gallery_external.png")
-        del photos
 
     head = {"mode": "fine_tune", "clean_fraction": 1.0, "head_only": True, "epochs": 20, "lr": 0.05}
     if "collision" in todo:
