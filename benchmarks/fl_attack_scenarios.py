@@ -1,7 +1,7 @@
 """Regenerate the FL attack scenario table: final clean accuracy and ASR of each configs/fl-*.yaml under FedAvg.
 
     .venv/bin/python benchmarks/fl_attack_scenarios.py                 # every configs/fl-*.yaml
-    .venv/bin/python benchmarks/fl_attack_scenarios.py configs/fl-mnist-ipm.yaml --no-attack
+    .venv/bin/python benchmarks/fl_attack_scenarios.py configs/fl-mnist-ipm.yaml --baseline-only
 
 Each config is parsed with poisonlab.config and run by driving poisonlab.fl.Federation directly
 (``build`` below maps the YAML onto the engine's API), once with its adversaries and, unless
@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import io
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,6 @@ import poisonlab.fl.dba  # noqa: F401  (registers the 'dba' poison and the 'dba_
 import poisonlab.fl.edge_case  # noqa: F401  (registers the 'edge_case' poison)
 from poisonlab.config.load import load_config
 from poisonlab.data import load
-from poisonlab.data.sources import SOURCES
 from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.aggregators import AGGREGATORS, chain
 from poisonlab.fl.attacks import ATTACKS
@@ -36,17 +34,13 @@ from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.partition import PARTITIONS
 from poisonlab.fl.persistence import persistence
-from poisonlab.fl.synthetic import synthetic
 from poisonlab.fl.types import Schedule
 from poisonlab.models import make_model
 from poisonlab.poison import POISONS
 from poisonlab.rng import derive_seed
+from poisonlab.rundir import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-
-if "synthetic" not in SOURCES:  # until the lead registers it in poisonlab/data/sources.py
-    SOURCES.register("synthetic", reference="Gaussian class clusters (poisonlab.fl.synthetic)")(synthetic)
-
 
 def load_data(cfg):
     """The config's dataset ('synthetic' is poisonlab.fl.synthetic) split into (train, test)."""
@@ -167,8 +161,12 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(r["config"] for r in rows))
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(4, len(names))
+    rows_ = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols, 3.0 * rows_), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         for r in (r for r in rows if r["config"] == name):
             style = "-" if r["attack"] else "--"
             rounds = [h["round"] for h in r["history"]]
@@ -182,19 +180,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def main(argv=None) -> int:
@@ -226,9 +215,9 @@ def main(argv=None) -> int:
                   f" {row.get('persistence', '')} ({row['seconds']} s)", file=sys.stderr, flush=True)
     md = table(rows)
     print(md)
-    write_atomic(Path(args.out + ".md"), md + "\n")
+    atomic_write_text(args.out + ".md", md + "\n")
     plot(rows, Path(args.out + ".png"))
-    write_atomic(Path(args.out + ".json"), json.dumps(rows, indent=1))
+    atomic_write_text(args.out + ".json", json.dumps(rows, indent=1))
     return 0
 
 
