@@ -7,6 +7,7 @@ history.csv, model.safetensors, report.html, and manifest.json (SHA-256 of every
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from safetensors.torch import save as save_safetensors
 from poisonlab.config.schema import AdversarySpec, ExperimentConfig, FederatedSpec
 from poisonlab.data import load
 from poisonlab.data.dataset import Dataset
+from poisonlab.errors import ConfigError
 from poisonlab.rng import derive_seed, generator
 from poisonlab.rundir import atomic_write_bytes, atomic_write_text, write_csv, write_json, write_manifest
 
@@ -37,12 +39,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
     """
     start = time.perf_counter()
     if engine not in ("builtin", "flower"):
-        from poisonlab.errors import ConfigError
-
         raise ConfigError(f"engine '{engine}' is not known; accepted: builtin, flower")
     if engine == "flower" and config.kind != "federated":
-        from poisonlab.errors import ConfigError
-
         raise ConfigError("--engine flower runs federated experiments; this config has no 'federated' section")
     out = Path(out_dir) if out_dir is not None else None
     train_set, test_set = load_split(config)
@@ -86,7 +84,6 @@ def run_detectors(config: ExperimentConfig, result, test_set: Dataset) -> list[d
     """
     from poisonlab.detect import DETECTORS
     from poisonlab.detect.base import detection_record
-    from poisonlab.errors import ConfigError
 
     records = []
     for i, spec in enumerate(config.detect):
@@ -132,11 +129,7 @@ def check_resumed_config(config: ExperimentConfig, checkpoint_dir: Path, resume:
     The config (without its `output` section, which does not change results) is stored as
     checkpoints/config.json when the run starts and compared on --resume.
     """
-    import json
-
-    from poisonlab.errors import ConfigError
-
-    current = json.loads(json.dumps(config.model_dump(mode="json", exclude={"output"})))
+    current = config.model_dump(mode="json", exclude={"output"})
     path = checkpoint_dir / "config.json"
     if resume and path.exists():
         try:
@@ -211,8 +204,6 @@ def carve_server_data(fed: FederatedSpec, train_set: Dataset, seed: int):
     need = fed.server_data.root_size + fed.server_data.validation_size
     if need == 0:
         return train_set, None, None
-    from poisonlab.errors import ConfigError
-
     if need >= len(train_set):
         raise ConfigError(f"federated.server_data asks for {need} samples but the training split has {len(train_set)}")
     order = torch.randperm(len(train_set), generator=generator(seed, "server-data"))
