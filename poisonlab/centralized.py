@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.metrics import attack_success_rate, confusion_matrix
+from poisonlab.metrics import attack_success_rate
 from poisonlab.models import make_model
 from poisonlab.poison.injection import Injection, fine_tune_set, retrain_head
 from poisonlab.poison.registry import make_poison

@@ -22,7 +22,6 @@ plain loop (reference.py). Clients are processed in chunks sized to a memory bud
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import torch

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import check_positive, check_updates, empty, row_norms
+from poisonlab.fl.aggregators.base import check_positive, check_updates, empty
 from poisonlab.fl.types import Aggregate, RoundContext
 from poisonlab.rng import generator
 
