@@ -97,14 +97,32 @@ def fine_tune(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(ep
     return tuned
 
 
+IMAGE_BATCH = 128
+"""Batch size for evaluating models with convolutions: activations of 128 images stay in cache (2048 did not)."""
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """Logits of model on x, in eval mode, batched."""
+    """Logits of model on x, in eval mode, batched.
+
+    Models with Conv2d on images run as a channels_last copy in batches of at most IMAGE_BATCH: on CPU the
+    convolutions then emit channels_last outputs, whose max-pool and ReLU are several times faster than
+    on NCHW (2,000 MNIST images through `cnn`: 474 -> 87 ms; docs/benchmarks.md). The model is not changed.
+    """
+    if not len(x):
+        return torch.empty(0)
+    if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        batch_size = min(batch_size, IMAGE_BATCH)
+        batches = (x[i:i + batch_size].contiguous(memory_format=torch.channels_last) for i in range(0, len(x), batch_size))
+    else:
+        batches = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0)
-    model.train(was_training)
-    return out
+    try:
+        return torch.cat([model(b) for b in batches]).contiguous()
+    finally:
+        model.train(was_training)
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:

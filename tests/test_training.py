@@ -95,3 +95,21 @@ def test_cosine_schedule_follows_the_formula_and_is_what_the_optimizer_uses(smal
     assert seen == pytest.approx([training.lr_at(cfg, t, total) for t in range(total)])
     with pytest.raises(ConfigError, match="lr_schedule 'step'"):
         TrainConfig(lr_schedule="step")
+
+
+def test_predict_logits_of_an_image_model_equals_its_plain_forward_and_leaves_it_unchanged():
+    from poisonlab.training import IMAGE_BATCH, predict_logits
+
+    model = make_model("cnn", (1, 12, 12), 10, seed=3)
+    model.train()
+    x = torch.rand(IMAGE_BATCH * 2 + 5, 1, 12, 12, generator=torch.Generator().manual_seed(0))  # 3 batches
+    before = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        expected = model.eval()(x)
+    model.train()
+    got = predict_logits(model, x)
+    assert got.shape == expected.shape and got.is_contiguous()
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert model.training  # mode restored
+    for p, b in zip(model.parameters(), before):
+        assert p.is_contiguous() and torch.equal(p, b)  # the model is not converted to channels_last

@@ -222,7 +222,7 @@ class Federation:
         else:
             updates = local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
         weights = torch.tensor([float(len(ds)) for ds in data])
-        extras = {"honest_updates": updates[~malicious].clone(), "weights": weights,
+        extras = {"honest_updates": updates[~malicious], "weights": weights,
                   **self._extras(round, global_params)}
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
                            server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed, extras=extras)

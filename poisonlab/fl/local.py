@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poisonlab.errors import ConfigError, ResourceError, check_range
+from poisonlab.fl.handgrad import compile_layers, stacked_grads
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,12 @@ def train_stacked(model: nn.Module, start: torch.Tensor, x: torch.Tensor, y: tor
     active = (steps.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
     if is_mlp(model):
         _train_mlp(model, params, bufs, x, y, index, weight, active, cfg)
+    elif is_fast_sequential(model):
+        layers = compile_layers(model)
+        for t, a in enumerate(active):
+            idx = index[t, :a]
+            grads = stacked_grads(layers, [p[:a] for p in params], x[idx], y[idx], weight[t, :a])
+            _sgd_step(params, grads, bufs, a, t == 0, cfg)
     else:
         for t, a in enumerate(active):
             idx = index[t, :a]
