@@ -79,7 +79,7 @@ def compare(title: str, model, clients, test, config: FederationConfig, peak: fl
           f" ({100 * gs / peak:.1f}% of peak)")
     print(f"  vectorized      : {tv:8.2f} s   final accuracy {100 * accv:6.2f}%   {gv:6.2f} GFLOP/s"
           f" ({100 * gv / peak:.1f}% of peak)")
-    print(f"  speed-up        : {ts / tv:8.1f}x   |accuracy difference| {100 * abs(accs - accv):.2f} points")
+    print(f"  speed-up        : {ts / tv:8.2f}x   |accuracy difference| {100 * abs(accs - accv):.2f} points")
     return out
 
 

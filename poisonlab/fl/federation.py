@@ -13,7 +13,7 @@ keyed by (seed, purpose, round, client), so the same config and seed give the sa
 resumed run (checkpoint_every, run(resume=True)) continues exactly as an uninterrupted one.
 
 What the rules and attacks get in RoundContext.extras:
-  "honest_updates": (h, d) the honest rows, before any attack (omniscient attacks read them);
+  "honest_updates": (h, d) the honest rows before any attack, in rounds with malicious rows (omniscient attacks may read them);
   "server_update": (d,) the server's own update on root_data (FLTrust's g0), if root_data is given;
   "validate", "base_accuracy": accuracy of global + server_lr * candidate on validation_data, if given.
 """
@@ -222,8 +222,9 @@ class Federation:
         else:
             updates = local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
         weights = torch.tensor([float(len(ds)) for ds in data])
-        extras = {"honest_updates": updates[~malicious], "weights": weights,
-                  **self._extras(round, global_params)}
+        extras = {"weights": weights, **self._extras(round, global_params)}
+        if malicious.any():  # a (k, d) copy: made only in rounds where an attack may read it
+            extras["honest_updates"] = updates[~malicious]
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
                            server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed, extras=extras)
         for a, rows in zip(self.adversaries, masks):

@@ -263,10 +263,15 @@ def chunk_size(model: nn.Module, sample_shape: tuple[int, ...], batch_size: int,
 
 
 def train_stacked(model: nn.Module, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor, plan: BatchPlan,
-                  cfg: LocalConfig) -> list[torch.Tensor]:
-    """Run the plan's SGD for its k clients from the stacked parameters start (k, d); returns stacked params."""
+                  cfg: LocalConfig) -> torch.Tensor:
+    """Run the plan's SGD for its k clients from the stacked parameters start (k, d); returns the trained (k, d).
+
+    The clients' parameters are trained in place as views into one (k, d) copy of start, so nothing is
+    split into separate tensors or concatenated back.
+    """
     order = torch.argsort(plan.steps, descending=True, stable=True)
-    params = [p.contiguous() for p in unflatten(model, start[order])]  # fresh tensors: start is not modified
+    flat = start[order]  # a fresh copy: start is not modified
+    params = unflatten(model, flat)  # views into flat, trained in place
     bufs = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else []
     index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
     S = int(steps.max()) if len(steps) else 0
@@ -289,8 +294,7 @@ def train_stacked(model: nn.Module, start: torch.Tensor, x: torch.Tensor, y: tor
             grads = torch.autograd.grad(loss, leaves)
             with torch.no_grad():
                 _sgd_step(params, grads, bufs, a, t == 0, cfg)
-    inverse = torch.argsort(order)
-    return [p[inverse] for p in params]
+    return flat[torch.argsort(order)]
 
 
 GATHER_LIMIT_BYTES = 1 << 26
@@ -414,10 +418,10 @@ def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list,
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
         _CHUNKS[key] = min(per, CONV_CHUNK) if has_conv and is_fast_sequential(model) else per
     per_chunk = _CHUNKS[key]
-    updates = torch.zeros(k, d, dtype=torch.float32)
+    updates = torch.empty(k, d, dtype=torch.float32)  # every row is written below
     for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
         hi = min(k, lo + per_chunk)
         sub = BatchPlan(plan.index[:, lo:hi], plan.weight[:, lo:hi], plan.steps[lo:hi])
         trained = train_stacked(model, global_params.expand(hi - lo, d), x, y, sub, cfg)
-        updates[lo:hi] = torch.cat([p.reshape(hi - lo, -1) for p in trained], dim=1) - global_params
+        torch.sub(trained, global_params, out=updates[lo:hi])
     return updates
