@@ -265,7 +265,7 @@ CASES = [
       "beta=0.5", "0 <= beta < 0.5"),
     C("yaml-krum-f-too-large", "config",
       lambda t: run_args(t, config_with(t, ("federated.aggregator", {"name": "krum", "params": {"f": 3}}))),
-      "krum needs n > 2f + 2", "n=6", "f=3"),
+      "federated.aggregator: krum needs n > 2f + 2", "n=6", "f=3"),
     C("yaml-krum-f-negative", "config",
       lambda t: run_args(t, config_with(t, ("federated.aggregator", {"name": "krum", "params": {"f": -1}}))),
       "f=-1", "integer >= 0"),

@@ -74,3 +74,24 @@ def test_load_config_reports_missing_and_invalid_files(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(scalar)
+
+
+def test_aggregators_that_cannot_aggregate_a_round_are_refused_before_running():
+    fed = {"clients": 20, "sample": 0.5}  # n = 10 updates a round
+    msg = error_of({"federated": {**fed, "aggregator": {"name": "krum", "params": {"f": 4}}}})
+    assert msg.startswith("federated.aggregator: krum needs n > 2f + 2; got n=10, f=4")
+    assert "federated.clients=20" in msg and "sample=0.5" in msg
+    check_components(parse({"federated": {**fed, "aggregator": {"name": "krum", "params": {"f": 3}}}}))  # 10 > 8
+    msg = error_of({"federated": {**fed, "aggregator": [{"name": "norm_clip"}, {"name": "bulyan", "params": {"f": 2}}]}})
+    assert msg.startswith("federated.aggregator.1: bulyan needs n >= 4f + 3; got n=10, f=2")
+    msg = error_of({"federated": {**fed, "aggregator": {"name": "multi_krum", "params": {"f": 1, "m": 10}}}})
+    assert "multi_krum needs 1 <= m <= n - f; got m=10, n=10, f=1" in msg
+
+
+def test_forced_attackers_count_towards_the_rows_of_a_round():
+    """sample 5 of 20 alone gives n = 5 (krum f=2 needs 7), but 8 forced attackers make every round 8 rows."""
+    doc = {"federated": {"clients": 20, "sample": 5, "aggregator": {"name": "krum", "params": {"f": 2}},
+                         "adversary": {"clients": 8, "force_participation": True}}}
+    check_components(parse(doc))
+    doc["federated"]["adversary"]["force_participation"] = False
+    assert "got n=5, f=2" in error_of(doc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from poisonlab.catalog import registry
 from poisonlab.config.schema import Component, ExperimentConfig
 from poisonlab.errors import ConfigError
@@ -16,6 +18,41 @@ def check_components(config: ExperimentConfig) -> None:
             check_params(f"{kind.rstrip('s')} '{name}'", entry.factory, params)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+    check_rows_per_round(config)
+
+
+def check_rows_per_round(config: ExperimentConfig) -> None:
+    """Refuse, before any data is loaded, an aggregator that cannot aggregate a round of this federation
+    (Krum: n > 2f + 2, Multi-Krum also m <= n - f, Bulyan: n >= 4f + 3; rules say so by a check_rows(n)).
+
+    n is the most rows a round can have: the sample size, or all forced attackers if they are more.
+    A rule that fails at that n fails in every round, so no runnable config is refused.
+    """
+    fed = config.federated
+    if fed is None:
+        return
+    from poisonlab.fl.federation import sample_size
+
+    forced = sum(_adversary_count(a.clients, fed.clients) for a in fed.adversaries() if a.force_participation)
+    n = max(sample_size(fed.sample, fed.clients), min(forced, fed.clients))
+    for path, kind, name, params in _listed("federated.aggregator", "aggregators", fed.aggregator_chain(),
+                                            indexed=isinstance(fed.aggregator, list)):
+        check = getattr(registry(kind).entry(name).factory(**params), "check_rows", None)
+        if check is None:
+            continue
+        try:
+            check(n)
+        except ConfigError as err:
+            raise ConfigError(f"{path.removesuffix('.name')}: {err} (n = updates a round, from federated.clients="
+                              f"{fed.clients} and sample={fed.sample}); accepted: parameters that fit n, or a"
+                              " larger sample") from None
+
+
+def _adversary_count(clients: int | float | list[int], num_clients: int) -> int:
+    """An upper bound on an adversary's client count (ids, a count, or a fraction of K rounded up)."""
+    if isinstance(clients, list):
+        return len(set(clients))
+    return math.ceil(clients * num_clients) if isinstance(clients, float) else int(clients)
 
 
 def components(config: ExperimentConfig):

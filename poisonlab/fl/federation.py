@@ -43,6 +43,12 @@ from poisonlab.rng import generator
 from poisonlab.training import predict_logits
 
 
+def sample_size(sample: float | int, num_clients: int) -> int:
+    """Clients drawn per round: a fraction of K (at least one) or a count, at most K."""
+    m = max(1, round(sample * num_clients)) if isinstance(sample, float) else int(sample)
+    return min(m, num_clients)
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     """rounds; sample: a fraction of K (float in (0, 1]) or a count (int) per round; local: client SGD;
@@ -150,9 +156,7 @@ class Federation:
 
     def sample_size(self) -> int:
         """Clients sampled per round (before forced attackers are added)."""
-        s = self.config.sample
-        m = max(1, round(s * self.num_clients)) if isinstance(s, float) else int(s)
-        return min(m, self.num_clients)
+        return sample_size(self.config.sample, self.num_clients)
 
     # ---------------------------------------------------------------- one round
     def sample(self, round: int) -> torch.Tensor:

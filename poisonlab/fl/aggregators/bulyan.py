@@ -81,6 +81,11 @@ class Bulyan:
     def __repr__(self) -> str:
         return f"bulyan(f={self.f})"
 
+    def check_rows(self, n: int) -> None:
+        """ConfigError unless a round of n updates can be aggregated: n >= 4f + 3."""
+        if n < 4 * self.f + 3:
+            raise ConfigError(f"bulyan needs n >= 4f + 3; got n={n}, f={self.f}")
+
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         check_updates(updates, weights)
         n, f = updates.shape[0], self.f
@@ -89,7 +94,7 @@ class Bulyan:
         if n < 4 * f + 3:
             if ctx.extras.get("rows_dropped"):
                 return empty(updates, {"too_few_rows": n})  # rows with NaN/Inf were dropped: skip the round
-            raise ConfigError(f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
+            self.check_rows(n)
         theta = n - 2 * f
         dist = pairwise_sq_distances(updates, self.chunk_bytes)
         chosen = iterative_krum(dist, f, theta)

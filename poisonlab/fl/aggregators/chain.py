@@ -27,6 +27,13 @@ class Chain:
     def __repr__(self) -> str:
         return f"chain({', '.join(map(repr, self.steps))})"
 
+    def check_rows(self, n: int) -> None:
+        """The reducer's check_rows(n), if it has one: transforms only ever remove rows, so a reducer that
+        cannot aggregate n rows cannot aggregate what is left of them either."""
+        check = getattr(self.steps[-1], "check_rows", None)
+        if check is not None:
+            check(n)
+
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         check_updates(updates, weights)
         k = updates.shape[0]

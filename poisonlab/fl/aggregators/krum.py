@@ -68,6 +68,12 @@ class Krum:
     def __repr__(self) -> str:
         return f"krum(f={self.f})" if self.name == "krum" else f"multi_krum(f={self.f}, m={self.m})"
 
+    def check_rows(self, n: int) -> None:
+        """ConfigError unless a round of n updates can be aggregated: n > 2f + 2 and m <= n - f."""
+        check_krum_n(self.name, n, self.f)
+        if self.m > n - self.f:
+            raise ConfigError(f"multi_krum needs 1 <= m <= n - f; got m={self.m}, n={n}, f={self.f}")
+
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         check_updates(updates, weights)
         n = updates.shape[0]
@@ -75,9 +81,7 @@ class Krum:
             return empty(updates)
         if not n > 2 * self.f + 2 and ctx.extras.get("rows_dropped"):
             return empty(updates, {"too_few_rows": n})  # rows with NaN/Inf were dropped: skip the round
-        check_krum_n(self.name, n, self.f)
-        if self.m > n - self.f:
-            raise ConfigError(f"multi_krum needs 1 <= m <= n - f; got m={self.m}, n={n}, f={self.f}")
+        self.check_rows(n)
         scores = krum_scores(pairwise_sq_distances(updates, self.chunk_bytes), self.f)
         chosen = torch.sort(scores, stable=True).indices[: self.m]
         update = updates[chosen[0]].clone() if self.m == 1 else updates[chosen].mean(dim=0)
