@@ -17,6 +17,7 @@ tests/test_fl_local.py checks the result against the plain per-client loop (auto
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ class Layer:
     kind: str
     bias: bool = False
     args: tuple = ()  # conv: (stride, padding, dilation); pool: (kernel, stride, padding, dilation, ceil_mode)
+    needs_dx: bool = True  # False when no layer before it has parameters: its input gradient is never used
 
 
 def compile_layers(model: nn.Sequential) -> list[Layer]:
@@ -56,7 +58,8 @@ def compile_layers(model: nn.Sequential) -> list[Layer]:
     for i in range(len(out) - 1):
         if out[i].kind == "relu" and out[i + 1].kind == "pool":
             out[i], out[i + 1] = out[i + 1], out[i]
-    return out
+    first = next((i for i, layer in enumerate(out) if layer.kind in ("conv", "linear")), len(out))
+    return [dataclasses.replace(layer, needs_dx=i > first) for i, layer in enumerate(out)]
 
 
 def stacked_grads(layers: list[Layer], params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -84,12 +87,11 @@ def _forward(layers: list[Layer], params: list[torch.Tensor], x: torch.Tensor) -
         h = x
     fresh = False  # True when h is this forward's own output, so a ReLU may overwrite it
     tape: list[tuple] = []
-    for i, layer in enumerate(layers):
-        needs_dx = any(prev.kind in ("conv", "linear") for prev in layers[:i])  # else no parameter below
+    for layer in layers:
         if layer.kind == "conv":
             W, b = next(it), (next(it) if layer.bias else None)
             W_all = W.reshape(a * W.shape[1], *W.shape[2:])
-            tape.append(("conv", h, W_all, layer, needs_dx, a))
+            tape.append(("conv", h, W_all, layer, layer.needs_dx, a))
             h = F.conv2d(h, W_all, b.reshape(-1) if b is not None else None, *layer.args, a)
         elif layer.kind == "pool":
             out, idx = aten.max_pool2d_with_indices(h, *layer.args)
@@ -106,7 +108,7 @@ def _forward(layers: list[Layer], params: list[torch.Tensor], x: torch.Tensor) -
                 h = h.reshape(a, B, -1)
         else:
             W, b = next(it), (next(it) if layer.bias else None)
-            tape.append(("linear", h, W, layer.bias, needs_dx))
+            tape.append(("linear", h, W, layer.bias, layer.needs_dx))
             h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) if b is not None else torch.bmm(h, W.transpose(1, 2))
         fresh = layer.kind != "flatten" or tape[-1][2]  # a grouped flatten copies; otherwise it is a view
     return tape, h
