@@ -311,16 +311,20 @@ def _train_mlp(model: nn.Sequential, params, bufs, x, y, index, weight, active: 
               for m in model if not isinstance(m, nn.Flatten)]
     classes = next(m.out_features for m in reversed(model) if isinstance(m, nn.Linear))
     whole = index.numel() * (x[:1].numel() + classes) * 4 <= GATHER_LIMIT_BYTES
-    if whole:
-        xs, targets, ws = x[index].flatten(3), _weighted_onehot_t(y[index], weight, classes), weight.unsqueeze(-2)
+    gathered = _mlp_inputs(x, y, index, weight, classes) if whole else None
     for t, a in enumerate(active):
-        if whole:
-            xb, target, w = xs[t, :a], targets[t, :a], ws[t, :a]
+        if gathered is not None:
+            xb, target, w = (v[t, :a] for v in gathered)
         else:
-            idx, wt = index[t, :a], weight[t, :a]
-            xb, target, w = x[idx].flatten(2), _weighted_onehot_t(y[idx], wt, classes), wt.unsqueeze(-2)
+            xb, target, w = _mlp_inputs(x, y, index[t, :a], weight[t, :a], classes)
         grads = _mlp_grads(layers, [p[:a] for p in params], xb, target, w)
         _sgd_step(params, grads, bufs, a, t == 0, cfg)
+
+
+def _mlp_inputs(x, y, index, weight, classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For rows index (any leading shape L + (B,)): inputs L + (B, f), targets w * onehot(y) as L + (C, B),
+    and loss weights as L + (1, B), in _mlp_grads's layout."""
+    return x[index].flatten(index.dim()), _weighted_onehot_t(y[index], weight, classes), weight.unsqueeze(-2)
 
 
 def _weighted_onehot_t(y: torch.Tensor, w: torch.Tensor, classes: int) -> torch.Tensor:
