@@ -95,17 +95,27 @@ def test_hand_written_mlp_backward_equals_reference_without_bias_and_two_hidden_
 
     if not gather_all:  # the per-step gather used for data too large to gather at once
         monkeypatch.setattr(local, "GATHER_LIMIT_BYTES", 0)
-    gen = generator(3, "init")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16, bias=False), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(),
-                          nn.Linear(8, 10, bias=False))
+    model = _randomized(nn.Sequential(nn.Flatten(), nn.Linear(12, 16, bias=False), nn.ReLU(), nn.Linear(16, 8),
+                                      nn.ReLU(), nn.Linear(8, 10, bias=False)), seed=3, scale=0.5)
+    assert local.is_mlp(model)
+    _assert_equals_reference(model, (1, 3, 4), [30, 7, 45])
+
+
+def _randomized(model: nn.Module, seed: int, scale: float) -> nn.Module:
+    """model with N(0, scale^2) parameters from a seeded generator (bias-free layers keep no bias)."""
+    gen = generator(seed, "init")
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    assert local.is_mlp(model)
-    datasets = [_data(n, (1, 3, 4), i) for i, n in enumerate([30, 7, 45])]
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
+def _assert_equals_reference(model: nn.Module, shape: tuple, sizes: list[int]) -> None:
+    """The vectorized updates of clients with these data sizes equal the plain loop's, and every client trained."""
+    datasets = [_data(n, shape, i) for i, n in enumerate(sizes)]
     gp = flat_params(model)
-    fast = local_updates(model, gp, datasets, CFG, _gens(3))
-    ref = reference_updates(model, gp, datasets, CFG, _gens(3))
+    fast = local_updates(model, gp, datasets, CFG, _gens(len(sizes)))
+    ref = reference_updates(model, gp, datasets, CFG, _gens(len(sizes)))
     assert torch.allclose(fast, ref, atol=2e-5, rtol=1e-4)
     assert float(ref.norm(dim=1).min()) > 1e-3
 
@@ -113,23 +123,13 @@ def test_hand_written_mlp_backward_equals_reference_without_bias_and_two_hidden_
 def test_hand_written_conv_backward_equals_reference_on_unusual_layers():
     """Strided/unpadded convs without bias, a pool with stride != kernel and ceil_mode, a pool before the first
     parameter, ReLU straight after a conv and after Flatten, a bias-free Linear: all against the plain loop."""
-    gen = generator(4, "init")
-    model = nn.Sequential(
+    model = _randomized(nn.Sequential(
         nn.MaxPool2d(2, stride=1),                               # before any parameter: no input gradient needed
         nn.Conv2d(2, 5, 3, stride=2, padding=1, bias=False), nn.ReLU(),
         nn.Conv2d(5, 6, 2, padding=0, dilation=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, ceil_mode=True),
-        nn.Flatten(), nn.ReLU(), nn.Linear(6 * 2 * 2, 7, bias=False), nn.ReLU(), nn.Linear(7, 10))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.4)
+        nn.Flatten(), nn.ReLU(), nn.Linear(6 * 2 * 2, 7, bias=False), nn.ReLU(), nn.Linear(7, 10)), seed=4, scale=0.4)
     assert is_fast_sequential(model)
-    shape = (2, 11, 11)
-    datasets = [_data(n, shape, i) for i, n in enumerate([30, 9, 41])]
-    gp = flat_params(model)
-    fast = local_updates(model, gp, datasets, CFG, _gens(3))
-    ref = reference_updates(model, gp, datasets, CFG, _gens(3))
-    assert torch.allclose(fast, ref, atol=2e-5, rtol=1e-4)
-    assert float(ref.norm(dim=1).min()) > 1e-3
+    _assert_equals_reference(model, (2, 11, 11), [30, 9, 41])
 
 
 def test_hand_written_gradients_match_autograd_for_one_step():
