@@ -12,6 +12,9 @@ Forward formulations (chosen by measurement on CPU, see docs/benchmarks.md):
 - ReLU -> MaxPool2d runs as MaxPool2d -> ReLU (identical values, 4x less ReLU work);
 - any other buffer-free module runs through ``torch.func.functional_call`` under ``vmap``.
 
+Backward: MLPs use the hand-written backward below (_mlp_grads); other fast Sequentials (CNNs) the one in
+handgrad.py, which keeps every tensor in the layout its next kernel wants; other modules use autograd.
+
 Clients take their own number of steps (epochs * ceil(n_i / B)); within a chunk they are ordered by
 step count, so at step t only the prefix of clients still active is computed and updated (a slice,
 not a copy) and finished clients' parameters stop changing. Short last batches are padded and the
