@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import check_positive, check_updates, empty
+from poisonlab.fl.aggregators.base import check_positive, check_updates, cosine_similarities, empty
 from poisonlab.fl.types import Aggregate, RoundContext
 from poisonlab.rng import generator
 
@@ -24,9 +24,7 @@ REFERENCE = ("Nguyen et al. 2022, FLAME: Taming Backdoors in Federated Learning 
 
 def cosine_distances(x: torch.Tensor) -> np.ndarray:
     """(k, k) float64 matrix 1 - cos(x_i, x_j), zero diagonal, clipped to [0, 2]."""
-    norms = torch.linalg.vector_norm(x.double(), dim=1).clamp_min(1e-30)
-    unit = x.double() / norms[:, None]
-    dist = (1 - unit @ unit.T).clamp(0, 2)
+    dist = (1 - cosine_similarities(x)).clamp(0, 2)
     dist.fill_diagonal_(0)
     return ((dist + dist.T) / 2).numpy()
 

@@ -15,7 +15,8 @@ import torch
 
 from poisonlab.errors import ResourceError
 from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import check_positive, check_updates, client_ids, empty, normalized
+from poisonlab.fl.aggregators.base import (check_positive, check_updates, client_ids, cosine_similarities, empty,
+                                           normalized)
 from poisonlab.fl.types import Aggregate, RoundContext
 
 REFERENCE = ("Fung, Yoon and Beschastnikh 2020, The Limitations of Federated Learning in Sybil Settings"
@@ -27,9 +28,7 @@ def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
     k = history.shape[0]
     if k < 2:
         return torch.ones(k)
-    h = history.double()
-    unit = h / torch.linalg.vector_norm(h, dim=1, keepdim=True).clamp_min(1e-30)
-    cs = unit @ unit.T
+    cs = cosine_similarities(history)  # float64, from cache-sized float32 blocks
     cs.fill_diagonal_(float("-inf"))
     v = cs.max(dim=1).values
     pardon = v[None, :] > v[:, None]  # pardon[i, j]: v_j > v_i
@@ -73,7 +72,8 @@ class FoolsGold:
         ids = client_ids(ctx, k)
         self._grow(max(int(ids.max()) + 1, ctx.num_clients), d)
         self.history.index_add_(0, ids, updates.float())
-        alpha = foolsgold_alpha(self.history[ids], self.kappa)
+        every = bool((ids == torch.arange(k)).all())  # all clients, in order: a view, not a (k, d) copy
+        alpha = foolsgold_alpha(self.history[:k] if every else self.history[ids], self.kappa)
         update = (alpha * normalized(weights)).to(updates.dtype) @ updates
         return Aggregate(update, alpha > 0, 1 - alpha, {"alpha": alpha.tolist()})
 
