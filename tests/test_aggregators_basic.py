@@ -79,6 +79,23 @@ def test_pairwise_distances_match_direct_and_chunks():
         assert (got.diagonal() == 0).all() and (got >= 0).all()
 
 
+def test_cosine_similarities_match_float64_on_huge_tiny_and_zero_rows_in_chunks():
+    from poisonlab.fl.aggregators.base import cosine_similarities
+
+    x = torch.from_numpy(numpy_rng(3, "cos").standard_normal((6, 1000)).astype(np.float32))
+    x[1] *= 1e35  # float32 products of these rows would overflow without the per-row scaling
+    x[2] *= 1e-40  # denormal entries
+    x[3] = 0.0
+    x[4] = -x[0] * 3e30  # exactly anti-parallel to row 0
+    xd = x.double()
+    expected = (xd / xd.norm(dim=1, keepdim=True).clamp_min(1e-300)) @ (xd / xd.norm(dim=1, keepdim=True).clamp_min(1e-300)).T
+    for budget in (6 * 4 * 64, 10**9):  # 16 column blocks, and one
+        got = cosine_similarities(x, chunk_bytes=budget)
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert got[3].abs().max() == 0 and abs(float(got[0, 4]) + 1) < 1e-6
+
+
 def test_norm_clip_by_hand_alone_and_chained():
     x = t([[3, 4], [0.3, 0.4]])
     out = get("norm_clip", bound=1.0)(x, ones(2), CTX)
