@@ -141,17 +141,20 @@ def per_client_bytes(model: torch.nn.Module, shape: DataShape, batch_size: int) 
 
 
 def sampled_clients(config: ExperimentConfig) -> int:
-    """k, the clients per round: the sample (fraction or count) plus forced attackers, at most K."""
+    """k, the most updates a round can have: the sample (fraction or count), or all attackers that are forced
+    to take part if they are more (the engine draws the sample around them, Federation.sample), at most K."""
+    from poisonlab.fl.federation import sample_size
+
     fed = config.federated
     K = fed.clients
-    k = max(1, round(fed.sample * K)) if isinstance(fed.sample, float) else int(fed.sample)
-    return min(K, k + sum(_attacker_count(a.clients, K) for a in fed.adversaries()))
+    forced = sum(_attacker_count(a.clients, K) for a in fed.adversaries() if a.force_participation)
+    return max(sample_size(fed.sample, K), min(K, forced))
 
 
 def _attacker_count(clients, K: int) -> int:
     if isinstance(clients, list):
-        return len(clients)
-    return int(round(clients * K)) if isinstance(clients, float) else int(clients)
+        return len(set(clients))
+    return max(1, round(clients * K)) if isinstance(clients, float) else int(clients)
 
 
 def aggregator_bytes(config: ExperimentConfig, k: int, d: int) -> dict[str, int]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from poisonlab.catalog import registry
 from poisonlab.config.schema import Component, ExperimentConfig
 from poisonlab.errors import ConfigError
@@ -25,16 +23,15 @@ def check_rows_per_round(config: ExperimentConfig) -> None:
     """Refuse, before any data is loaded, an aggregator that cannot aggregate a round of this federation
     (Krum: n > 2f + 2, Multi-Krum also m <= n - f, Bulyan: n >= 4f + 3; rules say so by a check_rows(n)).
 
-    n is the most rows a round can have: the sample size, or all forced attackers if they are more.
-    A rule that fails at that n fails in every round, so no runnable config is refused.
+    n is the most rows a round can have (resources.sampled_clients); a rule that fails at that n fails in
+    every round, so no runnable config is refused.
     """
     fed = config.federated
     if fed is None:
         return
-    from poisonlab.fl.federation import sample_size
+    from poisonlab.resources import sampled_clients
 
-    forced = sum(_adversary_count(a.clients, fed.clients) for a in fed.adversaries() if a.force_participation)
-    n = max(sample_size(fed.sample, fed.clients), min(forced, fed.clients))
+    n = sampled_clients(config)
     for path, kind, name, params in _listed("federated.aggregator", "aggregators", fed.aggregator_chain(),
                                             indexed=isinstance(fed.aggregator, list)):
         check = getattr(registry(kind).entry(name).factory(**params), "check_rows", None)
@@ -46,13 +43,6 @@ def check_rows_per_round(config: ExperimentConfig) -> None:
             raise ConfigError(f"{path.removesuffix('.name')}: {err} (n = updates a round, from federated.clients="
                               f"{fed.clients} and sample={fed.sample}); accepted: parameters that fit n, or a"
                               " larger sample") from None
-
-
-def _adversary_count(clients: int | float | list[int], num_clients: int) -> int:
-    """An upper bound on an adversary's client count (ids, a count, or a fraction of K rounded up)."""
-    if isinstance(clients, list):
-        return len(set(clients))
-    return math.ceil(clients * num_clients) if isinstance(clients, float) else int(clients)
 
 
 def components(config: ExperimentConfig):
