@@ -14,6 +14,12 @@ def add_config_arguments(parser, config_help: str, out_help: str, set_help: str)
                         help=set_help)
 
 
+def add_track(parser) -> None:
+    """--track mlflow: log each finished run (params, metrics, artifacts) to a tracking server."""
+    parser.add_argument("--track", choices=["mlflow"],
+                        help="log each finished run to MLflow (needs poisonlab[mlflow]; where to: MLFLOW_TRACKING_URI)")
+
+
 def add_memory_budget(parser) -> None:
     """--memory-budget GIB: refuse experiments whose estimated memory exceeds it."""
     parser.add_argument("--memory-budget", type=float, metavar="GIB",

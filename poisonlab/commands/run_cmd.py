@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import load_config
-from poisonlab.commands._options import add_config_arguments, memory_budget_bytes
+from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
 from poisonlab.console import console, percent, table
 
 NAME = "run"
@@ -20,17 +20,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--engine", choices=["builtin", "flower"], default="builtin",
                         help="federated engine: poisonlab's vectorized one, or Flower's simulation (needs poisonlab[flower])")
+    add_track(parser)
 
 
 def run(args) -> int:
     from poisonlab.experiment import run_experiment
+    from poisonlab.tracking import check_tracker, track_run
 
+    check_tracker(args.track)
     config = load_config(args.config, args.overrides)
     out = Path(args.out or config.output.dir or Path("runs") / config.name)
     metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine,
                              memory_budget=memory_budget_bytes(args.memory_budget))
     print_summary(metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.html'})")
+    if args.track:
+        console.print(f"tracked: {track_run(args.track, out, config.model_dump(mode='json'), metrics)}")
     return 0
 
 

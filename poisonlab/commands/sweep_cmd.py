@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import apply_overrides, read_yaml
-from poisonlab.commands._options import add_config_arguments, memory_budget_bytes
+from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
 from poisonlab.console import console
 
 NAME = "sweep"
@@ -17,19 +17,25 @@ def add_arguments(parser) -> None:
                          "sweep directory (default: output.dir or runs/<name>)",
                          "override a base config value before the grid is applied (repeatable)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-cell HTML reports")
+    add_track(parser)  # cells finished in an earlier invocation are not logged again
 
 
 def run(args) -> int:
     from poisonlab.experiment import run_experiment
     from poisonlab.sweep import run_sweep, summarize, write_summary
+    from poisonlab.tracking import check_tracker, track_run
 
+    check_tracker(args.track)
     budget = memory_budget_bytes(args.memory_budget)
     doc = apply_overrides(read_yaml(args.config), args.overrides)
     out = Path(args.out or (doc.get("output") or {}).get("dir") or Path("runs") / str(doc.get("name", "sweep")))
 
     def run_one(config, cell_dir):
-        return run_experiment(config, cell_dir, quiet=True, report=not args.no_report,
-                              memory_budget=budget)
+        metrics = run_experiment(config, cell_dir, quiet=True, report=not args.no_report, memory_budget=budget)
+        if args.track:
+            tags = {"poisonlab.sweep": str(doc.get("name", out.name)), "poisonlab.cell": cell_dir.name}
+            console.print(f"  tracked: {track_run(args.track, cell_dir, config.model_dump(mode='json'), metrics, tags, cell_dir.name)}")
+        return metrics
 
     rows = run_sweep(doc, out, run_one, log=console.print)
     csv_path, md_path = write_summary(out, summarize(rows))
