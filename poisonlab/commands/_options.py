@@ -16,7 +16,9 @@ def add_config_arguments(parser, config_help: str, out_help: str, set_help: str)
 
 def add_track(parser) -> None:
     """--track mlflow: log each finished run (params, metrics, artifacts) to a tracking server."""
-    parser.add_argument("--track", choices=["mlflow"],
+    from poisonlab.tracking import TRACKERS  # a light module: mlflow itself is imported only when used
+
+    parser.add_argument("--track", choices=list(TRACKERS),
                         help="log each finished run to MLflow (needs poisonlab[mlflow]; where to: MLFLOW_TRACKING_URI)")
 
 
