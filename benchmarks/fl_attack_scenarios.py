@@ -23,8 +23,6 @@ from pathlib import Path
 import torch
 
 import poisonlab.fl.attacks  # noqa: F401  (registers the update attacks)
-import poisonlab.fl.dba  # noqa: F401  (registers the 'dba' poison and the 'dba_piece' / 'features' triggers)
-import poisonlab.fl.edge_case  # noqa: F401  (registers the 'edge_case' poison)
 from poisonlab.config.load import load_config
 from poisonlab.data import load
 from poisonlab.fl.adversary import Adversary
@@ -43,7 +41,7 @@ from poisonlab.rundir import atomic_write_bytes, atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 
 def load_data(cfg):
-    """The config's dataset ('synthetic' is poisonlab.fl.synthetic) split into (train, test)."""
+    """The config's dataset ('synthetic' is poisonlab.data.synthetic) split into (train, test)."""
     data = load(cfg.data.dataset, **cfg.data.params)
     return data.split(cfg.data.test_fraction, seed=cfg.seed)
 
@@ -85,9 +83,8 @@ def build(cfg, attack: bool = True, quiet: bool = True) -> Federation:
     clients = [train.subset(p) for p in parts]
     model = make_model(cfg.model.name, train.input_shape, train.num_classes, seed=cfg.seed, **cfg.model.params)
     advs = [adversary(s, cfg.seed, i) for i, s in enumerate(fed.adversaries())]
-    backdoor = next((p for _, p in advs if p is not None and hasattr(p, "triggered")), None)
-    flips = tuple((int(p.source), int(p.target)) for _, p in advs
-                  if p is not None and getattr(p, "source", None) is not None and getattr(p, "target", None) is not None)
+    backdoor = next((p for _, p in advs if p is not None and p.has_trigger), None)
+    flips = tuple(pair for _, p in advs if p is not None and p.source is not None for pair in p.flip_pairs)
     config = FederationConfig(rounds=fed.rounds, sample=fed.sample, local=LocalConfig(**fed.local.model_dump()),
                               server_lr=fed.server_lr, eval_every=fed.eval_every, seed=cfg.seed,
                               target=backdoor.target if backdoor else None, flips=flips, quiet=quiet)

@@ -25,7 +25,7 @@ from torch import nn
 from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.partition import partition
-from poisonlab.fl.synthetic import client_sizes, synthetic
+from poisonlab.data.synthetic import client_sizes, synthetic
 from poisonlab.models import make_model
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

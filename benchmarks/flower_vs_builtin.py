@@ -21,10 +21,9 @@ import torch
 
 from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.attacks import get as get_attack
-import poisonlab.fl.feature_trigger  # noqa: F401  (registers the "features" trigger)
 from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.local import LocalConfig
-from poisonlab.fl.synthetic import client_sizes, synthetic
+from poisonlab.data.synthetic import client_sizes, synthetic
 from poisonlab.flower.simulation import run_simulation
 from poisonlab.models import make_model
 from poisonlab.poison.registry import make_poison

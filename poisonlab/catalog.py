@@ -1,4 +1,8 @@
-"""Where each kind of component is registered, for ``poisonlab list`` and the config schema."""
+"""Where each kind of component is registered, for ``poisonlab list`` and the config schema.
+
+Each registry sits in a module whose package imports every member of that kind, so importing the
+module named here gives the complete registry.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from poisonlab.registry import Registry
 
 # kind -> (module, registry attribute)
 KINDS: dict[str, tuple[str, str]] = {
-    "datasets": ("poisonlab.data.sources", "SOURCES"),
+    "datasets": ("poisonlab.data.registry", "SOURCES"),
     "models": ("poisonlab.models", "MODELS"),
-    "triggers": ("poisonlab.poison.triggers", "TRIGGERS"),
+    "triggers": ("poisonlab.poison.registry", "TRIGGERS"),
     "poisons": ("poisonlab.poison.registry", "POISONS"),
     "partitions": ("poisonlab.fl.partition", "PARTITIONS"),
     "attacks": ("poisonlab.fl.attacks", "ATTACKS"),
@@ -25,8 +29,4 @@ def registry(kind: str) -> Registry:
     if kind not in KINDS:
         raise unknown_name("kind", kind, KINDS)
     module, attr = KINDS[kind]
-    if kind in ("poisons", "triggers"):
-        from poisonlab.poison.registry import load_federated_poisons
-
-        load_federated_poisons()
     return getattr(importlib.import_module(module), attr)

@@ -63,7 +63,7 @@ def apply_poisons(train_set: Dataset, poisons: Sequence[Any], seed: int, model=N
     data, mask, infos, built = train_set, torch.zeros(len(train_set), dtype=torch.bool), [], []
     for i, spec in enumerate(poisons):
         poison = make_poison(spec)
-        if getattr(poison, "requires_model", False):
+        if poison.requires_model:
             poison = poison.bind(model, test_set)
         from poisonlab.rng import derive_seed
 
@@ -79,15 +79,7 @@ def apply_poisons(train_set: Dataset, poisons: Sequence[Any], seed: int, model=N
 
 def source_target_pairs(poisons: Sequence[Any], num_classes: int) -> list[tuple[int, int]]:
     """The (source, target) pairs whose flip counts are reported: declared by the poisons."""
-    pairs = []
-    for p in poisons:
-        if hasattr(p, "flip_pairs"):
-            pairs += list(p.flip_pairs(num_classes))
-        elif getattr(p, "source", None) is not None and getattr(p, "target", None) is not None:
-            pairs.append((int(p.source), int(p.target)))
-        elif getattr(p, "target", None) is not None and getattr(p, "sources", None):
-            pairs += [(int(s), int(p.target)) for s in p.sources]
-    return sorted(set(pairs))
+    return sorted({pair for p in poisons for pair in p.flip_pairs})
 
 
 def _flips(confusion: list[list[int]], pairs) -> dict[str, int]:
@@ -137,7 +129,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model_name: str, pois
 def _asr(poisons, test_set: Dataset, model, seed: int) -> float | None:
     """ASR of the first poison that has a trigger (triggered(test_set)), else None."""
     for p in poisons:
-        if hasattr(p, "triggered"):
+        if p.has_trigger:
             trig = p.triggered(test_set, seed)
             if len(trig) == 0:
                 return None
@@ -148,7 +140,7 @@ def _asr(poisons, test_set: Dataset, model, seed: int) -> float | None:
 def _probe(poisons, test_set: Dataset, model, clean_model) -> dict | None:
     """Predictions of both models on held-out probe inputs (e.g. external test photos), or None."""
     for p in poisons:
-        probe = p.probe(test_set) if hasattr(p, "probe") else None
+        probe = p.probe(test_set)
         if probe is not None:
             pred, pred0 = predict(model, probe["x"]).tolist(), predict(clean_model, probe["x"]).tolist()
             t = probe["target"]

@@ -93,7 +93,7 @@ def run_detectors(config: ExperimentConfig, result, test_set: Dataset) -> list[d
             detection = detector.scan(result.poisoned.data, model=result.model, **extra)
             truth = result.poisoned.mask
         elif spec.name in ("strip", "neural_cleanse"):
-            probe = next((p for p in _built_poisons(config) if hasattr(p, "triggered")), None)
+            probe = next((p for p in _built_poisons(config) if p.has_trigger), None)
             if probe is None:
                 raise ConfigError(f"detect.{i}.name: '{spec.name}' needs a backdoor poison to check against")
             clean_pool = result.poisoned.data.subset(~result.poisoned.mask)
@@ -190,7 +190,7 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
     train_set, root, validation = carve_server_data(fed, train_set, config.seed)
     clients = partition_clients(fed, train_set, config.seed)
     adversaries, probe = build_adversaries(fed, config.seed)
-    target = getattr(probe, "target", None) if probe is not None and hasattr(probe, "triggered") else None
+    target = probe.target if probe is not None and probe.has_trigger else None
     triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
     model = make_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
                        **config.model.params)
@@ -299,8 +299,8 @@ def federation_config(config: ExperimentConfig, out: Path | None, quiet: bool, t
 
 
 def _flip_pairs(poison) -> set[tuple[int, int]]:
-    source, target = getattr(poison, "source", None), getattr(poison, "target", None)
-    return {(int(source), int(target))} if source is not None and target is not None else set()
+    """The poison's flip pairs; as before, only for a poison with one source class (a backdoor's `sources` are not)."""
+    return set(poison.flip_pairs) if poison.source is not None else set()
 
 
 # ------------------------------------------------------------------ outputs

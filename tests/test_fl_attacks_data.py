@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from poisonlab.errors import ConfigError, DataError
-from poisonlab.fl.dba import PieceTrigger, dba_backdoors, footprint, piece_masks
-from poisonlab.fl.edge_case import EdgeCase, photo_files
-from poisonlab.fl.feature_trigger import FeatureTrigger
+from poisonlab.poison.dba import PieceTrigger, dba_backdoors, footprint, piece_masks
+from poisonlab.poison.edge_case import EdgeCase, photo_files
+from poisonlab.poison.triggers import FeatureTrigger
 from poisonlab.fl.persistence import persistence
-from poisonlab.fl.synthetic import client_sizes, synthetic
+from poisonlab.data.synthetic import client_sizes, synthetic
 from poisonlab.metrics import attack_success_rate
 from poisonlab.poison import POISONS, TRIGGERS, make_trigger
 from tests.conftest import shared_path
@@ -122,8 +122,6 @@ def test_edge_case_photos_are_appended_and_held_out():
 
 
 def test_dba_poison_trains_on_its_piece_and_is_measured_with_the_full_trigger():
-    from poisonlab.fl.dba import DBA  # noqa: F401  (registers "dba")
-
     data = synthetic(num_samples=40).replace(x=torch.zeros(40, 1, 8, 8))
     p = POISONS.get("dba", trigger=PATCH, piece=3, pieces=4, target=0, rate=0.25)
     out = p.apply(data, seed=0)
@@ -134,8 +132,6 @@ def test_dba_poison_trains_on_its_piece_and_is_measured_with_the_full_trigger():
 
 
 def test_edge_case_is_a_registered_poison():
-    import poisonlab.fl.edge_case  # noqa: F401  (registers "edge_case")
-
     folder = shared_path("poison-images", "rutan-boomerang")
     p = POISONS.get("edge_case", path=str(folder), target=0, copies=2)
     data = synthetic(num_samples=20).replace(x=torch.zeros(20, 1, 28, 28))

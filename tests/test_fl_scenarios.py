@@ -15,7 +15,7 @@ from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.local import LocalConfig, flat_params
 from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.partition import PARTITIONS
-from poisonlab.fl.synthetic import synthetic
+from poisonlab.data.synthetic import synthetic
 from poisonlab.fl.types import Schedule
 from poisonlab.models import make_model
 from tests.conftest import shared_path

@@ -53,7 +53,7 @@ def run(args) -> int:
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out} should end in .npz")
     poison = make_poison({"name": args.attack, "params": _params(args.params)})
-    if getattr(poison, "requires_model", False):
+    if poison.requires_model:
         raise ConfigError(f"attack '{args.attack}' needs a trained model; run it through 'poisonlab run' instead")
     data = load(args.dataset, **dataset_params(args))
     result = poison.apply(data, args.seed)

@@ -19,10 +19,8 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.data.download import download as fetch_dataset
 from poisonlab.data.formats import atomic_write_bytes, read_cifar_batch, read_cifar_meta, read_idx, read_npz
 from poisonlab.data.images import image_extensions, ingest_many
+from poisonlab.data.registry import SOURCES
 from poisonlab.errors import ConfigError, DataError, did_you_mean
-from poisonlab.registry import Registry
-
-SOURCES = Registry("dataset")
 
 
 def load(name: str, **params) -> Dataset:
@@ -289,14 +287,3 @@ def save_npz(data: Dataset, path: str | os.PathLike) -> Path:
     np.savez_compressed(buf, x=data.x.numpy(), y=data.y.numpy(), classes=np.array(data.classes, dtype=str))
     atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def _register_synthetic() -> None:
-    """The synthetic tabular data of the FL tutorial scenario (Gaussian class clusters)."""
-    from poisonlab.fl.synthetic import synthetic
-
-    SOURCES.register("synthetic", reference="Gaussian class clusters, the FL tutorial's data (poisonlab.fl.synthetic)")(
-        synthetic)
-
-
-_register_synthetic()

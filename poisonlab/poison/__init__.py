@@ -1,12 +1,20 @@
-"""Data poisoning: triggers, label flipping, feature noise, backdoors, external and clean-label poisons.
+"""Data poisoning: triggers, label flipping, feature noise, backdoors, external, clean-label, DBA and edge-case poisons.
 
 Use ``POISONS.get(name, **params).apply(dataset, seed)`` -> ``Poisoned(data, mask, info)``.
+
+Registration: the registries live in the leaf module ``poison/registry.py``; every poison and
+trigger registers itself with a decorator in its own file, and this package imports each of
+those files below, so ``POISONS`` and ``TRIGGERS`` are complete once ``poisonlab.poison`` is imported.
+A new poison is one file with ``@POISONS.register(...)`` plus its import line here.
 """
 
-from poisonlab.poison.registry import POISONS, make_poison
+from poisonlab.poison.registry import POISONS, TRIGGERS, make_poison
+from poisonlab.poison.base import Poison
 from poisonlab.poison.result import Poisoned
-from poisonlab.poison.triggers import (TRIGGERS, BlendTrigger, ImageTrigger, PatchTrigger, PatternTrigger,
+from poisonlab.poison.triggers import (BlendTrigger, FeatureTrigger, ImageTrigger, PatchTrigger, PatternTrigger,
                                        PixelTrigger, Trigger, make_trigger)
+from poisonlab.poison import (  # noqa: F401  (each registers its poisons / triggers)
+    backdoor, clean_label, dba, edge_case, external, features, labels, semantic)
 
-__all__ = ["POISONS", "TRIGGERS", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
-           "ImageTrigger", "BlendTrigger", "make_poison", "make_trigger"]
+__all__ = ["POISONS", "TRIGGERS", "Poison", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
+           "ImageTrigger", "BlendTrigger", "FeatureTrigger", "make_poison", "make_trigger"]

@@ -15,13 +15,16 @@ import torch
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS
 from poisonlab.poison.result import Poisoned, choose
 from poisonlab.poison.triggers import Trigger, make_trigger
 from poisonlab.rng import generator
 
 
+@POISONS.register("backdoor", reference="Gu et al. 2017, BadNets (dirty-label trigger backdoor)")
 @dataclass(frozen=True)
-class Backdoor:
+class Backdoor(Poison):
     """Stamp trigger on rate (fraction of the dataset) or count samples of sources (default: all but target)."""
 
     trigger: Trigger | dict | str
@@ -29,6 +32,7 @@ class Backdoor:
     rate: float | None = None
     count: int | None = None
     sources: Sequence[int] | None = None
+    name = "backdoor"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trigger", make_trigger(self.trigger))
@@ -36,6 +40,11 @@ class Backdoor:
             object.__setattr__(self, "sources", tuple(int(s) for s in self.sources))
         if self.rate is None and self.count is None:
             raise ConfigError("backdoor needs rate (fraction of the training set) or count; got neither")
+
+    @property
+    def flip_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(s, target) for each of the given sources; none when every non-target class is a source."""
+        return tuple((int(s), int(self.target)) for s in self.sources or ())
 
     def _check(self, data: Dataset) -> None:
         for c in (self.target, *(self.sources or ())):

@@ -29,6 +29,8 @@ import torch
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, check_range
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS
 from poisonlab.poison.result import Poisoned, choose
 from poisonlab.poison.triggers import Trigger, make_trigger
 from poisonlab.rng import generator
@@ -69,8 +71,9 @@ def feature_collision_images(f: torch.nn.Module, base: torch.Tensor, target: tor
     return x.detach()
 
 
+@POISONS.register("feature_collision", reference="Shafahi et al. 2018, Poison Frogs! (clean-label feature collision)")
 @dataclass(frozen=True)
-class FeatureCollision:
+class FeatureCollision(Poison):
     """Poison Frogs: `count` base-class images moved onto the target image in feature space, labels kept."""
 
     base_class: int
@@ -84,6 +87,7 @@ class FeatureCollision:
     target_label: int | None = None
     model: Any = field(default=None, compare=False, repr=False)
     requires_model = True
+    name = "feature_collision"
 
     def __post_init__(self) -> None:
         check_range("watermark", self.watermark, 0.0, 1.0)
@@ -155,8 +159,9 @@ def hidden_trigger_images(f: torch.nn.Module, start: torch.Tensor, sources: torc
     return z.detach()
 
 
+@POISONS.register("hidden_trigger", reference="Saha et al. 2020, Hidden Trigger Backdoor Attacks (AAAI)")
 @dataclass(frozen=True)
-class HiddenTrigger:
+class HiddenTrigger(Poison):
     """Hidden-trigger backdoor: `count` target-class images perturbed (L-inf <= eps) toward patched sources."""
 
     source: int
@@ -169,12 +174,18 @@ class HiddenTrigger:
     batch: int = 200
     model: Any = field(default=None, compare=False, repr=False)
     requires_model = True
+    name = "hidden_trigger"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trigger", make_trigger(self.trigger))
         check_range("eps", self.eps, 0.0, 1.0)
         if self.source == self.target:
             raise ConfigError(f"source and target are both {self.source}; accepted: two different classes")
+
+    @property
+    def flip_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(source, target): triggered source-class inputs are pushed to the target."""
+        return ((int(self.source), int(self.target)),)
 
     def bind(self, model: Any, test_set: Dataset | None = None) -> "HiddenTrigger":
         """A copy holding the victim model whose features the poisons target."""

@@ -17,6 +17,8 @@ import torch
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS
 from poisonlab.poison.result import Poisoned
 
 
@@ -55,8 +57,9 @@ def resolve_class(label: int | str, classes: tuple[str, ...]) -> int:
     return idx
 
 
+@POISONS.register("external", reference="Shafahi et al. 2018 (web-scraped poison photos labelled as a chosen class)")
 @dataclass(frozen=True)
-class ExternalPhotos:
+class ExternalPhotos(Poison):
     """Concatenate the photos in folder (each repeated `repeat` times), labelled `label`; optional held-out probe."""
 
     folder: str
@@ -64,6 +67,7 @@ class ExternalPhotos:
     repeat: int = 1
     invert: bool = False
     test_folder: str | None = None
+    name = "external"
 
     def __post_init__(self) -> None:
         if int(self.repeat) < 1:

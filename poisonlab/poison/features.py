@@ -13,6 +13,8 @@ import torch
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, check_range
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS
 from poisonlab.poison.result import Poisoned, choose
 from poisonlab.rng import generator
 
@@ -26,8 +28,9 @@ def bounded_noise(shape: tuple[int, ...], eps: float, kind: str, g: torch.Genera
     raise ConfigError(f"noise kind '{kind}' is not known; accepted: gaussian, uniform")
 
 
+@POISONS.register("feature_noise", reference="Biggio & Roli 2018 (bounded feature perturbation)")
 @dataclass(frozen=True)
-class FeatureNoise:
+class FeatureNoise(Poison):
     """Add L-inf-bounded noise (eps) to a fraction or count of samples; clamp to [lo, hi] (None: no clamp)."""
 
     fraction: float | None = None
@@ -36,6 +39,7 @@ class FeatureNoise:
     kind: str = "uniform"
     lo: float | None = 0.0
     hi: float | None = 1.0
+    name = "feature_noise"
 
     def apply(self, data: Dataset, seed: int = 0) -> Poisoned:
         """The dataset with noise on the chosen rows; mask marks them."""

@@ -12,6 +12,8 @@ import torch
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS
 from poisonlab.poison.result import Poisoned, choose
 from poisonlab.rng import generator
 
@@ -28,8 +30,9 @@ def flip_labels(y: torch.Tensor, index: torch.Tensor, num_classes: int, target: 
     return out
 
 
+@POISONS.register("label_flip", reference="Biggio et al. 2012; Tolpegin et al. 2020 (targeted source->target)")
 @dataclass(frozen=True)
-class LabelFlip:
+class LabelFlip(Poison):
     """Flip a fraction or a count of labels.
 
     source=None, target=None: random flips over the whole dataset (each to another class).
@@ -42,6 +45,14 @@ class LabelFlip:
     count: int | None = None
     source: int | None = None
     target: int | None = None
+    name = "label_flip"
+
+    @property
+    def flip_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(source, target) when the flip is targeted from one class to another, else none."""
+        if self.source is None or self.target is None:
+            return ()
+        return ((int(self.source), int(self.target)),)
 
     def _check(self, data: Dataset) -> None:
         for name, v in (("source", self.source), ("target", self.target)):

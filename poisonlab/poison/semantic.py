@@ -12,12 +12,15 @@ given, so train and test subpopulations are defined the same way.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 
 import torch
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, check_range
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS
 from poisonlab.poison.result import Poisoned, choose
 from poisonlab.rng import generator
 
@@ -58,8 +61,9 @@ def width(x: torch.Tensor) -> torch.Tensor:
 PROPERTIES = {"ink": ink, "slant": slant, "width": width}
 
 
+@POISONS.register("semantic_backdoor", reference="Bagdasaryan et al. 2020 (semantic backdoor, natural subpopulation)")
 @dataclass(frozen=True)
-class SemanticBackdoor:
+class SemanticBackdoor(Poison):
     """Relabel `fraction` of the source-class members whose property is in the top (or bottom) quantile."""
 
     source: int
@@ -68,6 +72,7 @@ class SemanticBackdoor:
     quantile: float = 0.7
     above: bool = True
     fraction: float = 1.0
+    name = "semantic_backdoor"
 
     def __post_init__(self) -> None:
         if self.property not in PROPERTIES:
@@ -75,6 +80,11 @@ class SemanticBackdoor:
         check_range("quantile", self.quantile, 0.0, 1.0, low_open=True, high_open=True)
         if self.source == self.target:
             raise ConfigError(f"source and target are both {self.source}; accepted: two different classes")
+
+    @builtins.property  # the field `property` shadows the builtin in this class body
+    def flip_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(source, target): the subpopulation's class and the class it is relabelled as."""
+        return ((int(self.source), int(self.target)),)
 
     def members(self, data: Dataset) -> torch.Tensor:
         """Positions of the subpopulation in data: source-class samples past the property's quantile."""

@@ -14,6 +14,8 @@ Semantics follow IBM ART's image perturbations (read for reference, not copied):
     ART additionally squares a fractional alpha (a PIL paste-with-mask quirk) and rounds to uint8, which
     we do not reproduce.
 Patch triggers are BadNets (Gu et al. 2017); blended triggers are Chen et al. 2017 ("blended injection").
+The tabular ``features`` trigger (``stamp_features``) sets a few features of (n, f) rows to a fixed value,
+the tabular analogue of a BadNets patch.
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ from typing import Any
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.registry import Registry
-
-TRIGGERS = Registry("trigger")
+from poisonlab.poison.registry import TRIGGERS
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right", "center", "random")
 
@@ -316,13 +316,45 @@ class BlendTrigger(Trigger):
         return stamp_blend(x, self.pattern_for(xb.shape[1:]), self.alpha)
 
 
+# ---------------------------------------------------------------- tabular
+def stamp_features(x: torch.Tensor, features, value) -> torch.Tensor:
+    """A copy of x (n, f) or (f,) with x[..., features] = value (a scalar or one value per feature)."""
+    x = torch.as_tensor(x)
+    if x.dim() not in (1, 2):
+        raise ConfigError(f"feature trigger input has shape {tuple(x.shape)}; accepted: (f,) or (n, f)")
+    idx = torch.as_tensor(list(features), dtype=torch.long)
+    if len(idx) == 0 or int(idx.min()) < 0 or int(idx.max()) >= x.shape[-1]:
+        raise ConfigError(f"features={list(features)} do not index {x.shape[-1]} features; accepted: 0..{x.shape[-1] - 1}")
+    out = x.clone()
+    out[..., idx] = torch.as_tensor(value, dtype=x.dtype).expand(len(idx))
+    return out
+
+
+@TRIGGERS.register("features", reference="BadNets (Gu et al. 2017) for tabular data: fixed values on chosen features")
+@dataclass(frozen=True)
+class FeatureTrigger(Trigger):
+    """Set the listed features of every row to value (a scalar or one value per feature)."""
+
+    features: tuple[int, ...] = (0, 1, 2, 3)
+    value: float | tuple[float, ...] = 3.0
+    name = "features"
+
+    def __post_init__(self):
+        object.__setattr__(self, "features", tuple(int(f) for f in self.features))
+        if not isinstance(self.value, (int, float)):
+            object.__setattr__(self, "value", tuple(float(v) for v in self.value))
+            if len(self.value) != len(self.features):
+                raise ConfigError(f"value has {len(self.value)} entries for {len(self.features)} features;"
+                                  " accepted: one value, or one per feature")
+
+    def __call__(self, x, generator=None):
+        return stamp_features(x, self.features, self.value)
+
+
 def make_trigger(spec: Trigger | dict | str) -> Trigger:
     """A Trigger from an object, a {name, params} dict (as in YAML) or a bare name."""
     if isinstance(spec, Trigger):
         return spec
-    from poisonlab.poison.registry import load_federated_poisons
-
-    load_federated_poisons()
     if isinstance(spec, str):
         return TRIGGERS.get(spec)
     if isinstance(spec, dict) and "name" in spec:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 
 from poisonlab.data.dataset import Dataset
+from poisonlab.data.registry import SOURCES
 from poisonlab.errors import check_range
 from poisonlab.rng import generator
 
 
+@SOURCES.register("synthetic", reference="Gaussian class clusters, the FL tutorial's data (poisonlab.data.synthetic)")
 def synthetic(num_samples: int = 12000, num_features: int = 32, num_classes: int = 10,
               separation: float = 1.0, noise: float = 1.0, seed: int = 0) -> Dataset:
     """num_samples rows of num_features Gaussian features, balanced over num_classes clusters."""

@@ -18,6 +18,8 @@ import torch
 from poisonlab.data.dataset import Dataset
 from poisonlab.data.images import image_extensions, ingest_many
 from poisonlab.errors import ConfigError, DataError, check_range
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS
 from poisonlab.poison.result import Poisoned
 from poisonlab.rng import generator
 
@@ -38,8 +40,10 @@ def photo_files(folder: str | Path) -> list[Path]:
     return files
 
 
+@POISONS.register("edge_case", reference="Wang et al. 2020, Attack of the tails: yes, you really can backdoor"
+                                        " federated learning (NeurIPS)")
 @dataclass(frozen=True)
-class EdgeCase:
+class EdgeCase(Poison):
     """Photos in path labelled target, appended `copies` times to the attacker's data; test_fraction held out."""
 
     path: str
@@ -47,6 +51,7 @@ class EdgeCase:
     test_fraction: float = 0.3
     copies: int = 1
     split_seed: int = 0
+    name = "edge_case"
 
     def __post_init__(self) -> None:
         check_range("test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
@@ -84,14 +89,3 @@ class EdgeCase:
         _, held = self.photos(test_set.input_shape)
         y = torch.full((len(held),), (self.target + 1) % test_set.num_classes, dtype=torch.int64)
         return test_set.replace(x=held, y=y, name="edge_case_heldout")
-
-
-def _register_poison() -> None:
-    from poisonlab.poison.registry import POISONS
-
-    if "edge_case" not in POISONS:
-        POISONS.register("edge_case", reference="Wang et al. 2020, Attack of the tails: yes, you really can backdoor"
-                                                " federated learning (NeurIPS)")(EdgeCase)
-
-
-_register_poison()

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.feature_trigger import FeatureTrigger  # noqa: F401  (registers the "features" trigger)
 from poisonlab.poison.backdoor import Backdoor
-from poisonlab.poison.triggers import TRIGGERS, Trigger, make_trigger
+from poisonlab.poison.base import Poison
+from poisonlab.poison.registry import POISONS, TRIGGERS
+from poisonlab.poison.triggers import Trigger, make_trigger
 from poisonlab.rng import generator
 
 LAYOUTS = ("grid", "rows", "cols")
@@ -112,13 +113,14 @@ def dba_backdoors(trigger: Trigger | dict | str, pieces: int, target: int = 0, r
     return local, Backdoor(trigger=full, target=target, rate=rate)
 
 
+@POISONS.register("dba", reference="Xie et al. 2020, DBA: Distributed backdoor attacks against federated learning (ICLR)")
 @dataclass(frozen=True, eq=False)
-class DBA:
+class DBA(Poison):
     """The poison of one DBA colluder: trains with piece `piece` of the trigger, measured with the full one.
 
     apply(data, seed) is a Backdoor with PieceTrigger(trigger, piece, pieces, layout); triggered(test_set)
-    stamps the FULL trigger (Xie et al. 2020 evaluate the assembled global trigger). Registered in
-    poisonlab.poison.POISONS as "dba" so a config lists one adversary per colluder, piece 0..pieces-1.
+    stamps the FULL trigger (Xie et al. 2020 evaluate the assembled global trigger). Registered as
+    "dba" so a config lists one adversary per colluder, piece 0..pieces-1.
     """
 
     trigger: Trigger | dict | str = "pattern"
@@ -128,6 +130,7 @@ class DBA:
     rate: float | None = None
     count: int | None = None
     layout: str = "grid"
+    name = "dba"
 
     def _local(self) -> Backdoor:
         return Backdoor(trigger=PieceTrigger(self.trigger, self.piece, self.pieces, self.layout),
@@ -141,13 +144,3 @@ class DBA:
     def triggered(self, test_set, seed: int = 0):
         """Every test input with the full (assembled) trigger; true labels kept."""
         return Backdoor(trigger=make_trigger(self.trigger), target=self.target, rate=0.0).triggered(test_set, seed)
-
-
-def _register_poison() -> None:
-    from poisonlab.poison.registry import POISONS
-
-    if "dba" not in POISONS:
-        POISONS.register("dba", reference="Xie et al. 2020, DBA: Distributed backdoor attacks against federated learning (ICLR)")(DBA)
-
-
-_register_poison()
