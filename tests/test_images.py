@@ -128,3 +128,14 @@ def test_bad_shape_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not .c, h, w."):
         ingest(path, (8, 8))
     assert ingest_many([], (3, 4, 4)).shape == (0, 3, 4, 4)
+
+
+def test_list_images_sorted_by_name_with_hidden_and_stem_options(tmp_path):
+    from poisonlab.data.images import list_images
+
+    for name in ("b.png", "a.webp", "a.jpeg", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "c.png").mkdir()  # a folder, not a file
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpeg", "a.webp", "b.png"]
+    assert [p.name for p in list_images(tmp_path, skip_hidden=False)] == [".hidden.png", "a.jpeg", "a.webp", "b.png"]
+    assert [p.name for p in list_images(tmp_path, one_per_stem=True)] == ["a.jpeg", "b.png"]

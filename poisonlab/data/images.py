@@ -32,6 +32,24 @@ def image_extensions() -> set[str]:
     return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
+def list_images(folder: PathLike, *, skip_hidden: bool = True, one_per_stem: bool = False) -> list[Path]:
+    """Image files directly in folder (suffixes PIL can open), sorted by name.
+
+    skip_hidden leaves out names starting with '.'; one_per_stem keeps only the first file of each
+    stem in that order (photo.jpeg and photo.webp are one photo). The folder must exist.
+    """
+    exts = image_extensions()
+    seen, files = set(), []
+    for p in sorted(Path(folder).iterdir()):
+        if not p.is_file() or p.suffix.lower() not in exts or (skip_hidden and p.name.startswith(".")):
+            continue
+        if one_per_stem and p.stem in seen:
+            continue
+        seen.add(p.stem)
+        files.append(p)
+    return files
+
+
 def read_image(path: PathLike) -> Image.Image:
     """Open and fully decode an image file; DataError naming the file if it is not a readable image.
 

@@ -18,7 +18,7 @@ from sklearn import datasets as skdata
 from poisonlab.data.dataset import Dataset
 from poisonlab.data.download import download as fetch_dataset
 from poisonlab.data.formats import atomic_write_bytes, read_cifar_batch, read_cifar_meta, read_idx, read_npz
-from poisonlab.data.images import image_extensions, ingest_many
+from poisonlab.data.images import image_extensions, ingest_many, list_images
 from poisonlab.data.registry import SOURCES
 from poisonlab.errors import ConfigError, DataError, did_you_mean
 
@@ -167,13 +167,6 @@ def cifar10(data_dir: str | None = None, part: str = "train", download: bool = F
 # ---------------------------------------------------------------- image folders
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image files directly in folder (by PIL's known suffixes), sorted by name; hidden files skipped."""
-    exts = image_extensions()
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)
-
-
 def _label_index(label, classes: tuple[str, ...]) -> int:
     if isinstance(label, str) and label in classes:
         return classes.index(label)
@@ -204,7 +197,7 @@ def image_folder(path: str | None = None, shape: tuple[int, int, int] | list[int
             if not isinstance(label, str):
                 raise ConfigError(f"label={label!r} is an index, so classes=[...] is needed to name the classes")
             classes = (label,)
-        files = _image_files(root)
+        files = list_images(root)
         labels = [_label_index(label, classes)] * len(files)
     else:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -218,7 +211,7 @@ def image_folder(path: str | None = None, shape: tuple[int, int, int] | list[int
             if folder.name not in classes:
                 raise DataError(f"dataset 'image_folder': sub-folder {folder} is not one of the classes;"
                                 f" accepted: {', '.join(classes)}")
-            found = _image_files(folder)
+            found = list_images(folder)
             files += found
             labels += [classes.index(folder.name)] * len(found)
     if not files:

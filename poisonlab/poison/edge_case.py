@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.data.images import image_extensions, ingest_many
+from poisonlab.data.images import ingest_many, list_images
 from poisonlab.errors import ConfigError, DataError, check_range
 from poisonlab.poison.base import Poison
 from poisonlab.poison.registry import POISONS
@@ -29,12 +29,7 @@ def photo_files(folder: str | Path) -> list[Path]:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"edge-case folder {root} does not exist; expected a folder of photos")
-    exts = image_extensions()
-    seen, files = set(), []
-    for p in sorted(root.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts and p.stem not in seen:
-            seen.add(p.stem)
-            files.append(p)
+    files = list_images(root, one_per_stem=True)
     if len(files) < 2:
         raise DataError(f"edge-case folder {root} has {len(files)} distinct photos; need at least 2 (train and test)")
     return files

@@ -23,14 +23,13 @@ from poisonlab.poison.result import Poisoned
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """Image files directly in folder (suffixes PIL can open), sorted by name."""
-    from poisonlab.data.images import image_extensions
+    """Image files directly in folder (suffixes PIL can open, hidden names included), sorted by name."""
+    from poisonlab.data.images import list_images
 
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"poison image folder {folder} does not exist or is not a directory")
-    exts = image_extensions()
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    files = list_images(folder, skip_hidden=False)
     if not files:
         raise DataError(f"poison image folder {folder} holds no image files PIL can read")
     return files
