@@ -1,6 +1,14 @@
 """A small uniform registry: every attack, aggregator, detector, trigger, dataset and model
 is looked up by name with ``get(name, **params)``, listed with its paper reference, and a
 wrong name or parameter is a one-line ConfigError with the nearest valid names.
+
+Where registries live (one convention for every kind): a kind's Registry is created in a leaf
+module that imports none of its members (``poison/registry.py``, ``data/registry.py``, ...); each
+member registers itself with ``@REGISTRY.register(name, reference=...)`` in its own file; and the
+kind's package ``__init__`` imports every member file explicitly, so the registry is complete as
+soon as anything in the package is imported. Nothing registers into a kind from another package,
+and nothing is imported lazily to fill a registry. A kind whose members all live in one module
+(``models.py``, ``fl/partition.py``) keeps its Registry in that module.
 """
 
 from __future__ import annotations
