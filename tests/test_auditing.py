@@ -8,7 +8,7 @@ import torch
 
 from poisonlab.errors import ConfigError
 from poisonlab.fl.aggregators import get, mean
-from poisonlab.fl.auditing import audited, robust_z
+from poisonlab.fl.aggregators.auditing import audited, robust_z
 from poisonlab.fl.types import RoundContext
 from poisonlab.rng import numpy_rng
 
