@@ -49,7 +49,7 @@ class RoundContext:
     round: 0-based round index; num_clients: K in the federation; sampled: ids (k,) of the
     rows' clients; global_params: flat (d,) global model before the round; server_lr: eta;
     malicious: bool (k,) truth, for attacks and for scoring defenses (never used by a rule to decide);
-    honest_updates: the honest rows (attacks that are omniscient read them; None otherwise);
+    omniscient: whether an attack may read the honest rows (else it estimates from its own rows);
     seed: experiment seed for derived generators; extras: rule-specific inputs, by key:
       "server_update": FLTrust's g0, the server's own update (d,) on its root data this round;
       "validate": callable((m, d) candidate updates) -> (m,) accuracies of the model
