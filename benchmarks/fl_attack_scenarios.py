@@ -26,7 +26,7 @@ import poisonlab.fl.attacks  # noqa: F401  (registers the update attacks)
 from poisonlab.config.load import load_config
 from poisonlab.data import load
 from poisonlab.fl.adversary import Adversary
-from poisonlab.fl.aggregators import AGGREGATORS, chain
+from poisonlab.fl.aggregators import build_chain
 from poisonlab.fl.attacks import ATTACKS
 from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.local import LocalConfig
@@ -71,8 +71,7 @@ def adversary(spec, seed: int, index: int):
 
 def aggregator(fed):
     """The aggregation rule (a chain when several steps are listed)."""
-    steps = [AGGREGATORS.get(c.name, **c.params) for c in fed.aggregator_chain()]
-    return steps[0] if len(steps) == 1 else chain(*steps)
+    return build_chain((c.name, c.params) for c in fed.aggregator_chain())
 
 
 def build(cfg, attack: bool = True, quiet: bool = True) -> Federation:

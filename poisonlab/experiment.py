@@ -277,11 +277,10 @@ def _adversary_name(spec: AdversarySpec, index: int) -> str:
 
 
 def build_aggregator(fed: FederatedSpec):
-    """The configured rule, or a chain of steps (e.g. norm_clip then median)."""
-    from poisonlab.fl.aggregators import AGGREGATORS, chain
+    """The configured rule, or a chain of steps (e.g. norm_clip then median), after the non-finite guard."""
+    from poisonlab.fl.aggregators import build_chain
 
-    steps = [AGGREGATORS.get(c.name, **c.params) for c in fed.aggregator_chain()]
-    return steps[0] if len(steps) == 1 else chain(*steps)
+    return build_chain((c.name, c.params) for c in fed.aggregator_chain())
 
 
 def federation_config(config: ExperimentConfig, out: Path | None, quiet: bool, target, probe):

@@ -10,10 +10,11 @@ The estimate adds the tensors the engine holds at its peak (float32 = 4 bytes, f
   term is bounded by the chunk, not by all clients;
 - updates: the (k, d) update matrix of the k clients of a round, plus the copy of its honest rows
   the engine hands to omniscient attacks: 2 x 4kd;
-- aggregator: a (k, d) working copy (nonfinite guard, clipping, attacks) plus rule specifics:
-  Krum / Multi-Krum / Bulyan a (k, k) float64 Gram and distance matrix (2 x 8k^2); median and
-  trimmed mean sort column chunks (at most 256 MiB, base.CHUNK_BYTES); FoolsGold a (K, d) history
-  of every client (capped by its max_history_bytes); FLAME a (k, k) cosine matrix;
+- aggregator: a (k, d) working copy (nonfinite guard, clipping, attacks) plus what the rule reports
+  (its memory_parts): Krum / Multi-Krum / Bulyan a (k, k) float64 Gram and distance matrix
+  (2 x 8k^2); median and trimmed mean sort column chunks (at most 256 MiB, base.CHUNK_BYTES);
+  FoolsGold a (K, d) history of every client (capped by its max_history_bytes); FLAME a (k, k)
+  cosine matrix;
 - models: global parameters, the engine's evaluation copy and the final model (3 x 4d);
 - data: the dataset, the clients' partitioned copies and the concatenated batch of a round's
   clients (3 x n x sample size x 4 bytes).
@@ -158,25 +159,15 @@ def _attacker_count(clients, K: int) -> int:
 
 
 def aggregator_bytes(config: ExperimentConfig, k: int, d: int) -> dict[str, int]:
-    """Temporaries of the aggregation chain beyond the update matrix (see the module docstring)."""
-    from poisonlab.fl.aggregators.base import CHUNK_BYTES
+    """Temporaries of the aggregation chain beyond the update matrix: a (k, d) working copy plus what
+    the configured rule reports (Rule.memory_parts; a chain merges its steps')."""
+    from poisonlab.fl.aggregators import build_chain
 
-    out = {"aggregator working copy": 4 * k * d}
-    for step in config.federated.aggregator_chain():
-        name, params = step.name, step.params
-        if name == "audited":
-            name, params = params.get("rule", "mean"), params.get("params") or {}
-        if name in ("krum", "multi_krum", "bulyan"):
-            out[f"{name} distances ({k} x {k})"] = 2 * 8 * k * k + min(CHUNK_BYTES, 4 * k * d)
-        elif name in ("median", "trimmed_mean", "bulyan", "geometric_median"):
-            out[f"{name} column chunks"] = min(int(params.get("chunk_bytes", CHUNK_BYTES)), 16 * k * d)
-        elif name == "foolsgold":
-            K = config.federated.clients
-            out[f"foolsgold history ({K} x {human_count(d)})"] = min(int(params.get("max_history_bytes", 4 * GIB)),
-                                                                     4 * K * d) + 8 * k * k
-        elif name == "flame":
-            out["flame cosines"] = 8 * k * k + 4 * k * d
-    return out
+    rule = build_chain((c.name, c.params) for c in config.federated.aggregator_chain())
+    K = config.federated.clients
+    parts = rule.memory_parts(k, d, K)
+    return {"aggregator working copy": 4 * k * d,
+            **{name.format(k=k, d=human_count(d), clients=K): b for name, b in parts.items()}}
 
 
 # ---------------------------------------------------------------- the estimate

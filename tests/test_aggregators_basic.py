@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from poisonlab.errors import ConfigError, DataError
-from poisonlab.fl.aggregators import AGGREGATORS, chain, get, krum, median, norm_clip, trimmed_mean
+from poisonlab.fl.aggregators import AGGREGATORS, build_rule, chain, get, krum, median, norm_clip, trimmed_mean
 from poisonlab.fl.aggregators.krum import pairwise_sq_distances
 from poisonlab.fl.types import RoundContext
 from poisonlab.rng import numpy_rng
@@ -115,27 +115,27 @@ def test_nonfinite_drop_zero_error(name, caplog):
     x[2, 1] = float("nan")
     x[5, 0] = float("inf")
     with caplog.at_level(logging.WARNING, logger="poisonlab.fl.aggregators"):
-        out = get(name)(x, ones(8), CTX)
+        out = build_rule(name)(x, ones(8), CTX)
     assert torch.isfinite(out.update).all()
     assert not out.selected[2] and not out.selected[5]
     assert "NaN/Inf" in caplog.text
-    clean = get(name)(x[[0, 1, 3, 4, 6, 7]], ones(6), CTX)
+    clean = build_rule(name)(x[[0, 1, 3, 4, 6, 7]], ones(6), CTX)
     torch.testing.assert_close(out.update, clean.update)
-    zeroed = get(name, nonfinite="zero")(x, ones(8), CTX)
+    zeroed = build_rule(name, {"nonfinite": "zero"})(x, ones(8), CTX)
     assert torch.isfinite(zeroed.update).all() and not zeroed.selected[2]
     with pytest.raises(DataError, match=r"clients \[2, 5\]"):
-        get(name, nonfinite="error")(x, ones(8), CTX)
+        build_rule(name, {"nonfinite": "error"})(x, ones(8), CTX)
 
 
 def test_nonfinite_overflowing_but_finite_row_is_kept():
     x = t([[3e38, 3e38], [1.0, 1.0], [2.0, 2.0]])  # the row sum overflows, the values are finite
-    out = get("median")(x, ones(3), CTX)
+    out = build_rule("median")(x, ones(3), CTX)
     assert out.selected.all() and out.update.tolist() == [2.0, 2.0]
 
 
 def test_all_rows_dropped_gives_zero_update():
     x = torch.full((4, 3), float("nan"))
-    out = get("median")(x, ones(4), CTX)
+    out = build_rule("median")(x, ones(4), CTX)
     assert out.update.tolist() == [0.0, 0.0, 0.0] and not out.selected.any()
 
 
@@ -156,9 +156,11 @@ def test_parameter_checks_name_rule_n_and_f():
     with pytest.raises(ConfigError, match="does not take parameter 'beta'"):
         AGGREGATORS.get("krum", beta=0.1)
     with pytest.raises(ConfigError, match="nonfinite='skip' is not a policy"):
-        get("mean", nonfinite="skip")
+        build_rule("mean", {"nonfinite": "skip"})
+    with pytest.raises(ConfigError, match="does not take parameter 'nonfinite'"):
+        get("mean", nonfinite="drop")  # the bare rule: the policy is the guard's parameter (build_rule)
     with pytest.raises(DataError, match="weights must be finite"):
-        get("mean")(x, torch.tensor([1.0, -1, 1, 1, 1, 1]), CTX)
+        build_rule("mean")(x, torch.tensor([1.0, -1, 1, 1, 1, 1]), CTX)
 
 
 def test_chain_rejects_a_reducer_before_the_end():

@@ -8,7 +8,7 @@ import torch
 
 from poisonlab.errors import ConfigError
 from poisonlab.fl.aggregators import get, mean
-from poisonlab.fl.auditing import audited, robust_z
+from poisonlab.fl.aggregators.auditing import audited, robust_z
 from poisonlab.fl.types import RoundContext
 from poisonlab.rng import numpy_rng
 
@@ -27,8 +27,8 @@ def rows(seed=0, k=10, d=20):
     return x
 
 
-def ctx(r, k=10):
-    return RoundContext(round=r, sampled=torch.arange(k), num_clients=k)
+def ctx(r, k=10, state=None):
+    return RoundContext(round=r, sampled=torch.arange(k), num_clients=k, state=state)
 
 
 def test_flag_exclude_for_r_rounds_and_reputation():
@@ -40,37 +40,42 @@ def test_flag_exclude_for_r_rounds_and_reputation():
     r0 = rule(x, w, ctx(0))
     assert r0.info["flagged"] == [0, 1]
     assert r0.selected.tolist() == [False, False] + [True] * 8
-    assert rule.reputation[:3].tolist() == pytest.approx([0.9, 0.9, 1.0])
+    assert r0.state["reputation"][:3].tolist() == pytest.approx([0.9, 0.9, 1.0])
+    state = r0.state
     for r in (1, 2):  # excluded in rounds 1 and 2: the mean is over rows 2..9 only
-        out = rule(x, w, ctx(r))
+        out = rule(x, w, ctx(r, state=state))
+        state = out.state
         assert out.info["excluded"] == [0, 1]
         torch.testing.assert_close(out.update, x[2:].mean(dim=0))
         assert out.scores[:2].tolist() == [float("inf")] * 2
-    back = rule(x, w, ctx(3))
+    back = rule(x, w, ctx(3, state=state))
     assert back.info["excluded"] == [] and back.info["flagged"] == [0, 1]
+    assert rule(x, w, ctx(1)).info["excluded"] == []  # without the state: nobody excluded (no hidden state)
 
 
 def test_reputation_weights_later_rounds():
     x = rows(1)
     rule = audited(mean(), z=1e9, exclude_rounds=0, reputation=0.5)
-    rule.reputation = torch.tensor([0.25] + [1.0] * 9)  # client 0 lost trust earlier
-    out = rule(x, torch.ones(10), ctx(5))
+    state = {"reputation": torch.tensor([0.25] + [1.0] * 9),  # client 0 lost trust earlier
+             "excluded_until": torch.zeros(10, dtype=torch.long)}
+    out = rule(x, torch.ones(10), ctx(5, state=state))
     expected = (0.25 * x[0] + x[1:].sum(dim=0)) / 9.25
     torch.testing.assert_close(out.update, expected)
     # nobody flagged, all selected: trust 1 -> reputation 0.5 * 0.25 + 0.5 = 0.625
-    assert float(rule.reputation[0]) == pytest.approx(0.625)
+    assert float(out.state["reputation"][0]) == pytest.approx(0.625)
+    assert float(state["reputation"][0]) == 0.25  # the given state is not modified
 
 
 def test_state_dict_roundtrip_and_registry():
     x = rows(2)
     x[4] *= 50
     rule = get("audited", rule="centered_clipping", params={"tau": 5.0}, exclude_rounds=3)
-    rule(x, torch.ones(10), ctx(0))
-    state = rule.state_dict()
-    assert any(key.endswith("center") for key in state) and any(key.endswith("excluded_until") for key in state)
+    state = rule(x, torch.ones(10), ctx(0)).state
+    assert set(state) == {"excluded_until", "reputation", "rule.center"}
     again = get("audited", rule="centered_clipping", params={"tau": 5.0}, exclude_rounds=3)
-    again.load_state_dict(state)
-    torch.testing.assert_close(again(x, torch.ones(10), ctx(1)).update, rule(x, torch.ones(10), ctx(1)).update)
+    second = rule(x, torch.ones(10), ctx(1, state=state))
+    torch.testing.assert_close(again(x, torch.ones(10), ctx(1, state=state)).update, second.update)
+    assert not torch.equal(second.update, rule(x, torch.ones(10), ctx(1)).update)  # the centre matters
     with pytest.raises(ConfigError, match="reputation=1.5 is out of range"):
         audited(mean(), reputation=1.5)
     with pytest.raises(ConfigError, match="aggregator 'medain' is not known"):
@@ -79,7 +84,7 @@ def test_state_dict_roundtrip_and_registry():
 
 def test_everyone_excluded_gives_zero_update():
     rule = audited(mean())
-    rule._grow(3)
-    rule.excluded_until[:] = 10
-    out = rule(torch.ones(3, 4), torch.ones(3), RoundContext(round=1, sampled=torch.arange(3)))
+    state = {"excluded_until": torch.full((3,), 10), "reputation": torch.ones(3)}
+    out = rule(torch.ones(3, 4), torch.ones(3), RoundContext(round=1, sampled=torch.arange(3), state=state))
     assert out.update.tolist() == [0.0] * 4 and not out.selected.any()
+    assert out.state["excluded_until"].tolist() == [10, 10, 10]

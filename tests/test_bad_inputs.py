@@ -482,9 +482,10 @@ class Handled:
 
 
 def _rule(name: str = "mean", **params):
-    from poisonlab.fl.aggregators import get
+    """The rule as a config builds it (after the non-finite guard, params['nonfinite'] its policy)."""
+    from poisonlab.fl.aggregators import build_rule
 
-    return get(name, **params)
+    return build_rule(name, params)
 
 
 def _ctx(k: int):

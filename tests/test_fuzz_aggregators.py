@@ -2,10 +2,11 @@
 
 Hypothesis draws k clients, d coordinates, non-negative client weights (zeros included) and
 a (k, d) float32 update matrix where some rows carry NaN, +-Inf or huge finite values (1e30,
--1e38, float32 max). Every rule in ``AGGREGATORS`` is built with ``get(name, **params)`` (so
-with the default ``nonfinite="drop"`` guard) and parameters valid for the drawn k (Krum needs
-k > 2f + 2, Bulyan k >= 4f + 3, multi_krum m <= k - f), then called for two rounds (stateful
-rules such as FoolsGold and the audited wrapper carry state between them). The contract: no
+-1e38, float32 max). Every rule in ``AGGREGATORS`` is built as a config builds it,
+``build_rule(name, params)`` (so after the default ``nonfinite="drop"`` guard), with parameters
+valid for the drawn k (Krum needs k > 2f + 2, Bulyan k >= 4f + 3, multi_krum m <= k - f), then
+called for two rounds (stateful rules such as FoolsGold and the audited wrapper get the state the
+first round returned). The contract: no
 exception, an update of shape (d,) with only finite values, a bool selected mask of shape (k,)
 that never selects a non-finite row.
 
@@ -21,7 +22,7 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from poisonlab.fl.aggregators import AGGREGATORS, get
+from poisonlab.fl.aggregators import AGGREGATORS, build_rule
 from poisonlab.fl.types import RoundContext
 
 SPECIALS = [float("nan"), float("inf"), float("-inf"), 1e30, -1e38, 3.4e38]
@@ -70,7 +71,7 @@ def params_for(name: str, k: int, data) -> dict | None:
     return choices[name]() if name in choices else {}
 
 
-def context(round: int, k: int, d: int) -> RoundContext:
+def context(round: int, k: int, d: int, state: dict | None = None) -> RoundContext:
     """A round context carrying what server-side rules read (FLTrust's g0, a validation scorer)."""
 
     def validate(candidates: torch.Tensor) -> torch.Tensor:
@@ -79,12 +80,13 @@ def context(round: int, k: int, d: int) -> RoundContext:
 
     g0 = torch.linspace(-1.0, 1.0, d)
     return RoundContext(round=round, num_clients=k, sampled=torch.arange(k), global_params=torch.zeros(d),
-                        seed=3, extras={"server_update": g0, "validate": validate, "base_accuracy": 0.5})
+                        seed=3, extras={"server_update": g0, "validate": validate, "base_accuracy": 0.5}, state=state)
 
 
-def check_contract(name: str, rule, x: torch.Tensor, w: torch.Tensor, round: int) -> None:
+def check_contract(name: str, rule, x: torch.Tensor, w: torch.Tensor, round: int, state: dict | None = None):
+    """The answer of one round (its state is the next round's), after checking the contract."""
     k, d = x.shape
-    agg = rule(x.clone(), w.clone(), context(round, k, d))
+    agg = rule(x.clone(), w.clone(), context(round, k, d, state))
     assert agg.update.shape == (d,), f"{name}: update shape {tuple(agg.update.shape)}"
     bad = (~torch.isfinite(agg.update)).sum().item()
     assert bad == 0, f"{name}: {bad} non-finite coordinates in the aggregate: {agg.update.tolist()}"
@@ -92,6 +94,7 @@ def check_contract(name: str, rule, x: torch.Tensor, w: torch.Tensor, round: int
     assert selected.dtype == torch.bool and selected.shape == (k,)
     finite = torch.isfinite(x).all(dim=1)
     assert not bool((selected & ~finite).any()), f"{name}: selected a row with NaN/Inf"
+    return agg
 
 
 def fuzz(name: str):
@@ -104,9 +107,10 @@ def fuzz(name: str):
         params = params_for(name, x.shape[0], data)
         if params is None:
             return
-        rule = get(name, **params)
+        rule = build_rule(name, params)
+        state = None
         for round in range(2):
-            check_contract(name, rule, x, w, round)
+            state = check_contract(name, rule, x, w, round, state).state
 
     run()
 
@@ -171,9 +175,9 @@ REGRESSIONS = [
 
 @pytest.mark.parametrize("name,params,x", [pytest.param(n, p, x, id=n) for n, p, x, r in REGRESSIONS])
 def test_known_falsifying_example(name: str, params: dict, x: torch.Tensor):
-    check_contract(name, get(name, **params), x, torch.ones(len(x)), 0)
+    check_contract(name, build_rule(name, params), x, torch.ones(len(x)), 0)
 
 
 def test_mean_of_huge_rows_stays_finite():
     """The contract holds where the rule is careful: FedAvg normalises the weights before summing."""
-    check_contract("mean", get("mean"), torch.tensor([[3.4e38, -3.4e38], [3.4e38, -3.4e38]]), torch.ones(2), 0)
+    check_contract("mean", build_rule("mean"), torch.tensor([[3.4e38, -3.4e38], [3.4e38, -3.4e38]]), torch.ones(2), 0)

@@ -12,6 +12,11 @@ def check_components(config: ExperimentConfig) -> None:
     """Raise ConfigError at the first unknown component name or parameter, naming its key path."""
     for path, kind, name, params in components(config):
         try:
+            if kind == "aggregators":  # the rule's parameters and the non-finite guard's
+                from poisonlab.fl.aggregators import check_rule_params
+
+                check_rule_params(name, params)
+                continue
             entry = registry(kind).entry(name)
             check_params(f"{kind.rstrip('s')} '{name}'", entry.factory, params)
         except ConfigError as err:
@@ -34,9 +39,9 @@ def check_rows_per_round(config: ExperimentConfig) -> None:
     n = sampled_clients(config)
     for path, kind, name, params in _listed("federated.aggregator", "aggregators", fed.aggregator_chain(),
                                             indexed=isinstance(fed.aggregator, list)):
-        check = getattr(registry(kind).entry(name).factory(**params), "check_rows", None)
-        if check is None:
-            continue
+        from poisonlab.fl.aggregators import build_rule
+
+        check = build_rule(name, params).check_rows
         try:
             check(n)
         except ConfigError as err:

@@ -107,10 +107,10 @@ def weighted_mean(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContex
 def default_aggregator():
     """poisonlab.fl.aggregators' 'mean' when available, else the plain weighted mean above."""
     try:
-        from poisonlab.fl.aggregators import AGGREGATORS
+        from poisonlab.fl.aggregators import AGGREGATORS, build_rule
     except ImportError:
         return weighted_mean
-    return AGGREGATORS.get("mean") if "mean" in AGGREGATORS else weighted_mean
+    return build_rule("mean") if "mean" in AGGREGATORS else weighted_mean
 
 
 class Federation:

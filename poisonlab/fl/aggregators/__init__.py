@@ -1,9 +1,9 @@
 """Robust aggregation rules: ``get(name, **params)`` builds one, ``chain(...)`` composes them.
 
-Every rule maps (updates (k, d), weights (k,), ctx) to an Aggregate(update, selected, scores,
-info); see docs/aggregators.md for the catalog (formula, paper, what selected/scores mean).
-Rules built by ``get`` (or ``AGGREGATORS.get``) or ``chain`` take ``nonfinite="drop"|"zero"|"error"``
-and never let NaN/Inf reach the output; the bare factories (``krum(f=2)``) are the pure math.
+Every rule maps (updates (k, d), weights (k,), ctx=None) to an Aggregate(update, selected, scores,
+info, state); see docs/aggregators.md for the catalog (formula, paper, what selected/scores mean)
+and how to add a rule. ``get`` returns the bare rule; a config's rule is ``build_rule(name, params)``
+= ``chain(nonfinite_guard(policy), rule)`` so that NaN/Inf never reach the output.
 
     >>> rule = get("trimmed_mean", beta=0.1)
     >>> rule = chain(norm_clip(5.0), trimmed_mean(beta=0.1))
@@ -11,52 +11,31 @@ and never let NaN/Inf reach the output; the bare factories (``krum(f=2)``) are t
 
 from __future__ import annotations
 
-import inspect
-
-from poisonlab.registry import Registry
-
-AGGREGATORS = Registry("aggregator")
-
-
-def register(name: str, *, reference: str):
-    """Register a rule factory under name; the registered builder adds the ``nonfinite`` policy."""
-    from poisonlab.fl.aggregators.base import with_signature
-    from poisonlab.fl.aggregators.chain import chain
-
-    def wrap(factory):
-        extra = [inspect.Parameter("nonfinite", inspect.Parameter.KEYWORD_ONLY, default="drop")]
-
-        @with_signature(factory, extra)
-        def build(*args, nonfinite: str = "drop", **params):
-            return chain(factory(*args, **params), nonfinite=nonfinite)
-
-        AGGREGATORS.register(name, reference=reference)(build)
-        return factory
-
-    return wrap
+from poisonlab.fl.aggregators.auditing import audited, robust_z
+from poisonlab.fl.aggregators.base import Rule
+from poisonlab.fl.aggregators.build import build_chain, build_rule, check_rule_params
+from poisonlab.fl.aggregators.bulyan import bulyan
+from poisonlab.fl.aggregators.centered_clipping import centered_clipping
+from poisonlab.fl.aggregators.chain import chain
+from poisonlab.fl.aggregators.clipping import dp_gaussian, norm_clip
+from poisonlab.fl.aggregators.flame import flame
+from poisonlab.fl.aggregators.fltrust import fltrust
+from poisonlab.fl.aggregators.foolsgold import foolsgold
+from poisonlab.fl.aggregators.geometric_median import geometric_median
+from poisonlab.fl.aggregators.krum import krum, multi_krum, pairwise_sq_distances
+from poisonlab.fl.aggregators.mean import mean
+from poisonlab.fl.aggregators.median import median, trimmed_mean
+from poisonlab.fl.aggregators.nonfinite import nonfinite_guard
+from poisonlab.fl.aggregators.registry import AGGREGATORS
+from poisonlab.fl.aggregators.validation import validation
 
 
-def get(name: str, **params):
-    """Build the named rule with its parameters (plus nonfinite='drop'|'zero'|'error')."""
+def get(name: str, **params) -> Rule:
+    """Build the named rule with its parameters (the bare rule: no non-finite guard; see build_rule)."""
     return AGGREGATORS.get(name, **params)
 
 
-from poisonlab.fl.aggregators.chain import Chain, chain  # noqa: E402
-from poisonlab.fl.aggregators.nonfinite import nonfinite_guard  # noqa: E402
-from poisonlab.fl.aggregators.mean import mean  # noqa: E402
-from poisonlab.fl.aggregators.median import median, trimmed_mean  # noqa: E402
-from poisonlab.fl.aggregators.krum import krum, multi_krum, pairwise_sq_distances  # noqa: E402
-from poisonlab.fl.aggregators.clipping import dp_gaussian, norm_clip  # noqa: E402
-from poisonlab.fl.aggregators.bulyan import bulyan  # noqa: E402
-from poisonlab.fl.aggregators.geometric_median import geometric_median  # noqa: E402
-from poisonlab.fl.aggregators.centered_clipping import centered_clipping  # noqa: E402
-from poisonlab.fl.aggregators.fltrust import fltrust  # noqa: E402
-from poisonlab.fl.aggregators.foolsgold import foolsgold  # noqa: E402
-from poisonlab.fl.aggregators.flame import flame  # noqa: E402
-from poisonlab.fl.aggregators.validation import validation  # noqa: E402
-
-__all__ = ["AGGREGATORS", "Chain", "bulyan", "centered_clipping", "chain", "dp_gaussian", "flame", "fltrust",
-           "foolsgold", "geometric_median", "get", "krum", "mean", "median", "multi_krum", "nonfinite_guard",
-           "norm_clip", "pairwise_sq_distances", "register", "trimmed_mean", "validation"]
-
-import poisonlab.fl.auditing  # noqa: E402,F401  (registers "audited")
+__all__ = ["AGGREGATORS", "Rule", "audited", "build_chain", "build_rule", "bulyan", "centered_clipping", "chain",
+           "check_rule_params", "dp_gaussian", "flame", "fltrust", "foolsgold", "geometric_median", "get", "krum",
+           "mean", "median", "multi_krum", "nonfinite_guard", "norm_clip", "pairwise_sq_distances", "robust_z",
+           "trimmed_mean", "validation"]

@@ -1,17 +1,17 @@
-"""Shared pieces of the aggregation rules: parameter checks, weights, row subsets, chunking.
+"""The aggregator protocol and the pieces the rules share: parameter checks, weights, row subsets, chunking.
 
-A *rule* is a callable ``rule(updates (k, d), weights (k,), ctx) -> Aggregate``.
-A *transform* is a step that rewrites or filters rows before a rule, with
-``step.transform(updates, weights, ctx) -> Transformed``; ``chain`` composes them.
+A *rule* is ``rule(updates (k, d), weights (k,), ctx=None) -> Aggregate``, built as
+``Rule(apply, repr)`` around the rule's math ``apply(updates, weights, ctx) -> Aggregate``. A step
+that rewrites or filters rows for the next step of a chain (norm_clip, nonfinite_guard, validation)
+is a rule like any other whose Aggregate also says what it passes on (rows / scale / keep); called
+alone its answer is the weighted mean of those rows. State is explicit: a stateful rule reads
+``ctx.state`` and returns the next one in ``Aggregate.state``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -22,20 +22,78 @@ from poisonlab.fl.types import Aggregate, RoundContext
 CHUNK_BYTES = 256 * 2**20
 
 
-@dataclass(frozen=True)
-class Transformed:
-    """A transform's answer: rewritten rows, their weights, which rows go on, and per-row flags.
+class Rule:
+    """One aggregation rule: its math ``apply(updates, weights, ctx) -> Aggregate`` plus its repr.
 
-    keep: bool (k,), rows passed on to the next step (False = dropped before the reducer).
-    selected: bool (k,), False for rows the step flagged (e.g. clipped) even if kept.
+    Calling it does what every rule would otherwise repeat, once: check the shapes, supply a default
+    RoundContext, answer an empty round (k = 0) with a zero update (state unchanged), call
+    check_rows(k) (in a round where an earlier step dropped rows, ctx.extras['rows_dropped'], a round
+    too small for the rule is skipped with a zero update instead of stopping the run), then apply,
+    and fill in the weighted mean of the rows a passing-on step leaves without an update.
+
+    check_rows(n): the rule's row requirement (ConfigError), no-op by default.
+    memory_parts(k, d, clients): name -> bytes of the temporaries of one call beyond the (k, d) input;
+    names may hold {k}, {d} and {clients}, which the resource estimate fills in.
+    transform: True for a step that passes rows on (may come before the last step of a chain).
+    steps: the steps of a chain (None for a single rule).
     """
 
-    updates: torch.Tensor
-    weights: torch.Tensor
-    keep: torch.Tensor
-    selected: torch.Tensor
-    scores: torch.Tensor | None = None
-    info: dict = field(default_factory=dict)
+    def __init__(self, apply: Callable[[torch.Tensor, torch.Tensor, RoundContext], Aggregate], text: str, *,
+                 check_rows: Callable[[int], None] | None = None,
+                 memory: Callable[[int, int, int], dict[str, int]] | None = None,
+                 transform: bool = False, steps: tuple | None = None):
+        self.apply, self.text, self.transform, self.steps = apply, text, transform, steps
+        self._check_rows, self._memory = check_rows, memory
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def check_rows(self, n: int) -> None:
+        """ConfigError unless a round of n rows can be aggregated (no requirement by default)."""
+        if self._check_rows is not None:
+            self._check_rows(n)
+
+    def memory_parts(self, k: int, d: int, clients: int = 0) -> dict[str, int]:
+        """The temporaries of one call on k rows of d coordinates (clients: K in the federation), by name."""
+        return self._memory(k, d, clients or k) if self._memory is not None else {}
+
+    def memory_bytes(self, k: int, d: int, clients: int = 0) -> int:
+        """Total bytes of memory_parts."""
+        return sum(self.memory_parts(k, d, clients).values())
+
+    def step(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext | None = None) -> Aggregate:
+        """The checks and apply, without filling in the update of a passing-on step (what chain calls)."""
+        check_updates(updates, weights)
+        k = updates.shape[0]
+        ctx = default_context(k) if ctx is None else ctx
+        if k == 0:
+            return empty(updates, state=ctx.state)
+        try:
+            self.check_rows(k)
+        except ConfigError:
+            if not ctx.extras.get("rows_dropped"):
+                raise
+            return empty(updates, {"too_few_rows": k}, ctx.state)  # rows with NaN/Inf were dropped: skip
+        return self.apply(updates, weights, ctx)
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext | None = None) -> Aggregate:
+        agg = self.step(updates, weights, ctx)
+        return agg if agg.update is not None else passed_mean(agg, updates, weights)
+
+
+def default_context(k: int) -> RoundContext:
+    """The context of a call without one: round 0, the rows are clients 0..k-1, seed 0, no truth, no state."""
+    return RoundContext(round=0, num_clients=k, sampled=torch.arange(k), seed=0)
+
+
+def passed_mean(agg: Aggregate, updates: torch.Tensor, weights: torch.Tensor) -> Aggregate:
+    """agg with update = the weighted mean of the rows it passes on: sum_i w_i s_i x'_i / sum_i w_i over the
+    kept rows (x' = agg.rows or the input rows, s = agg.scale or 1), as one (k,) @ (k, d) product."""
+    x = agg.rows if agg.rows is not None else updates
+    coef = normalized(weights if agg.keep is None else weights * agg.keep)
+    if agg.scale is not None:
+        coef = coef * agg.scale
+    return dataclasses.replace(agg, update=coef.to(x.dtype) @ x)
 
 
 # ---------------------------------------------------------------- parameter checks
@@ -86,11 +144,11 @@ def row_norms(updates: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(updates, dim=1)
 
 
-def empty(updates: torch.Tensor, info: dict | None = None) -> Aggregate:
-    """The answer when no row contributes: a zero update, nothing selected."""
+def empty(updates: torch.Tensor, info: dict | None = None, state: dict | None = None) -> Aggregate:
+    """The answer when no row contributes: a zero update, nothing selected (state passed through)."""
     k, d = updates.shape
     return Aggregate(torch.zeros(d, dtype=updates.dtype), torch.zeros(k, dtype=torch.bool), None,
-                     dict(info or {}, empty=True))
+                     dict(info or {}, empty=True), state)
 
 
 def one_hot(k: int, index) -> torch.Tensor:
@@ -156,18 +214,6 @@ def subset_context(ctx: RoundContext, keep: torch.Tensor) -> RoundContext:
 def client_ids(ctx: RoundContext, k: int) -> torch.Tensor:
     """The rows' client ids (ctx.sampled), or 0..k-1 when the engine did not give them."""
     return ctx.sampled.long() if ctx.sampled is not None else torch.arange(k)
-
-
-def with_signature(factory, extra: list[inspect.Parameter]):
-    """Decorator giving a wrapper the factory's signature plus extra keyword-only parameters."""
-
-    def wrap(wrapper):
-        functools.update_wrapper(wrapper, factory)
-        sig = inspect.signature(factory)
-        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
-        return wrapper
-
-    return wrap
 
 
 def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, check_int, check_updates, column_chunks, empty, one_hot
-from poisonlab.fl.aggregators.krum import krum_scores, pairwise_sq_distances
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, column_chunks, one_hot
+from poisonlab.fl.aggregators.krum import distances_memory, krum_scores, pairwise_sq_distances
 from poisonlab.fl.aggregators.median import coordinate_median
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
 REFERENCE = ("El Mhamdi, Guerraoui and Rouault 2018, The Hidden Vulnerability of Distributed Learning"
@@ -72,38 +72,22 @@ def closest_to_median_mean(x: torch.Tensor, beta: int, chunk_bytes: int = CHUNK_
     return out
 
 
-class Bulyan:
-    """Iterative Krum selection of theta = n - 2f rows, then the coordinate-wise beta-closest-to-median mean."""
-
-    def __init__(self, f: int, chunk_bytes: int = CHUNK_BYTES):
-        self.f, self.chunk_bytes = f, chunk_bytes
-
-    def __repr__(self) -> str:
-        return f"bulyan(f={self.f})"
-
-    def check_rows(self, n: int) -> None:
-        """ConfigError unless a round of n updates can be aggregated: n >= 4f + 3."""
-        if n < 4 * self.f + 3:
-            raise ConfigError(f"bulyan needs n >= 4f + 3; got n={n}, f={self.f}")
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
-        n, f = updates.shape[0], self.f
-        if n == 0:
-            return empty(updates)
-        if n < 4 * f + 3:
-            if ctx.extras.get("rows_dropped"):
-                return empty(updates, {"too_few_rows": n})  # rows with NaN/Inf were dropped: skip the round
-            self.check_rows(n)
-        theta = n - 2 * f
-        dist = pairwise_sq_distances(updates, self.chunk_bytes)
-        chosen = iterative_krum(dist, f, theta)
-        update = closest_to_median_mean(updates[chosen], theta - 2 * f, self.chunk_bytes)
-        return Aggregate(update, one_hot(n, chosen), krum_scores(dist, f).float(),
-                         {"chosen": chosen.tolist()})
-
-
-@register("bulyan", reference=REFERENCE)
-def bulyan(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Bulyan:
+@AGGREGATORS.register("bulyan", reference=REFERENCE)
+def bulyan(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """Bulyan: iterative Krum selection, then a coordinate-wise trimmed mean around the median (n >= 4f + 3)."""
-    return Bulyan(check_int("bulyan", "f", f), int(chunk_bytes))
+    f, chunk_bytes = check_int("bulyan", "f", f), int(chunk_bytes)
+
+    def check_rows(n: int) -> None:
+        """ConfigError unless a round of n updates can be aggregated: n >= 4f + 3."""
+        if n < 4 * f + 3:
+            raise ConfigError(f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
+
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        n = updates.shape[0]
+        theta = n - 2 * f
+        dist = pairwise_sq_distances(updates, chunk_bytes)
+        chosen = iterative_krum(dist, f, theta)
+        update = closest_to_median_mean(updates[chosen], theta - 2 * f, chunk_bytes)
+        return Aggregate(update, one_hot(n, chosen), krum_scores(dist, f).float(), {"chosen": chosen.tolist()})
+
+    return Rule(apply, f"bulyan(f={f})", check_rows=check_rows, memory=distances_memory("bulyan"))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import (Transformed, check_positive, check_updates, normalized,
-                                           row_norms)
+from poisonlab.fl.aggregators.base import Rule, check_positive, normalized, row_norms
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
+from poisonlab.rng import generator
 
 CLIP_REFERENCE = ("Sun et al. 2019, Can You Really Backdoor Federated Learning? (norm bounding);"
                   " McMahan et al. 2018, Learning Differentially Private Recurrent Language Models")
@@ -24,61 +24,41 @@ def clip_factors(updates: torch.Tensor, bound: float) -> tuple[torch.Tensor, tor
     return (bound / norms.clamp_min(1e-30)).clamp_max(1.0), norms
 
 
-class NormClip:
-    """Clip every row to norm B; as a rule, the weighted mean of the clipped rows."""
+@AGGREGATORS.register("norm_clip", reference=CLIP_REFERENCE)
+def norm_clip(bound: float = 1.0) -> Rule:
+    """Clip each update to Euclidean norm B, then average (or feed the next rule in a chain).
 
-    def __init__(self, bound: float):
-        self.bound = bound
+    Passes on the rows scaled by min(1, B / ||x_i||) (Aggregate.scale: a clipped copy is made only
+    when a next step reads the rows); alone, the weighted mean of the clipped rows.
+    """
+    bound = check_positive("norm_clip", "bound", bound)
 
-    def __repr__(self) -> str:
-        return f"norm_clip({self.bound})"
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        factors, norms = clip_factors(updates, bound)
+        return Aggregate(None, norms <= bound, norms / bound, {"clipped": int((norms > bound).sum())},
+                         scale=factors)
 
-    def transform(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Transformed:
-        """The clipped rows (a new tensor), flags on the clipped ones."""
-        factors, norms = clip_factors(updates, self.bound)
-        keep = torch.ones(len(norms), dtype=torch.bool)
-        return Transformed(updates * factors[:, None], weights, keep, norms <= self.bound,
-                           norms / self.bound, {"clipped": int((norms > self.bound).sum())})
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
-        factors, norms = clip_factors(updates, self.bound)
-        update = (normalized(weights) * factors).to(updates.dtype) @ updates
-        return Aggregate(update, norms <= self.bound, norms / self.bound,
-                         {"clipped": int((norms > self.bound).sum())})
+    return Rule(apply, f"norm_clip({bound})", transform=True)
 
 
-@register("norm_clip", reference=CLIP_REFERENCE)
-def norm_clip(bound: float = 1.0) -> NormClip:
-    """Clip each update to Euclidean norm B, then average (or feed the next rule in a chain)."""
-    return NormClip(check_positive("norm_clip", "bound", bound))
+@AGGREGATORS.register("dp_gaussian", reference="Sun et al. 2019, Can You Really Backdoor Federated Learning?"
+                                               " (weak DP); McMahan et al. 2018 (DP-FedAvg Gaussian mechanism)")
+def dp_gaussian(bound: float = 1.0, sigma: float = 0.01) -> Rule:
+    """Weak DP: clip each update to norm B, average, add Gaussian noise of std sigma * B / n (uniform weights).
 
+    update = sum_i w_i min(1, B / ||x_i||) x_i / sum_i w_i + N(0, (sigma * B * max_i w_i / sum_i w_i)^2)
+    per coordinate (generator derived from ctx.seed and ctx.round).
+    """
+    bound = check_positive("dp_gaussian", "bound", bound)
+    sigma = check_positive("dp_gaussian", "sigma", sigma, allow_zero=True)
 
-class DPGaussian:
-    """Clip to B, weighted mean, plus N(0, (sigma * B * max_i w_i / sum_i w_i)^2) per coordinate."""
-
-    def __init__(self, bound: float, sigma: float):
-        self.bound, self.sigma = bound, sigma
-
-    def __repr__(self) -> str:
-        return f"dp_gaussian(bound={self.bound}, sigma={self.sigma})"
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        from poisonlab.rng import generator
-
-        check_updates(updates, weights)
-        factors, norms = clip_factors(updates, self.bound)
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        factors, norms = clip_factors(updates, bound)
         w = normalized(weights)
-        std = self.sigma * self.bound * float(w.max()) if len(w) else 0.0
+        std = sigma * bound * float(w.max())
         noise = torch.randn(updates.shape[1], generator=generator(ctx.seed, "dp_gaussian", ctx.round))
         update = (w * factors).to(updates.dtype) @ updates + std * noise.to(updates.dtype)
-        return Aggregate(update, norms <= self.bound, norms / self.bound,
-                         {"clipped": int((norms > self.bound).sum()), "noise_std": std})
+        return Aggregate(update, norms <= bound, norms / bound,
+                         {"clipped": int((norms > bound).sum()), "noise_std": std})
 
-
-@register("dp_gaussian", reference="Sun et al. 2019, Can You Really Backdoor Federated Learning? (weak DP);"
-                                   " McMahan et al. 2018 (DP-FedAvg Gaussian mechanism)")
-def dp_gaussian(bound: float = 1.0, sigma: float = 0.01) -> DPGaussian:
-    """Weak DP: clip each update to norm B, average, add Gaussian noise of std sigma * B / n (uniform weights)."""
-    return DPGaussian(check_positive("dp_gaussian", "bound", bound),
-                      check_positive("dp_gaussian", "sigma", sigma, allow_zero=True))
+    return Rule(apply, f"dp_gaussian(bound={bound}, sigma={sigma})")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import check_positive, check_updates, cosine_similarities, empty
+from poisonlab.fl.aggregators.base import Rule, check_positive, cosine_similarities
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 from poisonlab.rng import generator
 
@@ -45,32 +45,22 @@ def majority_cluster(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     return labels == biggest, 1 - model.probabilities_, True
 
 
-class Flame:
-    """HDBSCAN admission, median-norm clipping, Gaussian noise."""
+@AGGREGATORS.register("flame", reference=REFERENCE)
+def flame(noise_lambda: float = 0.001) -> Rule:
+    """FLAME: admit the majority HDBSCAN cluster of cosine distances, clip to the median norm, add noise."""
+    noise_lambda = check_positive("flame", "noise_lambda", noise_lambda, allow_zero=True)
 
-    def __init__(self, noise_lambda: float):
-        self.noise_lambda = noise_lambda
-
-    def __repr__(self) -> str:
-        return f"flame(noise_lambda={self.noise_lambda})"
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         k, d = updates.shape
-        if k == 0:
-            return empty(updates)
         admitted, outlier, found = majority_cluster(cosine_distances(updates))
         admitted = torch.from_numpy(admitted)
         norms = torch.linalg.vector_norm(updates.double(), dim=1)
         bound = float(norms.median()) if k % 2 else float(norms.double().quantile(0.5))
         factors = ((bound / norms.clamp_min(1e-30)).clamp_max(1.0) * admitted / admitted.sum()).float()
         noise = torch.randn(d, generator=generator(ctx.seed, "flame", ctx.round)).to(updates.dtype)
-        update = factors.to(updates.dtype) @ updates + self.noise_lambda * bound * noise
+        update = factors.to(updates.dtype) @ updates + noise_lambda * bound * noise
         return Aggregate(update, admitted, torch.from_numpy(outlier).float(),
                          {"clip_bound": bound, "cluster_found": found, "admitted": int(admitted.sum())})
 
-
-@register("flame", reference=REFERENCE)
-def flame(noise_lambda: float = 0.001) -> Flame:
-    """FLAME: admit the majority HDBSCAN cluster of cosine distances, clip to the median norm, add noise."""
-    return Flame(check_positive("flame", "noise_lambda", noise_lambda, allow_zero=True))
+    return Rule(apply, f"flame(noise_lambda={noise_lambda})",
+                memory=lambda k, d, clients: {"flame cosines": 8 * k * k + 4 * k * d})

@@ -11,29 +11,24 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import DataError
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import check_updates, empty, require_extra, row_norms
+from poisonlab.fl.aggregators.base import Rule, require_extra, row_norms
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
 REFERENCE = ("Cao, Fang, Liu and Gong 2021, FLTrust: Byzantine-robust Federated Learning via Trust"
              " Bootstrapping (NDSS)")
 
 
-class FLTrust:
-    """Trust-score weighted mean of the updates rescaled to the server update's norm."""
+@AGGREGATORS.register("fltrust", reference=REFERENCE)
+def fltrust() -> Rule:
+    """FLTrust: weight each update by ReLU(cosine to the server's root-data update), rescaled to its norm."""
 
-    def __repr__(self) -> str:
-        return "fltrust()"
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         g0 = require_extra(ctx, "server_update", "fltrust", "the server's update g0 on its root dataset")
         g0 = torch.as_tensor(g0, dtype=updates.dtype).flatten()
         if g0.shape != (updates.shape[1],) or not bool(torch.isfinite(g0).all()):
             raise DataError(f"fltrust: server_update must be a finite ({updates.shape[1]},) vector;"
                             f" got shape {tuple(g0.shape)}")
-        if updates.shape[0] == 0:
-            return empty(updates)
         norms, g0_norm = row_norms(updates), torch.linalg.vector_norm(g0)
         cos = (updates @ g0) / (norms * g0_norm).clamp_min(1e-30)
         trust = cos.clamp_min(0)
@@ -44,8 +39,4 @@ class FLTrust:
         coef = trust * g0_norm / norms.clamp_min(1e-30) / total
         return Aggregate(coef @ updates, trust > 0, 1 - trust, {"trust": trust.tolist()})
 
-
-@register("fltrust", reference=REFERENCE)
-def fltrust() -> FLTrust:
-    """FLTrust: weight each update by ReLU(cosine to the server's root-data update), rescaled to its norm."""
-    return FLTrust()
+    return Rule(apply, "fltrust()")

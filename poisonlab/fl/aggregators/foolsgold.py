@@ -1,6 +1,6 @@
 """FoolsGold (Fung, Yoon and Beschastnikh 2020): sybils share a direction, so damp similar histories.
 
-Each client's history H_i is the sum of all its past updates (state, per client id). With
+Each client's history H_i is the sum of all its past updates (ctx.state['history'], by client id). With
 cs_ij = cos(H_i, H_j) among the round's rows and v_i = max_{j != i} cs_ij:
   pardoning: cs_ij <- cs_ij * v_i / v_j when v_j > v_i;
   alpha_i = 1 - max_{j != i} cs_ij, clipped to [0, 1], divided by max alpha (0.99 for 1);
@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ResourceError
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import (check_positive, check_updates, client_ids, cosine_similarities, empty,
-                                           normalized)
+from poisonlab.fl.aggregators.base import Rule, check_positive, client_ids, cosine_similarities, normalized
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
 REFERENCE = ("Fung, Yoon and Beschastnikh 2020, The Limitations of Federated Learning in Sybil Settings"
@@ -42,51 +41,42 @@ def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
     return logit.nan_to_num(nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1).float()
 
 
-class FoolsGold:
-    """Stateful FoolsGold; the per-client update histories are its state."""
+def grown_history(history: torch.Tensor | None, rows: int, d: int, max_history_bytes: int) -> torch.Tensor:
+    """history with room for rows clients of d coordinates (new rows zero); the same tensor when it fits."""
+    if history is None or history.shape[1] != d:
+        history = torch.zeros(0, d)
+    if rows <= history.shape[0]:
+        return history
+    if rows * d * 4 > max_history_bytes:
+        raise ResourceError(f"foolsgold: histories of {rows} clients x {d} parameters need"
+                            f" {rows * d * 4 / 2**30:.1f} GiB > max_history_bytes={max_history_bytes}")
+    grown = torch.zeros(rows, d)
+    grown[: history.shape[0]] = history
+    return grown
 
-    def __init__(self, kappa: float, max_history_bytes: int):
-        self.kappa, self.max_history_bytes = kappa, max_history_bytes
-        self.history = torch.zeros(0, 0)
 
-    def __repr__(self) -> str:
-        return f"foolsgold(kappa={self.kappa})"
+@AGGREGATORS.register("foolsgold", reference=REFERENCE)
+def foolsgold(kappa: float = 1.0, max_history_bytes: int = 4 * 2**30) -> Rule:
+    """FoolsGold: per-client learning rates from the cosine similarity of accumulated update histories.
 
-    def _grow(self, rows: int, d: int) -> None:
-        if self.history.shape[1] != d:
-            self.history = torch.zeros(0, d)
-        if rows > self.history.shape[0]:
-            if rows * d * 4 > self.max_history_bytes:
-                raise ResourceError(f"foolsgold: histories of {rows} clients x {d} parameters need"
-                                    f" {rows * d * 4 / 2**30:.1f} GiB > max_history_bytes="
-                                    f"{self.max_history_bytes}")
-            grown = torch.zeros(rows, d)
-            grown[: self.history.shape[0]] = self.history
-            self.history = grown
+    State: {'history': (clients, d) float32 sum of each client's updates}. The round's updates are
+    added to the history tensor it was given in place (a (clients, d) copy per round would double
+    the largest tensor of the run) and the same tensor is returned as the next state.
+    """
+    kappa, max_history_bytes = check_positive("foolsgold", "kappa", kappa), int(max_history_bytes)
 
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         k, d = updates.shape
-        if k == 0:
-            return empty(updates)
         ids = client_ids(ctx, k)
-        self._grow(max(int(ids.max()) + 1, ctx.num_clients), d)
-        self.history.index_add_(0, ids, updates.float())
+        history = grown_history((ctx.state or {}).get("history"), max(int(ids.max()) + 1, ctx.num_clients), d,
+                                max_history_bytes)
+        history.index_add_(0, ids, updates.float())
         every = bool((ids == torch.arange(k)).all())  # all clients, in order: a view, not a (k, d) copy
-        alpha = foolsgold_alpha(self.history[:k] if every else self.history[ids], self.kappa)
+        alpha = foolsgold_alpha(history[:k] if every else history[ids], kappa)
         update = (alpha * normalized(weights)).to(updates.dtype) @ updates
-        return Aggregate(update, alpha > 0, 1 - alpha, {"alpha": alpha.tolist()})
+        return Aggregate(update, alpha > 0, 1 - alpha, {"alpha": alpha.tolist()}, {"history": history})
 
-    def state_dict(self) -> dict:
-        """{'history': (clients, d) summed updates}."""
-        return {"history": self.history.clone()}
+    def memory(k: int, d: int, clients: int) -> dict[str, int]:
+        return {"foolsgold history ({clients} x {d})": min(max_history_bytes, 4 * clients * d) + 8 * k * k}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the histories."""
-        self.history = state["history"].clone()
-
-
-@register("foolsgold", reference=REFERENCE)
-def foolsgold(kappa: float = 1.0, max_history_bytes: int = 4 * 2**30) -> FoolsGold:
-    """FoolsGold: per-client learning rates from the cosine similarity of accumulated update histories."""
-    return FoolsGold(check_positive("foolsgold", "kappa", kappa), int(max_history_bytes))
+    return Rule(apply, f"foolsgold(kappa={kappa})", memory=memory)

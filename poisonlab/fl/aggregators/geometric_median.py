@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import (CHUNK_BYTES, check_int, check_positive, check_updates, empty,
-                                           normalized, row_distances)
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, check_positive, empty, normalized, row_distances
+from poisonlab.fl.aggregators.median import column_chunks_memory
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
 REFERENCE = "Pillutla, Kakade and Harchaoui 2022, Robust Aggregation for Federated Learning (IEEE TSP), RFA"
@@ -36,28 +36,21 @@ def weiszfeld(x: torch.Tensor, w: torch.Tensor, nu: float, max_iter: int, ftol: 
     return v, dist, steps
 
 
-class GeometricMedian:
-    """Smoothed Weiszfeld geometric median with client weights."""
+@AGGREGATORS.register("geometric_median", reference=REFERENCE)
+def geometric_median(nu: float = 1e-6, max_iter: int = 100, ftol: float = 1e-6,
+                     chunk_bytes: int = CHUNK_BYTES) -> Rule:
+    """Geometric median (RFA): smoothed Weiszfeld iterations minimising sum_i w_i ||x_i - v||."""
+    nu = check_positive("geometric_median", "nu", nu)
+    max_iter = check_int("geometric_median", "max_iter", max_iter, low=1)
+    ftol = check_positive("geometric_median", "ftol", ftol, allow_zero=True)
+    chunk_bytes = int(chunk_bytes)
 
-    def __init__(self, nu: float, max_iter: int, ftol: float, chunk_bytes: int):
-        self.nu, self.max_iter, self.ftol, self.chunk_bytes = nu, max_iter, ftol, chunk_bytes
-
-    def __repr__(self) -> str:
-        return f"geometric_median(max_iter={self.max_iter})"
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         w = normalized(weights)
-        if updates.shape[0] == 0 or not bool(w.sum() > 0):
+        if not bool(w.sum() > 0):
             return empty(updates)
-        v, dist, steps = weiszfeld(updates, w, self.nu, self.max_iter, self.ftol, self.chunk_bytes)
+        v, dist, steps = weiszfeld(updates, w, nu, max_iter, ftol, chunk_bytes)
         return Aggregate(v, weights > 0, dist.float(), {"weiszfeld_iterations": steps})
 
-
-@register("geometric_median", reference=REFERENCE)
-def geometric_median(nu: float = 1e-6, max_iter: int = 100, ftol: float = 1e-6,
-                     chunk_bytes: int = CHUNK_BYTES) -> GeometricMedian:
-    """Geometric median (RFA): smoothed Weiszfeld iterations minimising sum_i w_i ||x_i - v||."""
-    return GeometricMedian(check_positive("geometric_median", "nu", nu),
-                           check_int("geometric_median", "max_iter", max_iter, low=1),
-                           check_positive("geometric_median", "ftol", ftol, allow_zero=True), int(chunk_bytes))
+    return Rule(apply, f"geometric_median(max_iter={max_iter})",
+                memory=column_chunks_memory("geometric_median", chunk_bytes))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, block_gram, check_int, check_updates, empty, one_hot
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, block_gram, check_int, one_hot
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
 REFERENCE = ("Blanchard et al. 2017, Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent"
@@ -49,43 +49,38 @@ def check_krum_n(rule: str, n: int, f: int) -> None:
         raise ConfigError(f"{rule} needs n > 2f + 2; got n={n}, f={f}")
 
 
-class Krum:
+def distances_memory(name: str):
+    """memory_parts of a rule holding the (k, k) float64 Gram and distance matrices and one column block."""
+    return lambda k, d, clients: {f"{name} distances ({{k}} x {{k}})": 2 * 8 * k * k + min(CHUNK_BYTES, 4 * k * d)}
+
+
+def _multi_krum(f: int, m: int, name: str, chunk_bytes: int) -> Rule:
     """Multi-Krum with m rows (Krum is m = 1)."""
 
-    def __init__(self, f: int, m: int, name: str, chunk_bytes: int = CHUNK_BYTES):
-        self.f, self.m, self.name, self.chunk_bytes = f, m, name, chunk_bytes
-
-    def __repr__(self) -> str:
-        return f"krum(f={self.f})" if self.name == "krum" else f"multi_krum(f={self.f}, m={self.m})"
-
-    def check_rows(self, n: int) -> None:
+    def check_rows(n: int) -> None:
         """ConfigError unless a round of n updates can be aggregated: n > 2f + 2 and m <= n - f."""
-        check_krum_n(self.name, n, self.f)
-        if self.m > n - self.f:
-            raise ConfigError(f"multi_krum needs 1 <= m <= n - f; got m={self.m}, n={n}, f={self.f}")
+        check_krum_n(name, n, f)
+        if m > n - f:
+            raise ConfigError(f"multi_krum needs 1 <= m <= n - f; got m={m}, n={n}, f={f}")
 
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
-        n = updates.shape[0]
-        if n == 0:
-            return empty(updates)
-        if not n > 2 * self.f + 2 and ctx.extras.get("rows_dropped"):
-            return empty(updates, {"too_few_rows": n})  # rows with NaN/Inf were dropped: skip the round
-        self.check_rows(n)
-        scores = krum_scores(pairwise_sq_distances(updates, self.chunk_bytes), self.f)
-        chosen = torch.sort(scores, stable=True).indices[: self.m]
-        update = updates[chosen[0]].clone() if self.m == 1 else updates[chosen].mean(dim=0)
-        return Aggregate(update, one_hot(n, chosen), scores.float(), {"chosen": chosen.tolist()})
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        scores = krum_scores(pairwise_sq_distances(updates, chunk_bytes), f)
+        chosen = torch.sort(scores, stable=True).indices[:m]
+        update = updates[chosen[0]].clone() if m == 1 else updates[chosen].mean(dim=0)
+        return Aggregate(update, one_hot(len(updates), chosen), scores.float(), {"chosen": chosen.tolist()})
+
+    text = f"krum(f={f})" if name == "krum" else f"multi_krum(f={f}, m={m})"
+    return Rule(apply, text, check_rows=check_rows, memory=distances_memory(name))
 
 
-@register("krum", reference=REFERENCE)
-def krum(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Krum:
+@AGGREGATORS.register("krum", reference=REFERENCE)
+def krum(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """Krum: the update whose n - f - 2 nearest neighbours are closest (needs n > 2f + 2)."""
-    return Krum(check_int("krum", "f", f), 1, "krum", int(chunk_bytes))
+    return _multi_krum(check_int("krum", "f", f), 1, "krum", int(chunk_bytes))
 
 
-@register("multi_krum", reference=REFERENCE)
-def multi_krum(f: int = 1, m: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Krum:
+@AGGREGATORS.register("multi_krum", reference=REFERENCE)
+def multi_krum(f: int = 1, m: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """Multi-Krum: the mean of the m best Krum-scored updates (needs n > 2f + 2, 1 <= m <= n - f)."""
-    return Krum(check_int("multi_krum", "f", f), check_int("multi_krum", "m", m, low=1), "multi_krum",
-                int(chunk_bytes))
+    return _multi_krum(check_int("multi_krum", "f", f), check_int("multi_krum", "m", m, low=1), "multi_krum",
+                       int(chunk_bytes))

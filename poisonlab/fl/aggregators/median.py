@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.aggregators import register
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, check_updates, column_chunks, distances_to, empty
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, column_chunks, distances_to
+from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
 REFERENCE = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
@@ -39,57 +39,46 @@ def coordinate_trimmed_mean(x: torch.Tensor, cut: int, chunk_bytes: int = CHUNK_
     return out
 
 
-class Median:
-    """update_j = median_i x_ij (coordinate-wise)."""
+def column_chunks_memory(name: str, chunk_bytes: int):
+    """memory_parts of a rule whose temporaries are column chunks of at most chunk_bytes."""
+    return lambda k, d, clients: {f"{name} column chunks": min(chunk_bytes, 16 * k * d)}
 
-    def __init__(self, chunk_bytes: int = CHUNK_BYTES):
-        self.chunk_bytes = chunk_bytes
 
-    def __repr__(self) -> str:
-        return "median()"
+@AGGREGATORS.register("median", reference=REFERENCE)
+def median(chunk_bytes: int = CHUNK_BYTES) -> Rule:
+    """Coordinate-wise median (breakdown point 1/2; for even k the mean of the two middle values).
 
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
-        if updates.shape[0] == 0:
-            return empty(updates)
-        update = coordinate_median(updates, self.chunk_bytes)
+    update_j = median_i x_ij.
+    """
+    chunk_bytes = int(chunk_bytes)
+
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        update = coordinate_median(updates, chunk_bytes)
         selected = torch.ones(updates.shape[0], dtype=torch.bool)
         return Aggregate(update, selected, distances_to(updates, update), {})
 
-
-class TrimmedMean:
-    """update_j = mean of x_(c+1)j .. x_(k-c)j, c = int(beta * k) (sorted per coordinate)."""
-
-    def __init__(self, beta: float, chunk_bytes: int = CHUNK_BYTES):
-        self.beta, self.chunk_bytes = beta, chunk_bytes
-
-    def __repr__(self) -> str:
-        return f"trimmed_mean(beta={self.beta})"
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        check_updates(updates, weights)
-        k = updates.shape[0]
-        if k == 0:
-            return empty(updates)
-        cut = int(self.beta * k)
-        update = coordinate_trimmed_mean(updates, cut, self.chunk_bytes)
-        selected = torch.ones(k, dtype=torch.bool)
-        return Aggregate(update, selected, distances_to(updates, update), {"trimmed_per_side": cut})
+    return Rule(apply, "median()", memory=column_chunks_memory("median", chunk_bytes))
 
 
-@register("median", reference=REFERENCE)
-def median(chunk_bytes: int = CHUNK_BYTES) -> Median:
-    """Coordinate-wise median (breakdown point 1/2; for even k the mean of the two middle values)."""
-    return Median(int(chunk_bytes))
+@AGGREGATORS.register("trimmed_mean", reference=REFERENCE)
+def trimmed_mean(beta: float = 0.1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
+    """Coordinate-wise beta-trimmed mean: drop int(beta*k) values from each end, average the rest.
 
-
-@register("trimmed_mean", reference=REFERENCE)
-def trimmed_mean(beta: float = 0.1, chunk_bytes: int = CHUNK_BYTES) -> TrimmedMean:
-    """Coordinate-wise beta-trimmed mean: drop int(beta*k) values from each end, average the rest."""
+    update_j = mean of x_(c+1)j .. x_(k-c)j, c = int(beta * k) (sorted per coordinate).
+    """
     try:
         ok = 0 <= float(beta) < 0.5
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise ConfigError(f"trimmed_mean needs 0 <= beta < 0.5; got beta={beta!r}")
-    return TrimmedMean(float(beta), int(chunk_bytes))
+    beta, chunk_bytes = float(beta), int(chunk_bytes)
+
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+        k = updates.shape[0]
+        cut = int(beta * k)
+        update = coordinate_trimmed_mean(updates, cut, chunk_bytes)
+        selected = torch.ones(k, dtype=torch.bool)
+        return Aggregate(update, selected, distances_to(updates, update), {"trimmed_per_side": cut})
+
+    return Rule(apply, f"trimmed_mean(beta={beta})", memory=column_chunks_memory("trimmed_mean", chunk_bytes))

@@ -1,4 +1,4 @@
-"""The NaN/Inf policy every rule built by ``get()`` or ``chain()`` starts with.
+"""The NaN/Inf policy, a step a config's rule starts with (fl.aggregators.build puts it first).
 
 "drop" (default): rows with a NaN or Inf are removed before the rule (warned via logging,
 marked not selected); "zero": such rows are replaced by zeros (and marked not selected);
@@ -13,8 +13,8 @@ import logging
 import torch
 
 from poisonlab.errors import ConfigError, DataError
-from poisonlab.fl.aggregators.base import Transformed, client_ids
-from poisonlab.fl.types import RoundContext
+from poisonlab.fl.aggregators.base import Rule, client_ids
+from poisonlab.fl.types import Aggregate, RoundContext
 
 log = logging.getLogger("poisonlab.fl.aggregators")
 POLICIES = ("drop", "zero", "error")
@@ -28,37 +28,28 @@ def finite_rows(updates: torch.Tensor) -> torch.Tensor:
     return ok
 
 
-class NonFinite:
-    """A transform applying the NaN/Inf policy; see the module docstring."""
+def nonfinite_guard(policy: str = "drop") -> Rule:
+    """The NaN/Inf step for policy 'drop', 'zero' or 'error' (see the module docstring); alone, the
+    weighted mean of the rows it passes on."""
+    if policy not in POLICIES:
+        raise ConfigError(f"nonfinite={policy!r} is not a policy; accepted: {', '.join(POLICIES)}")
 
-    def __init__(self, policy: str = "drop"):
-        if policy not in POLICIES:
-            raise ConfigError(f"nonfinite={policy!r} is not a policy; accepted: {', '.join(POLICIES)}")
-        self.policy = policy
-
-    def __repr__(self) -> str:
-        return f"nonfinite({self.policy!r})"
-
-    def transform(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Transformed:
-        """Check weights, then drop / zero / refuse the non-finite rows."""
+    def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
             raise DataError(f"client weights must be finite and >= 0; got {weights.tolist()[:10]}")
         ok = finite_rows(updates)
         if bool(ok.all()):
-            return Transformed(updates, weights, ok, ok)
+            return Aggregate(None, ok, keep=ok)
         bad = client_ids(ctx, len(ok))[~ok].tolist()
-        if self.policy == "error":
+        if policy == "error":
             raise DataError(f"updates of clients {bad} contain NaN or Inf; accepted: finite values"
                             " (or nonfinite='drop'/'zero')")
         log.warning("round %d: %d update(s) with NaN/Inf (clients %s): %s", ctx.round, len(bad), bad,
-                    "dropped" if self.policy == "drop" else "zeroed")
+                    "dropped" if policy == "drop" else "zeroed")
         info = {"nonfinite_clients": bad}
-        if self.policy == "drop":
-            return Transformed(updates, weights, ok, ok, None, info)
+        if policy == "drop":
+            return Aggregate(None, ok, None, info, keep=ok)
         zeroed = torch.where(ok[:, None], updates, torch.zeros((), dtype=updates.dtype))
-        return Transformed(zeroed, weights, torch.ones_like(ok), ok, None, info)
+        return Aggregate(None, ok, None, info, rows=zeroed)
 
-
-def nonfinite_guard(policy: str = "drop") -> NonFinite:
-    """The NaN/Inf transform for policy 'drop', 'zero' or 'error'."""
-    return NonFinite(policy)
+    return Rule(apply, f"nonfinite({policy!r})", transform=True)

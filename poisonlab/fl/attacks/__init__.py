@@ -9,9 +9,13 @@ from the malicious rows themselves (the attackers' own honestly trained updates)
 
 from __future__ import annotations
 
-from poisonlab.registry import Registry
-
-ATTACKS = Registry("attack")
+from poisonlab.fl.attacks.alie import alie
+from poisonlab.fl.attacks.ipm import ipm
+from poisonlab.fl.attacks.minmax import min_max, min_sum
+from poisonlab.fl.attacks.registry import ATTACKS
+from poisonlab.fl.attacks.replacement import constrain_and_scale, model_replacement
+from poisonlab.fl.attacks.simple import gaussian, scale, sign_flip
+from poisonlab.fl.attacks.sybil import sybil
 
 
 def get(name: str, **params):
@@ -19,7 +23,5 @@ def get(name: str, **params):
     return ATTACKS.get(name, **params)
 
 
-# Importing the modules registers their attacks.
-from poisonlab.fl.attacks import alie, ipm, minmax, replacement, simple, sybil  # noqa: E402,F401
-
-__all__ = ["ATTACKS", "get"]
+__all__ = ["ATTACKS", "alie", "constrain_and_scale", "gaussian", "get", "ipm", "min_max", "min_sum",
+           "model_replacement", "scale", "sign_flip", "sybil"]

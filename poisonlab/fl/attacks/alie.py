@@ -8,7 +8,7 @@ from statistics import NormalDist
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.attacks import ATTACKS
+from poisonlab.fl.attacks.registry import ATTACKS
 from poisonlab.fl.attacks.base import benign_rows, check, rewrite
 from poisonlab.fl.types import RoundContext
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError, check_range
-from poisonlab.fl.attacks import ATTACKS
+from poisonlab.fl.attacks.registry import ATTACKS
 from poisonlab.fl.attacks.base import benign_rows, check, rewrite
 from poisonlab.fl.types import RoundContext
 
@@ -81,7 +81,6 @@ def _factory(rule: str, direction: str, gamma_init: float, tau: float):
         gamma = gamma_search(_criterion(ref, p, rule), gamma_init, tau)
         return rewrite(updates, malicious, ref.mean(dim=0) + gamma * p)
 
-    attack.rule = rule
     return attack
 
 

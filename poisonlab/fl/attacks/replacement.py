@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import DataError, check_range
-from poisonlab.fl.attacks import ATTACKS
+from poisonlab.fl.attacks.registry import ATTACKS
 from poisonlab.fl.attacks.base import check, rewrite
 from poisonlab.fl.types import RoundContext
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError, check_range
-from poisonlab.fl.attacks import ATTACKS
+from poisonlab.fl.attacks.registry import ATTACKS
 from poisonlab.fl.attacks.base import benign_rows, check, rewrite
 from poisonlab.fl.types import RoundContext
 from poisonlab.rng import generator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError, check_range
-from poisonlab.fl.attacks import ATTACKS
+from poisonlab.fl.attacks.registry import ATTACKS
 from poisonlab.fl.attacks.base import check, rewrite
 from poisonlab.fl.types import RoundContext
 from poisonlab.rng import generator
@@ -24,9 +24,7 @@ def sybil(attack: str | None = None, params: dict | None = None, jitter: float =
         raise ConfigError("sybil cannot wrap itself; accepted inner attacks: any other attack name")
     inner = None
     if attack is not None:
-        from poisonlab.fl.attacks import get
-
-        inner = get(attack, **(params or {}))
+        inner = ATTACKS.get(attack, **(params or {}))
     elif params:
         raise ConfigError("sybil params given without an inner attack; set attack to an attack name")
 
