@@ -21,12 +21,14 @@ class Aggregate:
     scores: float (k,) or None; higher means more suspicious where the rule has a notion of it,
     otherwise the rule's own per-row quantity (documented by each rule).
     info: small JSON-able extras (e.g. clipping factors, cluster ids) for the report.
+    state: a stateful rule's new state (tensors and JSON-able values, flat string keys), None if stateless.
     """
 
     update: torch.Tensor
     selected: torch.Tensor
     scores: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+    state: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,12 @@ class RoundContext:
     round: 0-based round index; num_clients: K in the federation; sampled: ids (k,) of the
     rows' clients; global_params: flat (d,) global model before the round; server_lr: eta;
     malicious: bool (k,) truth, for attacks and for scoring defenses (never used by a rule to decide);
-    honest_updates: the honest rows (attacks that are omniscient read them; None otherwise);
     seed: experiment seed for derived generators; extras: rule-specific inputs, by key:
       "server_update": FLTrust's g0, the server's own update (d,) on its root data this round;
       "validate": callable((m, d) candidate updates) -> (m,) accuracies of the model
                   global + server_lr * update on the server's held-out set;
       "base_accuracy": accuracy of the current global model on that held-out set.
+    state: the state this rule returned in the previous round (Aggregate.state); None at the start.
     """
 
     round: int = 0
@@ -53,6 +55,7 @@ class RoundContext:
     omniscient: bool = True
     seed: int = 0
     extras: dict = field(default_factory=dict)
+    state: dict | None = None
 
 
 class Aggregator(Protocol):
