@@ -8,12 +8,14 @@ Each round: the sampled clients (seeded per round; active adversaries with force
 train from the global model, all at once (local.py); the (k, d) updates get the adversaries' boost
 and update attacks; the aggregator (FedAvg weighted mean by default, weights = local sample counts)
 reduces them; the global model moves by server_lr * aggregate unless that gives a non-finite model
-(then it is kept and the record says applied=False). The server steps (sampling, adversaries,
-aggregate-and-apply, the round record) are the shared ones of poisonlab.fl.round, which the Flower
-strategy calls too. A stateful rule's state (Aggregate.state) is kept here, passed back as
-RoundContext.state the next round and checkpointed with the global model. Every draw comes from poisonlab.rng streams
+(then it is kept and the record says applied=False). Every draw comes from poisonlab.rng streams
 keyed by (seed, purpose, round, client), so the same config and seed give the same history, and a
 resumed run (checkpoint_every, run(resume=True)) continues exactly as an uninterrupted one.
+
+The server steps (sampling, adversaries, aggregate-and-apply, the round record) are the shared
+ones of poisonlab.fl.round, which the Flower strategy calls too. A stateful rule's state
+(Aggregate.state) is kept here (aggregator_state), passed back as RoundContext.state the next
+round and checkpointed with the global model.
 
 What the rules and attacks get in RoundContext.extras:
   "weights": (k,) the rows' aggregation weights (local sample counts);

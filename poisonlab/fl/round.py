@@ -70,7 +70,9 @@ def apply_adversaries(updates: torch.Tensor, masks: Sequence[torch.Tensor], adve
 def aggregate_and_apply(rule: Callable[..., Aggregate], updates: torch.Tensor, weights: torch.Tensor,
                         ctx: RoundContext, global_params: torch.Tensor,
                         server_lr: float) -> tuple[torch.Tensor, Aggregate, bool]:
-    """(new global params, the rule's Aggregate, applied): new = global + server_lr * rule(updates, weights, ctx).update.
+    """Aggregate with the rule and apply with the server learning rate: (new global params, agg, applied).
+
+    agg = rule(updates, weights, ctx); new = global_params + server_lr * agg.update.
 
     The non-finite rule of both engines: when the new global model would hold a NaN or Inf (a
     non-finite aggregate, or a finite one that overflows when applied) the round is not applied
