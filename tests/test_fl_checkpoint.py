@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from poisonlab.errors import DataError
-from poisonlab.fl.checkpoint import (META, TENSORS, generator_state, load_checkpoint, save_checkpoint,
-                                     set_generator_state)
+from poisonlab.fl.checkpoint import META, TENSORS, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_and_no_temp_files(tmp_path):
@@ -27,14 +26,6 @@ def test_missing_and_inconsistent(tmp_path):
     (tmp_path / META).write_text(json.dumps(meta))
     with pytest.raises(DataError, match="inconsistent"):
         load_checkpoint(tmp_path)
-
-
-def test_generator_state_round_trip():
-    g = torch.Generator().manual_seed(5)
-    state = generator_state(g)
-    a = torch.rand(3, generator=g)
-    b = torch.rand(3, generator=set_generator_state(torch.Generator(), json.loads(json.dumps(state))))
-    assert torch.equal(a, b)
 
 
 def test_federation_saves_and_restores_aggregator_state(tmp_path):
