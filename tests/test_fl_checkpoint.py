@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from poisonlab.errors import DataError
-from poisonlab.fl.checkpoint import (META, TENSORS, generator_state, load_checkpoint, save_checkpoint,
-                                     set_generator_state)
+from poisonlab.fl.checkpoint import META, TENSORS, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_and_no_temp_files(tmp_path):
@@ -29,40 +28,31 @@ def test_missing_and_inconsistent(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_generator_state_round_trip():
-    g = torch.Generator().manual_seed(5)
-    state = generator_state(g)
-    a = torch.rand(3, generator=g)
-    b = torch.rand(3, generator=set_generator_state(torch.Generator(), json.loads(json.dumps(state))))
-    assert torch.equal(a, b)
-
-
 def test_federation_saves_and_restores_aggregator_state(tmp_path):
     from tests.test_fl_federation import _federation
     from poisonlab.fl.federation import weighted_mean
     from poisonlab.fl.history import history_without_times
 
-    class Counting:
-        """A stateful rule: the mean, scaled by 1/(rounds seen + 1) (state must survive a resume)."""
+    states = []
 
-        def __init__(self):
-            self.seen = torch.zeros(1)
+    def counting(updates, weights, ctx):
+        """A stateful rule: the mean, scaled by 1/(rounds seen + 1); its state comes in ctx.state and
+        goes out in Aggregate.state (it must survive a resume)."""
+        seen = (ctx.state["seen"] if ctx.state is not None else torch.zeros(1)) + 1
+        if ctx.state is not None:
+            assert ctx.state["name"] == "counting"
+        states.append(float(seen))
+        agg = weighted_mean(updates, weights, ctx)
+        return type(agg)(agg.update / seen, agg.selected, state={"seen": seen, "name": "counting"})
 
-        def __call__(self, updates, weights, ctx):
-            agg = weighted_mean(updates, weights, ctx)
-            self.seen += 1
-            return type(agg)(agg.update / self.seen, agg.selected)
-
-        def state_dict(self):
-            return {"seen": self.seen.clone(), "name": "counting"}
-
-        def load_state_dict(self, state):
-            assert state["name"] == "counting"
-            self.seen = state["seen"].clone()
-
-    full = _federation(rounds=4, aggregator=Counting()).run()
-    _federation(rounds=4, aggregator=Counting(), checkpoint_every=2, checkpoint_dir=str(tmp_path)).run(stop_after=2)
-    resumed = _federation(rounds=4, aggregator=Counting(), checkpoint_every=2,
+    full = _federation(rounds=4, aggregator=counting).run()
+    assert states == [1.0, 2.0, 3.0, 4.0]
+    _federation(rounds=4, aggregator=counting, checkpoint_every=2, checkpoint_dir=str(tmp_path)).run(stop_after=2)
+    tensors, meta = load_checkpoint(str(tmp_path))
+    assert torch.equal(tensors["aggregator.seen"], torch.tensor([2.0])) and meta["aggregator"] == {"name": "counting"}
+    states.clear()
+    resumed = _federation(rounds=4, aggregator=counting, checkpoint_every=2,
                           checkpoint_dir=str(tmp_path)).run(resume=True)
+    assert states == [3.0, 4.0]
     assert history_without_times(resumed.history) == history_without_times(full.history)
     assert torch.equal(resumed.params, full.params)

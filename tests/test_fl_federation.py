@@ -86,7 +86,7 @@ def test_attackers_forced_in_when_scheduled_and_their_rows_attacked():
     calls = []
 
     def negate(updates, malicious, ctx):
-        calls.append((ctx.round, malicious.clone(), ctx.extras["honest_updates"].shape[0]))
+        calls.append((ctx.round, malicious.clone(), int((~malicious).sum())))  # honest rows seen
         out = updates.clone()
         out[malicious] = -10 * updates[malicious]
         return out

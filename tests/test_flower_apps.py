@@ -22,7 +22,7 @@ from poisonlab.errors import ConfigError  # noqa: E402
 from poisonlab.fl.local import local_updates  # noqa: E402
 from poisonlab.flower.apps import client_app  # noqa: E402
 from poisonlab.flower.arrays import from_record, to_record  # noqa: E402
-from poisonlab.flower.experiment import experiment_json, prepare  # noqa: E402
+from poisonlab.flower.prepared import experiment_json, prepare  # noqa: E402
 from poisonlab.rng import generator  # noqa: E402
 
 EXPERIMENT = {"name": "apps", "seed": 3, "data": {"dataset": "digits"}, "model": {"name": "logistic"},

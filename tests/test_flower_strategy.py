@@ -186,6 +186,46 @@ def test_default_sampler_is_seeded_and_sized():
         default_sampler(0, 0)
 
 
+def test_default_sampler_is_the_engines_draw_and_rounding():
+    from poisonlab.fl.round import sample_clients
+
+    for r in range(4):
+        assert default_sampler(0.25, seed=3)(r, 10) == sample_clients(10, 0.25, 3, r).tolist()
+    assert len(default_sampler(0.25, seed=3)(0, 10)) == 2  # 2.5 -> 2, as the engine (was 3 on Flower)
+
+
+def test_rule_state_is_passed_back_and_rows_are_in_client_order():
+    seen = []
+
+    def stateful(updates, weights, ctx):
+        seen.append((ctx.state, ctx.sampled.tolist(), updates[:, 0].tolist()))
+        count = 0 if ctx.state is None else ctx.state["count"]
+        return Aggregate(updates.mean(dim=0), torch.ones(len(updates), dtype=torch.bool), state={"count": count + 1})
+
+    strategy = RobustStrategy(stateful, SPEC)
+    g = torch.zeros(8)
+    for rnd in (1, 2):
+        sent = start_round(strategy, g, nodes=[1, 2, 3])
+        replies = [reply(sent[n], to_record(g + n, SPEC)) for n in (3, 1, 2)]  # arrival order 3, 1, 2
+        strategy.aggregate_train(rnd, replies)
+    assert [s for s, _, _ in seen] == [None, {"count": 1}] and strategy.state == {"count": 2}
+    assert all(c == [0, 1, 2] and u == [1.0, 2.0, 3.0] for _, c, u in seen)
+
+
+def test_not_finite_round_is_not_applied_but_recorded():
+    def blows_up(updates, weights, ctx):
+        selected = torch.tensor([True, False])
+        return Aggregate(torch.full((updates.shape[1],), float("inf")), selected)
+
+    strategy = RobustStrategy(blows_up, SPEC, malicious=[1])
+    g = torch.zeros(8)
+    sent = start_round(strategy, g, nodes=[1, 2])
+    arrays, metrics = strategy.aggregate_train(1, [reply(m, to_record(g + 1, SPEC)) for m in sent.values()])
+    entry = strategy.history[-1]
+    assert arrays is None and metrics is None and entry["applied"] is False
+    assert entry["selected"] == [0] and entry["flagged"] == [1] and entry["precision"] == 1.0
+
+
 def test_non_callable_aggregator_is_a_config_error():
     with pytest.raises(ConfigError, match="not callable"):
         RobustStrategy("median", SPEC)

@@ -5,7 +5,8 @@ Two files in a directory: ``checkpoint.safetensors`` (global params, aggregator 
 written to a temp file and moved into place with os.replace; the JSON is written last and names
 the round stored in the tensors' metadata, so a crash between the two writes is detected.
 The engine derives every random stream from (seed, purpose, round, client), so no generator state
-has to be carried between rounds; ``generators`` holds any a stateful component reports.
+has to be carried between rounds; a stateful aggregator's state (Aggregate.state) is stored as
+"aggregator.<key>" tensors and meta["aggregator"] (its other values).
 """
 
 from __future__ import annotations
@@ -71,13 +72,3 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tenso
                         f" state from round {meta.get('round')}; delete it to start over")
     return tensors, meta
 
-
-def generator_state(g: torch.Generator) -> list[int]:
-    """A torch.Generator's state as a JSON-able list of ints."""
-    return g.get_state().tolist()
-
-
-def set_generator_state(g: torch.Generator, state: list[int]) -> torch.Generator:
-    """Restore a state saved by generator_state; returns g."""
-    g.set_state(torch.tensor(state, dtype=torch.uint8))
-    return g

@@ -7,13 +7,18 @@
 Each round: the sampled clients (seeded per round; active adversaries with force=True always in)
 train from the global model, all at once (local.py); the (k, d) updates get the adversaries' boost
 and update attacks; the aggregator (FedAvg weighted mean by default, weights = local sample counts)
-reduces them; the global model moves by server_lr * aggregate unless the aggregate is non-finite
+reduces them; the global model moves by server_lr * aggregate unless that gives a non-finite model
 (then it is kept and the record says applied=False). Every draw comes from poisonlab.rng streams
 keyed by (seed, purpose, round, client), so the same config and seed give the same history, and a
 resumed run (checkpoint_every, run(resume=True)) continues exactly as an uninterrupted one.
 
+The server steps (sampling, adversaries, aggregate-and-apply, the round record) are the shared
+ones of poisonlab.fl.round, which the Flower strategy calls too. A stateful rule's state
+(Aggregate.state) is kept here (aggregator_state), passed back as RoundContext.state the next
+round and checkpointed with the global model.
+
 What the rules and attacks get in RoundContext.extras:
-  "honest_updates": (h, d) the honest rows before any attack, in rounds with malicious rows (omniscient attacks may read them);
+  "weights": (k,) the rows' aggregation weights (local sample counts);
   "server_update": (d,) the server's own update on root_data (FLTrust's g0), if root_data is given;
   "validate", "base_accuracy": accuracy of global + server_lr * candidate on validation_data, if given.
 """
@@ -21,7 +26,6 @@ What the rules and attacks get in RoundContext.extras:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -34,19 +38,14 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, DataError, check_range
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
-from poisonlab.fl.history import RoundRecord, flag_quality
+from poisonlab.fl.history import RoundRecord
 from poisonlab.fl.reference import reference_updates
 from poisonlab.fl.local import LocalConfig, check_trainable, flat_params, local_updates, stacked_logits, unflatten
+from poisonlab.fl.round import aggregate_and_apply, apply_adversaries, round_record, sample_clients, sample_size
 from poisonlab.fl.types import Aggregate, RoundContext
 from poisonlab.metrics import attack_success_rate, flip_count
 from poisonlab.rng import generator
 from poisonlab.training import predict_logits
-
-
-def sample_size(sample: float | int, num_clients: int) -> int:
-    """Clients drawn per round: a fraction of K (at least one) or a count, at most K."""
-    m = max(1, round(sample * num_clients)) if isinstance(sample, float) else int(sample)
-    return min(m, num_clients)
 
 
 @dataclass(frozen=True)
@@ -138,6 +137,7 @@ class Federation:
         self.adversary_clients = resolve_clients(self.adversaries, len(self.clients), config.seed)
         self.poisoned = [self._poisoned_data(a, ids) for a, ids in zip(self.adversaries, self.adversary_clients)]
         self._eval_model = copy.deepcopy(model)
+        self.aggregator_state: dict | None = None  # the rule's Aggregate.state of the last round
 
     # ---------------------------------------------------------------- setup
     def _poisoned_data(self, adversary: Adversary, ids: list[int]) -> dict[int, Dataset]:
@@ -163,11 +163,11 @@ class Federation:
         """Sorted client ids of the round: forced active attackers plus a seeded draw of the rest."""
         forced = sorted({c for a, ids in zip(self.adversaries, self.adversary_clients)
                          if a.force and a.schedule.active(round) for c in ids})
-        order = torch.randperm(self.num_clients, generator=generator(self.config.seed, "sample", round))
-        if forced:
-            order = order[~torch.isin(order, torch.tensor(forced))]
-        rest = order[: max(0, self.sample_size() - len(forced))]
-        return torch.cat([torch.tensor(forced, dtype=torch.long), rest]).sort().values
+        return sample_clients(self.num_clients, self.config.sample, self.config.seed, round, forced)
+
+    def active_clients(self, round: int) -> set[int]:
+        """Clients acting maliciously in this round (their adversary's schedule is active)."""
+        return {c for a, ids in zip(self.adversaries, self.adversary_clients) if a.schedule.active(round) for c in ids}
 
     def _roles(self, round: int, sampled: torch.Tensor) -> tuple[list[Dataset], torch.Tensor, list[torch.Tensor]]:
         """Local data of each sampled client, the malicious mask, and each active adversary's row mask."""
@@ -183,7 +183,9 @@ class Federation:
             masks.append(rows)
         return data, malicious, masks
 
-    def _extras(self, round: int, global_params: torch.Tensor) -> dict:
+    def server_extras(self, round: int, global_params: torch.Tensor) -> dict:
+        """RoundContext.extras the server computes itself: FLTrust's "server_update" (with root_data),
+        "validate" and "base_accuracy" (with validation_data). The Flower strategy asks for them too."""
         extras = {}
         cfg = self.config
         if self.root_data is not None:
@@ -220,55 +222,45 @@ class Federation:
         cfg = self.config
         sampled = self.sample(round)
         data, malicious, masks = self._roles(round, sampled)
-        gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
-        if cfg.engine == "reference":
-            updates = reference_updates(self.model, global_params, data, cfg.local, gens)
-        else:
-            updates = local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
+        updates = self.train_clients(round, global_params, sampled, data)
         weights = torch.tensor([float(len(ds)) for ds in data])
-        extras = {"weights": weights, **self._extras(round, global_params)}
-        if malicious.any():  # a (k, d) copy: made only in rounds where an attack may read it
-            extras["honest_updates"] = updates[~malicious]
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
-                           server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed, extras=extras)
-        for a, rows in zip(self.adversaries, masks):
-            if rows.any() and a.boost is not None:
-                updates[rows] *= a.boost
-            if rows.any() and a.attack is not None:
-                updates = a.attack(updates, rows, ctx if a.omniscient else dataclasses.replace(ctx, omniscient=False))
-        agg = self.aggregator(updates, weights, ctx)
-        applied = bool(torch.isfinite(agg.update).all())
-        new = global_params + cfg.server_lr * agg.update if applied else global_params
-        record = self._record(round, sampled, malicious, updates, agg, applied)
-        last = round == cfg.rounds - 1
-        if (round + 1) % cfg.eval_every == 0 or last:
-            self._evaluate(new, record)
+                           server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed,
+                           extras={"weights": weights, **self.server_extras(round, global_params)},
+                           state=self.aggregator_state)
+        updates = apply_adversaries(updates, masks, self.adversaries, ctx)
+        new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, global_params, cfg.server_lr)
+        self.aggregator_state = agg.state
+        record = round_record(round, sampled, malicious, updates, agg, applied)
+        if (round + 1) % cfg.eval_every == 0 or round == cfg.rounds - 1:
+            for key, value in self.evaluate(new).items():
+                setattr(record, key, value)
         record.seconds = time.perf_counter() - start
         return new, record
 
-    def _record(self, round, sampled, malicious, updates, agg: Aggregate, applied: bool) -> RoundRecord:
-        selected = torch.as_tensor(agg.selected, dtype=torch.bool)
-        if "flagged" in agg.info:
-            flagged = torch.isin(sampled, torch.as_tensor(agg.info["flagged"], dtype=torch.long))
-        else:
-            flagged = ~selected
-        precision, recall = flag_quality(flagged, malicious)
-        ids = sampled.tolist()
-        return RoundRecord(round=round, sampled=ids, malicious=sampled[malicious].tolist(),
-                           selected=sampled[selected].tolist(), flagged=sampled[flagged].tolist(),
-                           update_norms=updates.norm(dim=1).tolist(), precision=precision, recall=recall,
-                           applied=applied)
+    def train_clients(self, round: int, global_params: torch.Tensor, sampled: torch.Tensor,
+                      data: list[Dataset]) -> torch.Tensor:
+        """The (k, d) updates of the sampled clients trained on data from global_params (the configured engine)."""
+        cfg = self.config
+        gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
+        if cfg.engine == "reference":
+            return reference_updates(self.model, global_params, data, cfg.local, gens)
+        return local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
 
-    def _evaluate(self, params: torch.Tensor, record: RoundRecord) -> None:
+    def evaluate(self, params: torch.Tensor) -> dict:
+        """The model params on the test sets: clean_accuracy, loss, flips ({"s->t": count}) and
+        attack_success_rate (None without a triggered test set); the RoundRecord fields of the same names."""
         model = self.model_with(params)
         logits = predict_logits(model, self.test.x)
         pred = logits.argmax(dim=1)
-        record.clean_accuracy = float((pred == self.test.y).float().mean())
-        record.loss = float(nn.functional.cross_entropy(logits, self.test.y))
-        record.flips = {f"{s}->{t}": flip_count(pred, self.test.y, s, t) for s, t in self.config.flips}
+        out = {"clean_accuracy": float((pred == self.test.y).float().mean()),
+               "loss": float(nn.functional.cross_entropy(logits, self.test.y)),
+               "flips": {f"{s}->{t}": flip_count(pred, self.test.y, s, t) for s, t in self.config.flips},
+               "attack_success_rate": None}
         if self.triggered_test is not None:
             trig = predict_logits(model, self.triggered_test.x).argmax(dim=1)
-            record.attack_success_rate = attack_success_rate(trig, self.triggered_test.y, self.config.target)
+            out["attack_success_rate"] = attack_success_rate(trig, self.triggered_test.y, self.config.target)
+        return out
 
     def model_with(self, params: torch.Tensor) -> nn.Module:
         """The engine's evaluation copy of the model holding the flat params (shared, overwritten per call)."""
@@ -297,14 +289,20 @@ class Federation:
         return FederationResult(history, params, model, self.adversary_clients)
 
     def _save(self, round: int, params: torch.Tensor, history: list[RoundRecord]) -> None:
+        """Checkpoint: the global params and the rule's state tensors ("aggregator.<key>") as tensors;
+        the history and the state's other values (meta["aggregator"], None for a stateless rule) as meta."""
         tensors = {"global_params": params}
         meta: dict = {"history": [r.to_dict() for r in history], "aggregator": None}
-        state = getattr(self.aggregator, "state_dict", None)
-        if callable(state):
-            agg_state = state()
-            tensors.update({f"aggregator.{k}": v for k, v in agg_state.items() if isinstance(v, torch.Tensor)})
-            meta["aggregator"] = {k: v for k, v in agg_state.items() if not isinstance(v, torch.Tensor)}
+        state = self._rule_state()
+        if state is not None:
+            tensors.update({f"aggregator.{k}": v for k, v in state.items() if isinstance(v, torch.Tensor)})
+            meta["aggregator"] = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
         save_checkpoint(self.config.checkpoint_dir, round, tensors, meta)
+
+    def _rule_state(self) -> dict | None:
+        """The rule's state to checkpoint (Aggregate.state of the last round)."""
+        legacy = getattr(self.aggregator, "state_dict", None)  # TEMPORARY: rules keeping their state in themselves
+        return legacy() if callable(legacy) else self.aggregator_state  # TEMPORARY
 
     def _restore(self, tensors: dict, meta: dict) -> tuple[torch.Tensor, list[RoundRecord], int]:
         params, d = tensors.get("global_params"), flat_params(self.model).numel()
@@ -313,10 +311,12 @@ class Federation:
                 "" if bool(torch.isfinite(params).all()) else " with NaN/Inf")
             raise DataError(f"checkpoint in {self.config.checkpoint_dir}: global_params is {found}; this model"
                             f" needs {d} finite values; delete it to start over")
-        load = getattr(self.aggregator, "load_state_dict", None)
-        if callable(load) and meta.get("aggregator") is not None:
+        if meta.get("aggregator") is not None:
             agg = {k.removeprefix("aggregator."): v for k, v in tensors.items() if k.startswith("aggregator.")}
-            load({**meta["aggregator"], **agg})
+            self.aggregator_state = {**meta["aggregator"], **agg}
+            load = getattr(self.aggregator, "load_state_dict", None)  # TEMPORARY: rules keeping their state
+            if callable(load):  # TEMPORARY
+                load(self.aggregator_state)  # TEMPORARY
         history = [RoundRecord.from_dict(r) for r in meta["history"]]
         return tensors["global_params"], history, int(meta["round"]) + 1
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from poisonlab.errors import ConfigError
 from poisonlab.flower import require_flwr
-from poisonlab.flower import experiment as engine
+from poisonlab.flower import prepared as engine
 from poisonlab.flower.arrays import from_record, to_record
 from poisonlab.flower.strategy import RobustStrategy
 
@@ -184,7 +184,7 @@ def make_strategy(exp: engine.Prepared, min_nodes: int) -> RobustStrategy:
     """RobustStrategy with the experiment's aggregator chain, sampling, server lr, seed, truth and extras."""
     fed = exp.federation
     return RobustStrategy(fed.aggregator, exp.spec, server_lr=exp.server_lr, seed=exp.seed, malicious=exp.truth,
-                          sampler=exp.sample, extras=fed._extras, min_available_nodes=min_nodes)
+                          sampler=exp.sample, extras=fed.server_extras, min_available_nodes=min_nodes)
 
 
 def discover(grid: Grid, strategy: RobustStrategy, timeout: float, trust_reports: bool = False) -> None:
@@ -193,7 +193,7 @@ def discover(grid: Grid, strategy: RobustStrategy, timeout: float, trust_reports
     With trust_reports the truth used for scoring becomes the roles the nodes report (a lab
     deployment where node configs set the roles); it never affects aggregation.
     """
-    nodes = strategy._wait_for_nodes(grid)
+    nodes = strategy.wait_for_nodes(grid)
     messages = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}), dst_node_id=n,
                         message_type="query") for n in nodes]
     mapping, roles = {}, {}

@@ -2,7 +2,7 @@
 
 ``run_simulation(experiment)`` takes the experiment in the YAML's shape (an ExperimentConfig, a
 dict or its JSON string; the built-in engine's ``Federation`` is built for it: same data, seeds,
-adversaries, aggregator, see experiment.py) or a ``Federation`` object itself, and runs it with poisonlab's ServerApp
+adversaries, aggregator, see prepared.py) or a ``Federation`` object itself, and runs it with poisonlab's ServerApp
 (RobustStrategy, the engine's evaluation) and ClientApps on ``flwr.simulation.run_simulation``,
 one virtual SuperNode per client. It returns the per-round history in the shape of the built-in
 engine's metrics.json entries (RoundRecord.to_dict, plus ``flagged_nodes`` and ``rejected``).
@@ -59,10 +59,8 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
     from flwr.simulation import run_simulation as flwr_run_simulation
 
     from poisonlab.flower.apps import client_app, server_app
-    from poisonlab.flower.experiment import experiment_json, prepare
-
     from poisonlab.fl.federation import Federation
-    from poisonlab.flower.experiment import Prepared
+    from poisonlab.flower.prepared import Prepared, experiment_json, prepare
 
     started = time.perf_counter()
     if isinstance(experiment, Federation):  # the built-in engine's own inputs, already assembled

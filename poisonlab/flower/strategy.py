@@ -2,19 +2,23 @@
 
 One training round, as a readable sequence of steps (Flower's ``Strategy.start`` drives it):
 
-1. ``configure_train``: sample clients (seeded from the experiment seed, the same draw as the
-   built-in engine), remember the global model, send it to the sampled nodes.
+1. ``configure_train``: sample clients (poisonlab.fl.round.sample_clients, seeded from the
+   experiment seed: the built-in engine's draw and rounding), remember the global model, send it
+   to the sampled nodes.
 2. ``aggregate_train``: for every reply, *validate* it (error replies, a missing ArrayRecord or
    weight, arrays missing / unexpected / of the wrong shape or dtype / NaN or Inf are each
-   rejected with a logged reason; the round goes on with the rest); stack the valid ones into
-   the (k, d) update matrix (update = returned model - global model); call the poisonlab rule
-   ``rule(updates, weights, ctx) -> Aggregate``; log which nodes it flagged; apply
-   ``global + server_lr * update``.
+   rejected with a logged reason; the round goes on with the rest); stack the valid ones, in
+   client-id order as the engine's rows, into the (k, d) update matrix (update = returned model -
+   global model); then the engine's own steps (poisonlab.fl.round): ``aggregate_and_apply`` (the
+   rule, ``global + server_lr * update``, the global model kept if that is not finite) and
+   ``round_record`` (selected, flagged, precision, recall); log which nodes it flagged.
 
 Every round appends one entry to ``self.history`` in the shape of the built-in engine's
 metrics.json history (round, sampled, malicious, selected, flagged, update_norms, precision,
-recall, seconds; clean_accuracy / attack_success_rate / loss are filled in by the ServerApp's
-centralized evaluation), plus ``flagged_nodes`` and ``rejected`` ({node, client, reason}).
+recall, applied, seconds; clean_accuracy / attack_success_rate / loss are filled in by the
+ServerApp's centralized evaluation), plus ``flagged_nodes``, ``rejected`` ({node, client,
+reason}), ``scores`` and ``info``. A stateful rule's state (Aggregate.state) is kept between
+rounds and passed back as RoundContext.state (not checkpointed: Flower runs do not resume).
 
 Client ids: a node's client id is its ``partition-id`` when the ServerApp has discovered it
 (``node_clients``), else the node's rank among the sorted node ids. Truth about which clients are
@@ -34,6 +38,8 @@ import torch
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.flower import require_flwr
 from poisonlab.flower.arrays import ArraySpec, from_record, to_record
+from poisonlab.fl.round import aggregate_and_apply, round_record, sample_clients, sample_size
+from poisonlab.fl.history import RoundRecord
 from poisonlab.fl.types import Aggregate, RoundContext
 
 require_flwr()
@@ -48,28 +54,16 @@ Sampler = Callable[[int, int], list[int]]
 
 
 def default_sampler(sample: float | int, seed: int) -> Sampler:
-    """sampler(round, K) -> sorted client ids: all when sample is 1.0, else a seeded subset.
+    """sampler(round, K) -> sorted client ids: the built-in engine's draw (poisonlab.fl.round.sample_clients).
 
-    A float in (0, 1] is a fraction (max(1, round(sample * K)) clients), an int a count.
+    A float in (0, 1] is a fraction (max(1, round(sample * K)) clients, Python's round), an int a count.
     """
-    if isinstance(sample, bool) or not isinstance(sample, (int, float)) or sample <= 0:
-        raise ConfigError(f"sample={sample!r} is invalid; accepted: a fraction in (0, 1] or a count >= 1")
+    sample_size(sample, 1)  # a ConfigError now for an invalid sample
 
     def sampler(round: int, k: int) -> list[int]:
-        from poisonlab.rng import generator
-
-        m = k if sample == 1.0 else (int(sample) if isinstance(sample, int) else max(1, round_half(sample * k)))
-        m = min(m, k)
-        if m == k:
-            return list(range(k))
-        return sorted(torch.randperm(k, generator=generator(seed, "sample", round))[:m].tolist())
+        return sample_clients(k, sample, seed, round).tolist()
 
     return sampler
-
-
-def round_half(x: float) -> int:
-    """Round half up (Python's round is banker's rounding)."""
-    return int(math.floor(x + 0.5))
 
 
 class RobustStrategy(FedAvg):
@@ -106,6 +100,7 @@ class RobustStrategy(FedAvg):
         self.sampler = sampler or default_sampler(sample, self.seed)
         self.node_clients: dict[int, int] = {}
         self.history: list[dict] = []
+        self.state: dict | None = None  # the rule's Aggregate.state of the last round
         self._global: torch.Tensor | None = None
         self._sent: dict[int, int] = {}
         self._started = 0.0
@@ -123,7 +118,7 @@ class RobustStrategy(FedAvg):
         """Sample clients (seeded), remember the global model, send it with the round number."""
         self._started = time.perf_counter()
         self._round = server_round - 1
-        nodes = self._wait_for_nodes(grid)
+        nodes = self.wait_for_nodes(grid)
         clients = self.client_ids(nodes)
         by_client = {c: n for n, c in zip(nodes, clients)}
         chosen = self.sampler(server_round - 1, len(nodes))
@@ -148,24 +143,25 @@ class RobustStrategy(FedAvg):
                         server_round, len(rejected))
             self._finish(entry)
             return None, None
+        valid = sorted(valid, key=lambda v: self._client_of(v[0]))  # rows in client-id order, as the engine's
         nodes = [n for n, _, _ in valid]
         updates = torch.stack([local - self._global for _, local, _ in valid])
         weights = torch.tensor([w for _, _, w in valid], dtype=torch.float32)
         clients = torch.tensor([self._client_of(n) for n in nodes], dtype=torch.long)
+        malicious = torch.tensor([int(c) in self.malicious for c in clients], dtype=torch.bool)
         ctx = RoundContext(round=server_round - 1, num_clients=max(len(self.node_clients), len(self._sent)),
                            sampled=clients, global_params=self._global, server_lr=self.server_lr,
-                           malicious=torch.tensor([int(c) in self.malicious for c in clients]),
-                           omniscient=False, seed=self.seed,
-                           extras=self.extras(server_round - 1, self._global) if self.extras else {})
-        agg = self.aggregator(updates, weights, ctx)
-        new = self._global + self.server_lr * agg.update.to(self._global.dtype)
-        if not bool(torch.isfinite(new).all()):
-            LOG.warning("round %d: the aggregate is not finite; the global model is unchanged", server_round)
-            entry["applied"] = False
-            self._finish(entry)
-            return None, None
-        self._record_aggregate(entry, nodes, updates, agg)
+                           malicious=malicious, omniscient=False, seed=self.seed,
+                           extras=self.extras(server_round - 1, self._global) if self.extras else {},
+                           state=self.state)
+        new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, self._global, self.server_lr)
+        self.state = agg.state
+        self._record_aggregate(entry, nodes, round_record(server_round - 1, clients, malicious, updates, agg, applied),
+                               agg)
         self._finish(entry)
+        if not applied:
+            LOG.warning("round %d: the aggregate is not finite; the global model is unchanged", server_round)
+            return None, None
         metrics = self._train_metrics([m for m in replies if m.metadata.src_node_id in set(nodes)])
         return to_record(new, self.spec), metrics
 
@@ -218,31 +214,24 @@ class RobustStrategy(FedAvg):
                 raise DataError(f"metric '{self.weighted_by_key}'={value!r} is invalid; accepted: a finite number > 0")
         raise DataError(f"missing metric '{self.weighted_by_key}' in the reply")
 
-    def _record_aggregate(self, entry: dict, nodes: list[int], updates: torch.Tensor, agg: Aggregate) -> None:
-        """Fill the history entry with what the rule kept and flagged; log the flagged nodes."""
-        selected = agg.selected.to(torch.bool).tolist()
-        clients = [self._client_of(n) for n in nodes]
-        if "flagged" in (agg.info or {}):  # the rule reports its own flags (as the built-in engine reads them)
-            own = {int(c) for c in agg.info["flagged"]}
-            flags = [c in own for c in clients]
-        else:
-            flags = [not s for s in selected]
-        flagged_nodes = [n for n, f in zip(nodes, flags) if f]
-        entry["selected"] = sorted(c for c, s in zip(clients, selected) if s)
-        entry["flagged"] = sorted(c for c, f in zip(clients, flags) if f)
-        entry["flagged_nodes"] = sorted(flagged_nodes, key=self._client_of)
-        norms = dict(zip(nodes, torch.linalg.vector_norm(updates, dim=1).tolist()))
+    def _record_aggregate(self, entry: dict, nodes: list[int], record: RoundRecord, agg: Aggregate) -> None:
+        """Fill the history entry from the round's record (the rows of the valid replies); log the flagged nodes.
+
+        sampled / malicious stay those of every node sent to; update_norms and scores are listed per
+        node sent to (None for a node without a valid reply).
+        """
+        by_client = dict(zip(record.sampled, nodes))
+        entry["selected"], entry["flagged"] = record.selected, record.flagged
+        entry["flagged_nodes"] = [by_client[c] for c in record.flagged]
+        entry["precision"], entry["recall"], entry["applied"] = record.precision, record.recall, record.applied
+        norms = dict(zip(nodes, record.update_norms))
         entry["update_norms"] = [norms.get(n) for n in entry["_sent_nodes"]]
         if agg.scores is not None:
             scores = dict(zip(nodes, agg.scores.tolist()))
             entry["scores"] = [_json_float(scores.get(n)) for n in entry["_sent_nodes"]]
         entry["info"] = _jsonable(agg.info)
-        truth = [c in self.malicious for c in clients]
-        tp = sum(f and t for f, t in zip(flags, truth))
-        entry["precision"] = tp / sum(flags) if any(flags) else None
-        entry["recall"] = tp / sum(truth) if any(truth) else None
-        LOG.info("round %d: flagged nodes %s (clients %s) of %d", entry["round"] + 1, flagged_nodes, entry["flagged"],
-                 len(nodes))
+        LOG.info("round %d: flagged nodes %s (clients %s) of %d", entry["round"] + 1, entry["flagged_nodes"],
+                 entry["flagged"], len(nodes))
 
     def _entry(self, server_round: int, replies: list[Message], valid: list, rejected: list) -> dict:
         """A fresh history entry for this round (metrics.json history shape)."""
@@ -300,7 +289,7 @@ class RobustStrategy(FedAvg):
     def _client_of(self, node: int) -> int:
         return self._sent.get(node, self.node_clients.get(node, -1))
 
-    def _wait_for_nodes(self, grid: Grid) -> list[int]:
+    def wait_for_nodes(self, grid: Grid) -> list[int]:
         """The connected node ids (sorted), after waiting for min_available_nodes of them."""
         while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:
             LOG.info("waiting for nodes: %d connected, %d needed", len(nodes), self.min_available_nodes)

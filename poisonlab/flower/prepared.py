@@ -8,14 +8,16 @@ included), poisoned local data, local training and evaluation are exactly the bu
 
 - client side: ``local_update(global, client, round)`` = the engine's local training of that one
   client on its (possibly poisoned) data, then its adversary's boost and update attack applied to
-  its own row only (ctx.omniscient=False: the attacker never sees an honest update);
-- server side: ``sample(round)``, ``truth(round)``, the aggregator, ``evaluate(params, record)``.
+  its own row only with the engine's step (poisonlab.fl.round.apply_adversaries; ctx.omniscient=False:
+  the attacker never sees an honest update);
+- server side: ``sample(round)``, ``truth(round)``, the aggregator, ``server_extras``, ``evaluate(params)``.
 
 It is cached per process (Ray actors and SuperNodes' ClientApp processes call it per message).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 import torch
 
 from poisonlab.errors import ConfigError
+from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.federation import Federation
-from poisonlab.fl.history import RoundRecord
 from poisonlab.fl.local import flat_params, local_updates
+from poisonlab.fl.round import apply_adversaries
 from poisonlab.fl.types import RoundContext
 from poisonlab.flower.arrays import ArraySpec
 from poisonlab.rng import generator
@@ -89,18 +92,15 @@ class Prepared:
         gen = generator(fed.config.seed, "local", rnd, client)
         update = local_updates(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget)
         a = self.adversary_of(client)
-        active = a is not None and fed.adversaries[a].schedule.active(rnd) and malicious is not False
-        if attack is not None or active:
-            adv = fed.adversaries[a] if a is not None else None
-            rows = torch.tensor([True])
-            if adv is not None and adv.boost is not None:
-                update = update * adv.boost
-            attack = attack if attack is not None else adv.attack
-            if attack is not None:
-                ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client]),
-                                   global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
-                                   omniscient=False, seed=fed.config.seed)
-                update = attack(update, rows, ctx)
+        adversary = fed.adversaries[a] if a is not None else Adversary(clients=[client])
+        if attack is not None:
+            adversary = dataclasses.replace(adversary, attack=attack)
+        acts = attack is not None or (a is not None and adversary.schedule.active(rnd) and malicious is not False)
+        rows = torch.tensor([acts])
+        ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client]),
+                           global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
+                           omniscient=False, seed=fed.config.seed)
+        update = apply_adversaries(update, [rows], [adversary], ctx)
         return update[0], len(data)
 
     # ---------------------------------------------------------------- server side
@@ -110,15 +110,11 @@ class Prepared:
 
     def truth(self, rnd: int) -> set[int]:
         """Clients acting maliciously in round rnd (their adversary's schedule is active)."""
-        fed = self.federation
-        return {c for a, ids in zip(fed.adversaries, fed.adversary_clients) if a.schedule.active(rnd) for c in ids}
+        return self.federation.active_clients(rnd)
 
-    def evaluate(self, params: torch.Tensor, rnd: int) -> dict:
+    def evaluate(self, params: torch.Tensor, rnd: int | None = None) -> dict:
         """The engine's evaluation of params: clean_accuracy, loss, attack_success_rate, flips."""
-        record = RoundRecord(round=rnd, sampled=[], malicious=[], selected=[], flagged=[], update_norms=[])
-        self.federation._evaluate(params, record)
-        return {"clean_accuracy": record.clean_accuracy, "loss": record.loss,
-                "attack_success_rate": record.attack_success_rate, "flips": record.flips}
+        return self.federation.evaluate(params)
 
 
 def parse_experiment(experiment) -> object:
