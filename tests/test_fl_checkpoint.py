@@ -30,7 +30,7 @@ def test_missing_and_inconsistent(tmp_path):
 
 def test_federation_saves_and_restores_aggregator_state(tmp_path):
     from tests.test_fl_federation import _federation
-    from poisonlab.fl.federation import weighted_mean
+    from tests.test_fl_federation import weighted_mean
     from poisonlab.fl.history import history_without_times
 
     states = []

@@ -8,15 +8,21 @@ import torch
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
 from poisonlab.fl.adversary import Adversary, resolve_clients
-from poisonlab.fl.federation import Federation, FederationConfig, weighted_mean
+from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.history import history_without_times
 from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.partition import partition
-from poisonlab.fl.types import Aggregate, Schedule
+from poisonlab.fl.types import Aggregate, RoundContext, Schedule
 from poisonlab.models import make_model
 from poisonlab.rng import generator
 
 CLASSES = tuple(str(i) for i in range(4))
+
+
+def weighted_mean(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
+    """FedAvg written out (McMahan et al. 2017): sum_i w_i u_i / sum_i w_i; selects every row."""
+    w = weights.to(updates.dtype)
+    return Aggregate(w @ updates / w.sum(), torch.ones(len(updates), dtype=torch.bool))
 
 
 def _blobs(n, seed):

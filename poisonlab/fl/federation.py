@@ -97,19 +97,11 @@ class FederationResult:
     adversary_clients: list[list[int]]
 
 
-def weighted_mean(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-    """FedAvg (McMahan et al. 2017): sum_i w_i u_i / sum_i w_i; selects every row."""
-    w = weights.to(updates.dtype)
-    return Aggregate(w @ updates / w.sum(), torch.ones(len(updates), dtype=torch.bool))
-
-
 def default_aggregator():
-    """poisonlab.fl.aggregators' 'mean' when available, else the plain weighted mean above."""
-    try:
-        from poisonlab.fl.aggregators import AGGREGATORS, build_rule
-    except ImportError:
-        return weighted_mean
-    return build_rule("mean") if "mean" in AGGREGATORS else weighted_mean
+    """FedAvg as a config builds it: the non-finite guard, then the weighted mean."""
+    from poisonlab.fl.aggregators import build_rule
+
+    return build_rule("mean")
 
 
 class Federation:
@@ -293,16 +285,11 @@ class Federation:
         the history and the state's other values (meta["aggregator"], None for a stateless rule) as meta."""
         tensors = {"global_params": params}
         meta: dict = {"history": [r.to_dict() for r in history], "aggregator": None}
-        state = self._rule_state()
+        state = self.aggregator_state
         if state is not None:
             tensors.update({f"aggregator.{k}": v for k, v in state.items() if isinstance(v, torch.Tensor)})
             meta["aggregator"] = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
         save_checkpoint(self.config.checkpoint_dir, round, tensors, meta)
-
-    def _rule_state(self) -> dict | None:
-        """The rule's state to checkpoint (Aggregate.state of the last round)."""
-        legacy = getattr(self.aggregator, "state_dict", None)  # TEMPORARY: rules keeping their state in themselves
-        return legacy() if callable(legacy) else self.aggregator_state  # TEMPORARY
 
     def _restore(self, tensors: dict, meta: dict) -> tuple[torch.Tensor, list[RoundRecord], int]:
         params, d = tensors.get("global_params"), flat_params(self.model).numel()
@@ -314,9 +301,6 @@ class Federation:
         if meta.get("aggregator") is not None:
             agg = {k.removeprefix("aggregator."): v for k, v in tensors.items() if k.startswith("aggregator.")}
             self.aggregator_state = {**meta["aggregator"], **agg}
-            load = getattr(self.aggregator, "load_state_dict", None)  # TEMPORARY: rules keeping their state
-            if callable(load):  # TEMPORARY
-                load(self.aggregator_state)  # TEMPORARY
         history = [RoundRecord.from_dict(r) for r in meta["history"]]
         return tensors["global_params"], history, int(meta["round"]) + 1
 
