@@ -193,3 +193,12 @@ def test_a_registered_op_serves_training_and_evaluation(monkeypatch, body, shape
         logits = stacked_logits(model, params, x, shared=True)
     assert CALLS == ["eval"]
     assert torch.allclose(logits, _one_by_one(model, params, x.expand(2, *x.shape)), atol=1e-5)
+
+
+def test_a_model_is_compiled_once_and_again_when_a_layer_is_replaced():
+    model = make_model("mlp", (32,), 10)
+    program = compile_layers(model)
+    assert compile_layers(model) is program
+    model[1] = nn.Linear(32, 64, bias=False)
+    again = compile_layers(model)
+    assert again is not program and again.ops[1].bias is False
