@@ -21,7 +21,8 @@ ROWS (a, B, f) features; COLUMNS (a, f, B) features, the MLP program's transpose
 
 Adding a layer type: one class here with ``of`` (the module's settings, or None when outside what the op
 supports), ``forward`` and, for training, ``backward``, decorated with ``@register(nn.TheModule)``.
-tests/test_fl_local.py checks every op against autograd and the plain per-client loop.
+tests/test_fl_program.py checks the ops against autograd, tests/test_fl_local.py against the plain
+per-client loop.
 """
 
 from __future__ import annotations
