@@ -91,13 +91,13 @@ def test_buffers_and_budget_are_refused():
 
 @pytest.mark.parametrize("gather_all", [True, False])
 def test_hand_written_mlp_backward_equals_reference_without_bias_and_two_hidden_layers(monkeypatch, gather_all):
-    import poisonlab.fl.local as local
+    import poisonlab.fl.program as program
 
     if not gather_all:  # the per-step gather used for data too large to gather at once
-        monkeypatch.setattr(local, "GATHER_LIMIT_BYTES", 0)
+        monkeypatch.setattr(program, "GATHER_LIMIT_BYTES", 0)
     model = _randomized(nn.Sequential(nn.Flatten(), nn.Linear(12, 16, bias=False), nn.ReLU(), nn.Linear(16, 8),
                                       nn.ReLU(), nn.Linear(8, 10, bias=False)), seed=3, scale=0.5)
-    assert local.is_mlp(model)
+    assert program.compile_layers(model).layout is program.COLUMNS_LAYOUT  # the MLP layout
     _assert_equals_reference(model, (1, 3, 4), [30, 7, 45])
 
 
@@ -133,11 +133,12 @@ def test_hand_written_conv_backward_equals_reference_on_unusual_layers():
 
 
 def test_hand_written_gradients_match_autograd_for_one_step():
-    """stacked_grads against torch.autograd on the summed weighted cross-entropy of 3 stacked cnn clients."""
+    """The layer program's grads against torch.autograd on the summed weighted cross-entropy of 3 stacked cnn
+    clients."""
     import torch.nn.functional as F
 
-    from poisonlab.fl.handgrad import compile_layers, stacked_grads
     from poisonlab.fl.local import stacked_logits, unflatten
+    from poisonlab.fl.program import compile_layers
 
     model = make_model("cnn", (1, 8, 8), 10, seed=5)
     gen = generator(5, "grads")
@@ -145,7 +146,7 @@ def test_hand_written_gradients_match_autograd_for_one_step():
     params = [p.contiguous() for p in params]
     x, y = torch.rand(3, 6, 1, 8, 8, generator=gen), torch.randint(0, 10, (3, 6), generator=gen)
     w = torch.rand(3, 6, generator=gen)
-    mine = stacked_grads(compile_layers(model), params, x, y, w)
+    mine = compile_layers(model).grads(params, (x, y, w))
     leaves = [p.clone().requires_grad_() for p in params]
     logits = stacked_logits(model, leaves, x)
     loss = (F.cross_entropy(logits.reshape(-1, 10), y.reshape(-1), reduction="none") * w.reshape(-1)).sum()

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poisonlab.fl.local import LocalConfig, flat_params, plan_batches
+from poisonlab.fl.batching import plan_batches
+from poisonlab.fl.local import LocalConfig, flat_params
 
 
 def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
