@@ -34,7 +34,6 @@ from poisonlab.fl.federation import Federation, FederationConfig
 from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.partition import PARTITIONS
 from poisonlab.fl.persistence import persistence
-from poisonlab.fl.types import Schedule
 from poisonlab.models import make_model
 from poisonlab.poison import POISONS
 from poisonlab.rng import derive_seed
@@ -61,13 +60,12 @@ def adversary(spec, seed: int, index: int):
     attack = ATTACKS.get(spec.attack.name, **spec.attack.params) if spec.attack else None
     if attack is not None and not spec.omniscient:
         attack = without_knowledge(attack)
-    schedule = Schedule(**spec.schedule.model_dump())
 
     def poison_fn(data, cid, p=poison):
         return p.apply(data, seed=derive_seed(seed, "poison", index, cid)).data
 
-    return Adversary(clients=spec.clients, poison=poison_fn if poison else None, attack=attack, schedule=schedule,
-                     boost=None if spec.boost == 1.0 else spec.boost, force=spec.force_participation,
+    return Adversary(clients=spec.clients, poison=poison_fn if poison else None, attack=attack, schedule=spec.schedule,
+                     boost=spec.boost, force_participation=spec.force_participation,
                      name=f"adversary{index}"), poison
 
 
@@ -98,7 +96,7 @@ def build(cfg, attack: bool = True, quiet: bool = True) -> Federation:
 
 def last_attack_round(cfg) -> int | None:
     """The last round any adversary acts (None if some never stop)."""
-    rounds = [Schedule(**s.schedule.model_dump()).last_round() for s in cfg.federated.adversaries()]
+    rounds = [s.schedule.last_round() for s in cfg.federated.adversaries()]
     return None if not rounds or None in rounds else max(rounds)
 
 

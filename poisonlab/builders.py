@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
+from poisonlab.config.adversary import AdversaryConfig
+from poisonlab.config.federation import FederatedTraining
 from poisonlab.config.schema import AdversarySpec, ExperimentConfig, FederatedSpec
 from poisonlab.data import load
 from poisonlab.data.dataset import Dataset
@@ -80,11 +83,14 @@ def build_adversaries(fed: FederatedSpec, seed: int):
         poison = make_poison_fn(spec, seed, i)
         if poison is not None and probe is None:
             probe = poison.poison
-        adversaries.append(Adversary(
-            clients=spec.clients, poison=poison, attack=make_attack(spec), schedule=make_schedule(spec),
-            boost=None if spec.boost == 1.0 else spec.boost, force=spec.force_participation,
-            name=_adversary_name(spec, i), omniscient=spec.omniscient))
+        adversaries.append(Adversary(**_settings(spec, AdversaryConfig), poison=poison, attack=make_attack(spec),
+                                     name=_adversary_name(spec, i)))
     return adversaries, probe
+
+
+def _settings(spec, shared: type[BaseModel]) -> dict:
+    """The values of spec's fields that it shares with the runtime config (defined once in shared)."""
+    return {name: getattr(spec, name) for name in shared.model_fields}
 
 
 class _ClientPoison:
@@ -113,13 +119,6 @@ def make_attack(spec: AdversarySpec):
     return ATTACKS.get(spec.attack.name, **spec.attack.params)
 
 
-def make_schedule(spec: AdversarySpec):
-    from poisonlab.fl.types import Schedule
-
-    s = spec.schedule
-    return Schedule(start=s.start, end=s.end, every=s.every, rounds=tuple(s.rounds) if s.rounds is not None else None)
-
-
 def _adversary_name(spec: AdversarySpec, index: int) -> str:
     parts = [c.name for c in (spec.poison, spec.attack) if c is not None]
     return "+".join(parts) or f"adversary-{index}"
@@ -129,20 +128,22 @@ def build_aggregator(fed: FederatedSpec):
     """The configured rule, or a chain of steps (e.g. norm_clip then median)."""
     from poisonlab.fl.aggregators import AGGREGATORS, chain
 
+    # MERGE: with B's aggregators, get(name) returns the bare rule; build the chain with B's helper that turns
+    # each component (name, params incl. an optional `nonfinite` policy) into chain(nonfinite_guard(policy), rule),
+    # so that a config behaves as today.
     steps = [AGGREGATORS.get(c.name, **c.params) for c in fed.aggregator_chain()]
     return steps[0] if len(steps) == 1 else chain(*steps)
 
 
 def federation_config(config: ExperimentConfig, out: Path | None, quiet: bool, target, probe):
+    """The engine's FederationConfig: the federated section's shared settings plus seed, checkpoints, target, flips."""
     from poisonlab.fl.federation import FederationConfig
-    from poisonlab.fl.local import LocalConfig
 
     fed = config.federated
     flips = tuple(sorted(_flip_pairs(probe))) if probe is not None else ()
+    shared = {**_settings(fed, FederatedTraining), "checkpoint_every": fed.checkpoint_every if out is not None else 0}
     return FederationConfig(
-        rounds=fed.rounds, sample=fed.sample, local=LocalConfig(**fed.local.model_dump()),
-        server_lr=fed.server_lr, eval_every=fed.eval_every, seed=config.seed,
-        checkpoint_every=fed.checkpoint_every if out is not None else 0,
+        **shared, seed=config.seed,
         checkpoint_dir=str(out / "checkpoints") if out is not None and fed.checkpoint_every else None,
         target=target, flips=flips, quiet=quiet)
 

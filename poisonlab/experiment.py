@@ -56,9 +56,8 @@ def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, tes
     """Clean baseline versus poisoned model (centralized.py), plus the configured detectors."""
     from poisonlab.centralized import run_centralized
 
-    result = run_centralized(train_set, test_set, config.model.name,
-                             [c.model_dump() for c in config.poison], config.injection.model_dump(),
-                             config.train.model_dump(), seed=config.seed, model_params=config.model.params)
+    result = run_centralized(train_set, test_set, config.model.name, [c.model_dump() for c in config.poison],
+                             config.injection, config.train, seed=config.seed, model_params=config.model.params)
     metrics = base_metrics(config)
     metrics["final"] = result.to_dict()
     metrics["detections"] = run_detectors(config, result, test_set)

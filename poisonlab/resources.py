@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from poisonlab.config.federation import ENGINE_MEMORY_BUDGET  # FederationConfig.memory_budget's default
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.errors import ResourceError
 
@@ -47,7 +48,6 @@ KNOWN_DATA = {
     "fashion_mnist": ((1, 28, 28), 10, {"train": 60000, "test": 10000, "all": 70000}),
     "cifar10": ((3, 32, 32), 10, {"train": 50000, "test": 10000, "all": 60000}),
 }
-ENGINE_MEMORY_BUDGET = 1 << 30  # FederationConfig.memory_budget's default (bytes per chunk of clients)
 
 
 @dataclass(frozen=True)
