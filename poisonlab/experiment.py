@@ -1,8 +1,9 @@
 """Running an experiment from its config: data -> (poison) -> train or federate -> evaluate -> run directory.
 
-``run_experiment(config, out_dir)`` is what ``poisonlab run`` and every sweep cell call. It
-writes, atomically: config.yaml (resolved), metrics.json (keys documented in docs/report.md),
-history.csv, model.safetensors, report.html, and manifest.json (SHA-256 of every file).
+``run_experiment(config, out_dir)`` is what ``poisonlab run`` and every sweep cell call. The objects
+come from the config through builders.py; the run directory is written by outputs.py, atomically:
+config.yaml (resolved), metrics.json (keys documented in docs/report.md), history.csv,
+model.safetensors, report.html, and manifest.json (SHA-256 of every file).
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from safetensors.torch import save as save_safetensors
 
 from poisonlab.builders import _built_poisons, build_federation, load_split
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
+from poisonlab.outputs import base_metrics, write_run_dir
 from poisonlab.rng import derive_seed
-from poisonlab.rundir import atomic_write_bytes, atomic_write_text, write_csv, write_json, write_manifest
+from poisonlab.rundir import write_json
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
@@ -166,34 +166,3 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
                         "attackers": federation.adversary_clients}
     metrics["history"] = history
     return metrics, model
-
-
-# ------------------------------------------------------------------ outputs
-def base_metrics(config: ExperimentConfig) -> dict:
-    """The metrics document's header: name, kind, seed, the resolved config; empty sections."""
-    return {"name": config.name, "kind": config.kind, "seed": config.seed, "final": {}, "history": [],
-            "detections": [], "config": config.model_dump(mode="json")}
-
-
-def write_run_dir(out: Path, config: ExperimentConfig, metrics: dict, model, report: bool = True) -> None:
-    """Write the run directory atomically: config, metrics, history, model, report, manifest."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    if model is not None:
-        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        atomic_write_bytes(out / "model.safetensors", save_safetensors(tensors))
-    if metrics.get("history"):
-        write_csv(out / "history.csv", [_flat_round(r) for r in metrics["history"]])
-    if report:
-        from poisonlab.report import write_report
-
-        write_report(out / "report.html", [metrics], title=config.name)
-    write_json(out / "metrics.json", metrics)
-    write_manifest(out)
-
-
-def _flat_round(record: dict) -> dict:
-    """A history entry with list fields kept as JSON cells and flips spread into columns."""
-    row = {k: v for k, v in record.items() if k != "flips"}
-    row.update({f"flips {k}": v for k, v in (record.get("flips") or {}).items()})
-    return row
