@@ -31,7 +31,6 @@ from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.aggregators import AGGREGATORS, chain
 from poisonlab.fl.attacks import ATTACKS
 from poisonlab.fl.federation import Federation, FederationConfig
-from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.partition import PARTITIONS
 from poisonlab.fl.persistence import persistence
 from poisonlab.models import make_model
@@ -86,7 +85,7 @@ def build(cfg, attack: bool = True, quiet: bool = True) -> Federation:
     backdoor = next((p for _, p in advs if p is not None and hasattr(p, "triggered")), None)
     flips = tuple((int(p.source), int(p.target)) for _, p in advs
                   if p is not None and getattr(p, "source", None) is not None and getattr(p, "target", None) is not None)
-    config = FederationConfig(rounds=fed.rounds, sample=fed.sample, local=LocalConfig(**fed.local.model_dump()),
+    config = FederationConfig(rounds=fed.rounds, sample=fed.sample, local=fed.local,
                               server_lr=fed.server_lr, eval_every=fed.eval_every, seed=cfg.seed,
                               target=backdoor.target if backdoor else None, flips=flips, quiet=quiet)
     return Federation(model, clients, test, config, aggregator=aggregator(fed),
