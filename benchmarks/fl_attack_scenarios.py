@@ -22,17 +22,14 @@ from pathlib import Path
 
 import torch
 
-import poisonlab.fl.attacks  # noqa: F401  (registers the update attacks)
 from poisonlab.config.load import load_config
 from poisonlab.data import load
 from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.aggregators import build_chain
 from poisonlab.fl.attacks import ATTACKS
 from poisonlab.fl.federation import Federation, FederationConfig
-from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.partition import PARTITIONS
 from poisonlab.fl.persistence import persistence
-from poisonlab.fl.types import Schedule
 from poisonlab.models import make_model
 from poisonlab.poison import POISONS
 from poisonlab.rng import derive_seed
@@ -59,13 +56,12 @@ def adversary(spec, seed: int, index: int):
     attack = ATTACKS.get(spec.attack.name, **spec.attack.params) if spec.attack else None
     if attack is not None and not spec.omniscient:
         attack = without_knowledge(attack)
-    schedule = Schedule(**spec.schedule.model_dump())
 
     def poison_fn(data, cid, p=poison):
         return p.apply(data, seed=derive_seed(seed, "poison", index, cid)).data
 
-    return Adversary(clients=spec.clients, poison=poison_fn if poison else None, attack=attack, schedule=schedule,
-                     boost=None if spec.boost == 1.0 else spec.boost, force=spec.force_participation,
+    return Adversary(clients=spec.clients, poison=poison_fn if poison else None, attack=attack, schedule=spec.schedule,
+                     boost=spec.boost, force_participation=spec.force_participation,
                      name=f"adversary{index}"), poison
 
 
@@ -84,7 +80,7 @@ def build(cfg, attack: bool = True, quiet: bool = True) -> Federation:
     advs = [adversary(s, cfg.seed, i) for i, s in enumerate(fed.adversaries())]
     backdoor = next((p for _, p in advs if p is not None and p.has_trigger), None)
     flips = tuple(pair for _, p in advs if p is not None and p.source is not None for pair in p.flip_pairs)
-    config = FederationConfig(rounds=fed.rounds, sample=fed.sample, local=LocalConfig(**fed.local.model_dump()),
+    config = FederationConfig(rounds=fed.rounds, sample=fed.sample, local=fed.local,
                               server_lr=fed.server_lr, eval_every=fed.eval_every, seed=cfg.seed,
                               target=backdoor.target if backdoor else None, flips=flips, quiet=quiet)
     return Federation(model, clients, test, config, aggregator=aggregator(fed),
@@ -94,7 +90,7 @@ def build(cfg, attack: bool = True, quiet: bool = True) -> Federation:
 
 def last_attack_round(cfg) -> int | None:
     """The last round any adversary acts (None if some never stop)."""
-    rounds = [Schedule(**s.schedule.model_dump()).last_round() for s in cfg.federated.adversaries()]
+    rounds = [s.schedule.last_round() for s in cfg.federated.adversaries()]
     return None if not rounds or None in rounds else max(rounds)
 
 

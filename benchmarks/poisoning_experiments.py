@@ -7,7 +7,6 @@ Writes <out>/results.json (updated atomically after every experiment) and galler
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -65,7 +64,7 @@ def flip_over_seeds(train_set, test_set, flip: list, seeds: int, cfg: TrainConfi
     moved = torch.stack(confusion).double().mean(0)  # mean change of each (true, predicted) count
     print(f"mean change of test images predicted as 7, by true class: {[round(v, 1) for v in moved[:, 7].tolist()]}",
           flush=True)
-    return {"seeds": seeds, "train": dataclasses.asdict(cfg), "confusion_change_mean": moved.tolist(),
+    return {"seeds": seeds, "train": cfg.model_dump(), "confusion_change_mean": moved.tolist(),
             "per_class_change_points": changes, "mean_change_points": mean.tolist(),
             "standard_error_points": se.tolist(), "flips_7_to_1": flips, "flips_7_to_1_clean_model": flips0}
 
@@ -132,7 +131,7 @@ def main() -> None:
 
     if "flip_seeds" in todo:  # the flip over several training seeds: the per-class change averaged, with its spread
         flip = [{"name": "label_flip", "params": {"source": 7, "target": 1, "fraction": 0.5}}]
-        cfg = dataclasses.replace(CFG, lr_schedule=args.lr_schedule, epochs=args.epochs or CFG.epochs)
+        cfg = TrainConfig(**{**CFG.model_dump(), "lr_schedule": args.lr_schedule, "epochs": args.epochs or CFG.epochs})
         results[f"label_flip_7_to_1_half_seeds_{args.lr_schedule}_{cfg.epochs}_epochs"] = flip_over_seeds(train_set, test_set, flip, args.seeds, cfg)
         save(results, out)
 

@@ -121,7 +121,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model_name: str, pois
         attack_success_rate=asr, attack_success_rate_clean_model=asr0,
         flips=_flips(ev.confusion, pairs), flips_clean_model=_flips(ev0.confusion, pairs),
         class_names=list(train_set.classes), poison_count=poisoned.count, train_size=len(poisoned.data),
-        injection=inj.__dict__.copy(), poison_info=poisoned.info["poisons"],
+        injection=inj.model_dump(), poison_info=poisoned.info["poisons"],
         probe=_probe(built, test_set, model, clean_model),
         wall_time=time.perf_counter() - start, model=model, clean_model=clean_model, poisoned=poisoned)
 

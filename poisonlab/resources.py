@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from poisonlab.config.federation import ENGINE_MEMORY_BUDGET  # FederationConfig.memory_budget's default
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.errors import ResourceError
 
@@ -48,7 +49,6 @@ KNOWN_DATA = {
     "fashion_mnist": ((1, 28, 28), 10, {"train": 60000, "test": 10000, "all": 70000}),
     "cifar10": ((3, 32, 32), 10, {"train": 50000, "test": 10000, "all": 60000}),
 }
-ENGINE_MEMORY_BUDGET = 1 << 30  # FederationConfig.memory_budget's default (bytes per chunk of clients)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def per_client_bytes(model: torch.nn.Module, shape: DataShape, batch_size: int) 
 def sampled_clients(config: ExperimentConfig) -> int:
     """k, the most updates a round can have: the sample (fraction or count), or all attackers that are forced
     to take part if they are more (the engine draws the sample around them, Federation.sample), at most K."""
-    from poisonlab.fl.federation import sample_size
+    from poisonlab.fl.round import sample_size
 
     fed = config.federated
     K = fed.clients

@@ -14,34 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from poisonlab.config.train import TrainConfig  # defined once, with the YAML's train section
 from poisonlab.data.dataset import Dataset
-from poisonlab.errors import ConfigError, check_range
+from poisonlab.errors import ConfigError
 from poisonlab.metrics import accuracy, confusion_matrix, per_class_accuracy
 from poisonlab.rng import generator
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """SGD (with momentum) or Adam hyper-parameters for centralized training."""
-
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    optimizer: str = "sgd"
-    lr_schedule: str = "constant"
-
-    def __post_init__(self) -> None:
-        check_range("epochs", self.epochs, 0)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("lr", self.lr, 0.0, low_open=True)
-        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        check_range("weight_decay", self.weight_decay, 0.0)
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"optimizer '{self.optimizer}' is not known; known: adam, sgd")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"lr_schedule '{self.lr_schedule}' is not known; known: constant, cosine")
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:

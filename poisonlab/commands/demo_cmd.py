@@ -92,7 +92,7 @@ def _gallery(doc: dict) -> bytes | None:
         from poisonlab.poison.gallery import render_gallery
     except ImportError:
         return None
-    from poisonlab.experiment import load_split
+    from poisonlab.builders import load_split
     from poisonlab.poison.registry import make_poison
 
     _, test_set = load_split(parse(doc))

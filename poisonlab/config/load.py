@@ -8,14 +8,13 @@ Every rejection names the key path, the bad value and what is accepted, e.g.
 from __future__ import annotations
 
 import copy
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from poisonlab.config.base import fields_at, is_union_tag, most_specific
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.errors import ConfigError, did_you_mean
 
@@ -89,11 +88,6 @@ def parse(doc: dict) -> ExperimentConfig:
         raise ConfigError(describe_error(most_specific(err.errors()), doc)) from None
 
 
-def most_specific(errors: list[dict]) -> dict:
-    """The error to show: an unknown key first, else the deepest path (the union member that got furthest)."""
-    return max(errors, key=lambda e: (e["type"] == "extra_forbidden", e["type"] != "missing", len(e["loc"])))
-
-
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override, validate and check component names of an experiment file."""
     from poisonlab.config.validate import check_components
@@ -105,10 +99,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 def describe_error(error: dict, doc: dict) -> str:
     """One line for a pydantic error: key path, bad value, what is accepted."""
-    loc = [str(p) for p in error["loc"] if not _is_union_tag(p)]
+    loc = [str(p) for p in error["loc"] if not is_union_tag(p)]
     path = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        fields = _fields_at(error["loc"][:-1])
+        fields = fields_at(ExperimentConfig, error["loc"][:-1])
         return f"{path}: unknown key;{did_you_mean(loc[-1], fields)} accepted: {', '.join(sorted(fields))}"
     if error["type"] == "missing":
         return f"{path}: required key is missing"
@@ -116,31 +110,3 @@ def describe_error(error: dict, doc: dict) -> str:
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
     message = error["msg"].removeprefix("Value error, ")
     return f"{path}={shown}: {message}"
-
-
-def _is_union_tag(part: Any) -> bool:
-    """pydantic inserts the union member's type name in loc (e.g. 'AdversarySpec', 'list[...]'); drop it."""
-    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("int", "float", "str", "bool"))
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    """Field names of the schema model reached by following loc from ExperimentConfig."""
-    model: type[BaseModel] | None = ExperimentConfig
-    for part in loc:
-        if model is None or isinstance(part, int) or _is_union_tag(part):
-            continue
-        field = model.model_fields.get(str(part))
-        model = _model_in(field.annotation) if field else None
-    return list(model.model_fields) if model else []
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The first pydantic model inside an annotation (unwrapping Optional, Union, list)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, (types.UnionType,)) or typing.get_origin(annotation) is not None:
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None

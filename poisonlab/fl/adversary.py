@@ -12,35 +12,44 @@ single-shot model replacement).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from pydantic import ConfigDict, model_validator
 
+from poisonlab.config.adversary import AdversaryConfig
 from poisonlab.errors import ConfigError
-from poisonlab.fl.types import Schedule, UpdateAttack
 from poisonlab.rng import generator
 
 
-@dataclass(frozen=True)
-class Adversary:
-    """clients: a count (int), a fraction of K (float in (0, 1)) or explicit ids (a list).
+class Adversary(AdversaryConfig):
+    """An adversary as the engine runs it: its settings (AdversaryConfig, defined once with the YAML's
+    `adversary` section: clients, schedule, boost, force_participation, omniscient) and what it does.
 
     poison: callable(clean Dataset, client_id) -> poisoned Dataset; datasets: explicit poisoned data
-    by client id (takes precedence); attack: an UpdateAttack on the (k, d) matrix; schedule: when it
-    acts; boost: factor applied to its rows before the attack; force: force its clients into the
-    sample in active rounds; name: for reports; omniscient: whether its attack may read the honest rows
-    (False: the attack sees ctx.omniscient=False and estimates from its own rows).
+    by client id (takes precedence); attack: an UpdateAttack on the (k, d) matrix; name: for reports.
     """
 
-    clients: int | float | Sequence[int] = 1
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     poison: Callable | None = None
-    datasets: Mapping[int, object] | None = None
-    attack: UpdateAttack | None = None
-    schedule: Schedule = field(default_factory=Schedule)
-    boost: float | None = None
-    force: bool = False
+    datasets: Mapping[int, Any] | None = None
+    attack: Callable | None = None
     name: str = "adversary"
-    omniscient: bool = True
+
+    # MERGE: `force` is the engine's and the Python callers' name for force_participation (read by fl/federation.py
+    # and flower/, passed as Adversary(force=True) by tests); once they say force_participation, both aliases can go.
+    @model_validator(mode="before")
+    @classmethod
+    def _force_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "force" in data:
+            data = {k: v for k, v in data.items() if k != "force"} | {"force_participation": data["force"]}
+        return data
+
+    @property
+    def force(self) -> bool:
+        """force_participation, by the name the engine reads."""
+        return self.force_participation
 
 
 def _count(clients: int | float, num_clients: int) -> int:

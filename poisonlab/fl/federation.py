@@ -29,61 +29,24 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from poisonlab.config.federation import FederationConfig  # defined once, sharing the YAML's federated fields
 from poisonlab.data.dataset import Dataset
-from poisonlab.errors import ConfigError, DataError, check_range
+from poisonlab.errors import ConfigError, DataError
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
 from poisonlab.fl.history import RoundRecord
 from poisonlab.fl.reference import reference_updates
-from poisonlab.fl.local import LocalConfig, check_trainable, flat_params, local_updates, stacked_logits, unflatten
+from poisonlab.fl.local import check_trainable, flat_params, local_updates, stacked_logits, unflatten
 from poisonlab.fl.round import aggregate_and_apply, apply_adversaries, round_record, sample_clients, sample_size
-from poisonlab.fl.types import Aggregate, RoundContext
+from poisonlab.fl.types import RoundContext
 from poisonlab.metrics import attack_success_rate, flip_count
 from poisonlab.rng import generator
 from poisonlab.training import predict_logits
-
-
-@dataclass(frozen=True)
-class FederationConfig:
-    """rounds; sample: a fraction of K (float in (0, 1]) or a count (int) per round; local: client SGD;
-    server_lr: eta; eval_every: evaluate every n rounds (and after the last); seed;
-    memory_budget: bytes per chunk of clients trained together; checkpoint_every/checkpoint_dir:
-    checkpoint every n rounds (0 = never); target: backdoor target class for ASR; flips: (source,
-    target) pairs to count on the test set; quiet: no progress bar; engine: "vectorized" (all clients
-    at once, local.py) or "reference" (the plain per-client loop, reference.py, for checks and benchmarks)."""
-
-    rounds: int = 10
-    sample: float | int = 1.0
-    local: LocalConfig = field(default_factory=LocalConfig)
-    server_lr: float = 1.0
-    eval_every: int = 1
-    seed: int = 0
-    memory_budget: int = 1 << 30
-    checkpoint_every: int = 0
-    checkpoint_dir: str | None = None
-    target: int | None = None
-    flips: tuple[tuple[int, int], ...] = ()
-    quiet: bool = False
-    engine: str = "vectorized"
-
-    def __post_init__(self) -> None:
-        check_range("rounds", self.rounds, 1)
-        if self.engine not in ("vectorized", "reference"):
-            raise ConfigError(f"engine '{self.engine}' is not known; known: reference, vectorized")
-        check_range("server_lr", self.server_lr, 0.0, low_open=True)
-        check_range("eval_every", self.eval_every, 1)
-        check_range("checkpoint_every", self.checkpoint_every, 0)
-        if isinstance(self.sample, float):
-            check_range("sample (fraction)", self.sample, 0.0, 1.0, low_open=True)
-        else:
-            check_range("sample (count)", self.sample, 1)
-        if self.checkpoint_every and not self.checkpoint_dir:
-            raise ConfigError(f"checkpoint_every={self.checkpoint_every} needs a checkpoint_dir")
 
 
 @dataclass

@@ -11,33 +11,14 @@ with a hand-written backward, any other buffer-free module through ``torch.func.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from poisonlab.errors import ConfigError, ResourceError, check_range
+from poisonlab.config.local import LocalConfig  # defined once, with the YAML's federated.local
+from poisonlab.errors import ConfigError, ResourceError
 from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.program import LayerProgram, compile_layers, compile_model
 from poisonlab.fl.stacked import train_stacked, views
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    """Client-side SGD: E local epochs of mini-batches of B, learning rate, momentum, weight decay."""
-
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_range("local epochs", self.epochs, 1)
-        check_range("local batch_size", self.batch_size, 1)
-        check_range("local lr", self.lr, 0.0, low_open=True)
-        check_range("local momentum", self.momentum, 0.0, 1.0, high_open=True)
-        check_range("local weight_decay", self.weight_decay, 0.0)
 
 
 def is_fast_sequential(model: nn.Module) -> bool:

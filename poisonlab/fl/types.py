@@ -12,6 +12,8 @@ from typing import Protocol
 
 import torch
 
+from poisonlab.config.schedule import Schedule  # noqa: F401  (defined once, with the YAML's adversary.schedule)
+
 
 @dataclass(frozen=True)
 class Aggregate:
@@ -90,38 +92,3 @@ class UpdateAttack(Protocol):
     """attack(updates (k, d), malicious bool (k,), ctx) -> (k, d) with only the malicious rows rewritten."""
 
     def __call__(self, updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """When an adversary acts: rounds start <= r < end (end None = forever) with (r - start) % every == 0,
-    or exactly the listed rounds when rounds is given (single shot: rounds=(r,))."""
-
-    start: int = 0
-    end: int | None = None
-    every: int = 1
-    rounds: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        from poisonlab.errors import ConfigError
-
-        if self.start < 0 or self.every < 1 or (self.end is not None and self.end < self.start):
-            raise ConfigError(f"schedule start={self.start}, end={self.end}, every={self.every} is invalid;"
-                              " accepted: start >= 0, every >= 1, end >= start or null")
-        if self.rounds is not None:
-            object.__setattr__(self, "rounds", tuple(int(r) for r in self.rounds))
-
-    def active(self, round: int) -> bool:
-        """True if the adversary acts in this 0-based round."""
-        if self.rounds is not None:
-            return round in self.rounds
-        in_window = round >= self.start and (self.end is None or round < self.end)
-        return in_window and (round - self.start) % self.every == 0
-
-    def last_round(self) -> int | None:
-        """The last round in which it acts (None if it never stops)."""
-        if self.rounds is not None:
-            return max(self.rounds) if self.rounds else None
-        if self.end is None:
-            return None
-        return self.start + ((self.end - 1 - self.start) // self.every) * self.every

@@ -13,48 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from poisonlab.config.injection import MODES, Injection  # noqa: F401  (defined once, with the YAML's injection)
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.poison.result import Poisoned, choose
 from poisonlab.rng import generator
-
-MODES = ("concat", "fine_tune")
-
-
-@dataclass(frozen=True)
-class Injection:
-    """mode concat | fine_tune; for fine_tune: clean_fraction of clean rows mixed in, epochs, lr, batch_size,
-    and head_only (transfer learning: features frozen, only the last layer is trained)."""
-
-    mode: str = "concat"
-    clean_fraction: float = 0.0
-    epochs: int = 3
-    lr: float = 0.01
-    batch_size: int | None = None
-    momentum: float | None = None
-    head_only: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"injection mode '{self.mode}' is not known; accepted: {', '.join(MODES)}")
-        check_range("clean_fraction", self.clean_fraction, 0.0, 1.0)
-
-    @classmethod
-    def from_spec(cls, spec: "Injection | dict | str | None") -> "Injection":
-        """From an Injection, a YAML dict {mode: ..., ...}, a bare mode name, or None (concat)."""
-        if spec is None:
-            return cls()
-        if isinstance(spec, Injection):
-            return spec
-        if isinstance(spec, str):
-            return cls(mode=spec)
-        if isinstance(spec, dict):
-            from poisonlab.registry import check_params
-
-            check_params("injection", cls, spec)
-            return cls(**spec)
-        raise ConfigError(f"injection={spec!r} is not valid; accepted: {{mode: concat}} or {{mode: fine_tune, ...}}")
-
 
 def fine_tune_set(poisoned: Poisoned, clean_fraction: float, seed: int) -> Dataset:
     """The fine-tuning data: all poison rows plus a seeded clean_fraction of the clean rows."""
