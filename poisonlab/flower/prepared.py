@@ -17,7 +17,6 @@ It is cached per process (Ray actors and SuperNodes' ClientApp processes call it
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ class Prepared:
         a = self.adversary_of(client)
         adversary = fed.adversaries[a] if a is not None else Adversary(clients=[client])
         if attack is not None:
-            adversary = dataclasses.replace(adversary, attack=attack)
+            adversary = adversary.model_copy(update={"attack": attack})
         acts = attack is not None or (a is not None and adversary.schedule.active(rnd) and malicious is not False)
         rows = torch.tensor([acts])
         ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client]),
@@ -131,7 +130,7 @@ def parse_experiment(experiment) -> object:
 
 def build_federation(config, quiet: bool = True) -> Federation:
     """The built-in engine's Federation for config, built exactly as poisonlab.experiment.run_federated does."""
-    from poisonlab import experiment as runner
+    from poisonlab import builders as runner
 
     train_set, test_set = runner.load_split(config)
     return runner.build_federation(config, train_set, test_set, None, quiet=quiet)
