@@ -27,10 +27,12 @@ def load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
     data = load(config.data.dataset, **config.data.params)
     return data.split(config.data.test_fraction, seed=derive_seed(config.seed, "split"))
 
+
 def _built_poisons(config: ExperimentConfig) -> list:
     from poisonlab.poison.registry import make_poison
 
     return [make_poison(c.model_dump()) for c in config.poison]
+
 
 def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None = None,
                      quiet: bool = True):
