@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from poisonlab.config.federation import ENGINE_MEMORY_BUDGET
 from poisonlab.config.local import LocalConfig  # defined once, with the YAML's federated.local
 from poisonlab.errors import ConfigError, ResourceError
 from poisonlab.fl.batching import plan_batches
@@ -90,7 +91,7 @@ a few clients stay in cache and run faster per client than over 100 (measured, d
 
 
 def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                  generators: list[torch.Generator], memory_budget: int = 1 << 30) -> torch.Tensor:
+                  generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET) -> torch.Tensor:
     """Updates (k, d) = local params - global params of k clients trained from global_params.
 
     datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per

@@ -59,7 +59,7 @@ def apply_adversaries(updates: torch.Tensor, masks: Sequence[torch.Tensor], adve
     ctx with omniscient=False (it estimates from its own rows).
     """
     for adversary, rows in zip(adversaries, masks):
-        if rows.any() and adversary.boost is not None:
+        if rows.any() and adversary.boost not in (None, 1.0):  # 1.0: no boost
             updates[rows] *= adversary.boost
         if rows.any() and adversary.attack is not None:
             view = ctx if adversary.omniscient else dataclasses.replace(ctx, omniscient=False)
