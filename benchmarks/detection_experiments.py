@@ -15,19 +15,26 @@ from pathlib import Path
 
 import torch
 
-from poisonlab.commands.scan_cmd import _atomic_bytes, load_checkpoint, plot_detection, save_checkpoint
 from poisonlab.data import load
 from poisonlab.detect import get
 from poisonlab.detect.base import evaluate_detection, tpr_at_fpr
 from poisonlab.detect.mitigation import fine_prune, prune_trigger_neurons, retrain_without, unlearn
 
 from poisonlab.metrics import attack_success_rate
+from poisonlab.model_checkpoint import load_checkpoint, save_checkpoint
 from poisonlab.models import make_model
 from poisonlab.poison.backdoor import Backdoor
+from poisonlab.report.plots import detection as detection_png
+from poisonlab.rundir import atomic_write_bytes
 from poisonlab.training import TrainConfig, evaluate, predict, train
 
 SEED = 0
 TARGET = 0
+
+
+def plot_detection(det, truth, path: Path, title: str) -> Path:
+    """The score histogram and ROC figure of one detection, written to path."""
+    return atomic_write_bytes(path, detection_png(det.scores.numpy(), det.flagged.numpy(), truth.numpy(), title))
 TRIGGER = {"name": "patch", "params": {"size": 3, "color": [1.0], "position": "bottom-right"}}
 CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
 NC_PARAMS = {"steps": 800, "batch_size": 32}  # the defaults, spelled out
@@ -72,7 +79,7 @@ def data_detectors(poisoned, model, out: Path) -> tuple[dict, dict]:
     for name, params in DATA_RUNS:
         key = name + "".join(f" {k}={v}" for k, v in params.items())
         t = time.time()
-        det = get(name, **params).scan(poisoned.data, model)
+        det = get(name, **params).scan(data=poisoned.data, model=model)
         ev = evaluate_detection(det, poisoned.mask)
         tpr5, fpr5 = tpr_at_fpr(det.scores, poisoned.mask, 0.05)
         results[key] = {"params": params, **ev.as_dict(), "roc_tpr_at_fpr_le_0.05": tpr5, "roc_fpr": fpr5,
@@ -91,7 +98,7 @@ def strip_experiment(bad, test_set, attack, out: Path) -> dict:
     trig = attack.triggered(held, seed=SEED).subset(held.y != TARGET)
     x = torch.cat([held.x, trig.x])
     truth = torch.cat([torch.zeros(len(held), dtype=torch.bool), torch.ones(len(trig), dtype=torch.bool)])
-    det = get("strip").scan(x, bad, pool)
+    det = get("strip").scan(data=x, model=bad, clean=pool)
     ev = evaluate_detection(det, truth)
     plot_detection(det, truth, out / "strip.png", "STRIP: -mean entropy on the test split")
     res = {"false_rejection": ev.fpr, "false_acceptance": 1 - ev.tpr, "auroc": ev.auroc,
@@ -105,7 +112,7 @@ def neural_cleanse_experiment(models: dict, test_set) -> dict:
     res = {}
     for tag, model in models.items():
         t = time.time()
-        det = get("neural_cleanse", **NC_PARAMS).scan(model, test_set)
+        det = get("neural_cleanse", **NC_PARAMS).scan(model=model, clean=test_set)
         res[tag] = {"flagged_labels": det.details["flagged_labels"], "anomaly_index": det.scores.tolist(),
                     "mask_l1": det.details["mask_l1"], "seconds": time.time() - t}
         print(f"Neural Cleanse on {tag}: flagged {det.details['flagged_labels']},"
@@ -159,7 +166,7 @@ def main() -> None:
     retrained = retrain_without(poisoned.data, flagged, "cnn", CFG, seed=SEED)
     results["retrain_without_spectral"] = {"removed": int(flagged.sum()), **clean_and_asr(retrained, test_set, attack)}
     print("retrained without spectral flags:", results["retrain_without_spectral"])
-    _atomic_bytes(out / "results.json", json.dumps(results, indent=1, default=float).encode())
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1, default=float).encode())
 
 
 if __name__ == "__main__":

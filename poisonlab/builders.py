@@ -28,7 +28,7 @@ def load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
     return data.split(config.data.test_fraction, seed=derive_seed(config.seed, "split"))
 
 
-def _built_poisons(config: ExperimentConfig) -> list:
+def built_poisons(config: ExperimentConfig) -> list:
     from poisonlab.poison.registry import make_poison
 
     return [make_poison(c.model_dump()) for c in config.poison]

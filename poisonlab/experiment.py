@@ -13,14 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from poisonlab.builders import _built_poisons, build_federation, load_split
+from poisonlab.builders import built_poisons, build_federation, load_split
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
 from poisonlab.outputs import base_metrics, write_run_dir
-from poisonlab.rng import derive_seed
 from poisonlab.rundir import write_json
 
 
@@ -64,48 +61,18 @@ def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, tes
     return metrics, result.model
 
 
-DATA_DETECTORS = ("activation_clustering", "spectral_signatures", "anomaly", "roni")
-
-
 def run_detectors(config: ExperimentConfig, result, test_set: Dataset) -> list[dict]:
-    """Each configured detector on what it inspects, scored against the truth.
-
-    Data detectors scan the poisoned training set (truth: the poison mask); STRIP scans the clean
-    test inputs plus their triggered copies (truth: triggered); Neural Cleanse scans the poisoned
-    model's labels (truth: the backdoor target). provenance and canary need inputs an experiment
-    does not have; run them with `poisonlab manifest` and the Python API.
+    """Each configured detector on what it inspects, scored against the truth (detect/run.py says what:
+    data detectors scan the poisoned training set, input detectors the test inputs plus their triggered
+    copies, model detectors the poisoned model's labels). provenance and canary need inputs an
+    experiment does not have; run them with `poisonlab scan` and the Python API.
     """
-    from poisonlab.detect import DETECTORS
-    from poisonlab.detect.base import detection_record
+    from poisonlab.detect.run import Experiment, run_in_experiment
 
-    records = []
-    for i, spec in enumerate(config.detect):
-        detector = DETECTORS.get(spec.name, **spec.params)
-        if spec.name in DATA_DETECTORS:
-            extra = {"validation": test_set} if spec.name == "roni" else {}
-            detection = detector.scan(result.poisoned.data, model=result.model, **extra)
-            truth = result.poisoned.mask
-        elif spec.name in ("strip", "neural_cleanse"):
-            probe = next((p for p in _built_poisons(config) if p.has_trigger), None)
-            if probe is None:
-                raise ConfigError(f"detect.{i}.name: '{spec.name}' needs a backdoor poison to check against")
-            clean_pool = result.poisoned.data.subset(~result.poisoned.mask)
-            if spec.name == "strip":
-                keep = test_set.y != probe.target
-                triggered = probe.triggered(test_set.subset(keep), derive_seed(config.seed, "triggered"))
-                inputs = torch.cat([test_set.x, triggered.x])
-                truth = torch.cat([torch.zeros(len(test_set), dtype=torch.bool),
-                                   torch.ones(len(triggered), dtype=torch.bool)])
-                detection = detector.scan(inputs, result.model, clean_pool)
-            else:
-                detection = detector.scan(result.model, clean_pool)
-                truth = torch.arange(test_set.num_classes) == probe.target
-        else:
-            raise ConfigError(f"detect.{i}.name: '{spec.name}' does not run inside an experiment;"
-                              f" accepted here: {', '.join(DATA_DETECTORS + ('strip', 'neural_cleanse'))}")
-        records.append(detection_record(spec.name, detection, truth))
-    return records
-
+    exp = Experiment(result.poisoned.data, result.poisoned.mask, result.model, test_set, config.seed,
+                     backdoor=lambda: next((p for p in built_poisons(config) if p.has_trigger), None))
+    return [run_in_experiment(spec.name, spec.params, exp, where=f"detect.{i}.name: ")
+            for i, spec in enumerate(config.detect)]
 
 
 # ------------------------------------------------------------------ federated

@@ -5,10 +5,15 @@ All take predicted and true labels as int64 tensors; nothing here trains or draw
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -75,19 +80,29 @@ def detection_scores(flagged: torch.Tensor, truth: torch.Tensor, scores: torch.T
                            auroc(scores, truth) if scores is not None else float("nan"))
 
 
+def _ordered(scores) -> np.ndarray:
+    """Scores as finite float64 in the same order with the same ties: +-inf as the largest finite floats,
+    NaN below everything (scikit-learn refuses non-finite scores; the ROC depends only on the order).
+    """
+    s = np.nan_to_num(torch.as_tensor(scores, dtype=torch.float64).flatten().numpy(), nan=-np.inf)
+    return s if np.isfinite(s).all() else rankdata(s)
+
+
 def auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tie correction); nan if one class is absent."""
-    s = torch.as_tensor(scores, dtype=torch.float64).flatten().numpy()
+    """Area under the ROC curve (scikit-learn's roc_auc_score; a tie counts 1/2); nan if one class is absent."""
     t = torch.as_tensor(truth, dtype=torch.bool).flatten().numpy()
-    n_pos, n_neg = int(t.sum()), int((~t).sum())
-    if n_pos == 0 or n_neg == 0:
+    if t.all() or not t.any():
         return float("nan")
-    s = np.nan_to_num(s, nan=-np.inf)
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(t, _ordered(scores)))
+
+
+def roc_curve(scores: torch.Tensor, truth) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of the ROC curve from (0, 0), one point per distinct score (flag score >= t; higher = more
+    suspicious); scikit-learn's roc_curve keeping every point. A rate whose class is absent stays 0."""
+    t = torch.as_tensor(truth, dtype=torch.bool).flatten().numpy()
+    if t.size == 0:
+        return np.zeros(1), np.zeros(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        fpr, tpr, _ = sklearn_roc_curve(t, _ordered(scores), pos_label=True, drop_intermediate=False)
+    return np.nan_to_num(fpr, nan=0.0), np.nan_to_num(tpr, nan=0.0)

@@ -7,7 +7,6 @@ the same directory and renamed into place (os.replace is atomic on POSIX).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -15,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from poisonlab.hashing import sha256_file
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -78,15 +79,6 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
 def _cell(value: Any) -> Any:
     value = to_jsonable(value)
     return json.dumps(value) if isinstance(value, (list, dict)) else ("" if value is None else value)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(run_dir: str | Path, name: str = "manifest.json") -> Path:

@@ -64,6 +64,7 @@ def test_fine_tune_set_mixes_clean_fraction(digits):
 
 def test_poison_command_writes_npz_mask_and_manifest(tmp_path):
     from poisonlab.commands import poison_cmd
+    from poisonlab.hashing import sample_hashes
     from poisonlab.data import load
 
     parser = argparse.ArgumentParser()
@@ -78,7 +79,7 @@ def test_poison_command_writes_npz_mask_and_manifest(tmp_path):
     assert np.all(z["y"][z["mask"]] == 1) and np.all(clean.y.numpy()[z["mask"]] == 7)
     manifest = json.loads((tmp_path / "flip.npz.manifest.json").read_text())
     assert manifest["n"] == len(clean) and len(manifest["samples"]) == len(clean)
-    same = poison_cmd.sample_hashes(clean.x.numpy(), clean.y.numpy())
+    same = sample_hashes(clean.x.numpy(), clean.y.numpy())
     changed = [a["sha256"] != b for a, b in zip(manifest["samples"], same)]
     assert changed == z["mask"].tolist()  # exactly the flipped samples' hashes differ
     bad = parser.parse_args(["--dataset", "digits", "--attack", "label_flip", "--params", "[1]", "--out", str(out)])

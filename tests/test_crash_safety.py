@@ -142,7 +142,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path):
     leftovers = [p.name for p in run_dir.rglob("*") if p.is_file() and is_temp(p)]
     assert leftovers == [] or all(name.startswith(".") for name in leftovers), leftovers
     manifest = json.loads((run_dir / "manifest.json").read_text())["files"]
-    from poisonlab.rundir import sha256_file
+    from poisonlab.hashing import sha256_file
 
     assert manifest and all(sha256_file(run_dir / name) == digest for name, digest in manifest.items())
 

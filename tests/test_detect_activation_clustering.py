@@ -25,7 +25,7 @@ def planted(share=0.25, n_per_class=200, d=12, seed=0):
 
 def test_silhouette_analysis_flags_only_the_planted_cluster():
     data, mask = planted()
-    det = get("activation_clustering", dims=5).scan(data)
+    det = get("activation_clustering", dims=5).scan(data=data)
     per = det.details["per_class"]
     assert per[0]["suspicious"] and not per[1]["suspicious"] and not per[2]["suspicious"]
     assert per[0]["suspicious_share"] == pytest.approx(0.25)
@@ -35,37 +35,37 @@ def test_silhouette_analysis_flags_only_the_planted_cluster():
 
 def test_relative_size_and_smaller_analyses():
     data, mask = planted(share=0.25)
-    rel = get("activation_clustering", dims=5, analysis="relative_size", size_threshold=0.3).scan(data)
+    rel = get("activation_clustering", dims=5, analysis="relative_size", size_threshold=0.3).scan(data=data)
     assert bool(rel.flagged[mask].all())
-    small = get("activation_clustering", dims=5, analysis="smaller").scan(data)
+    small = get("activation_clustering", dims=5, analysis="smaller").scan(data=data)
     assert small.num_flagged > rel.num_flagged  # 'smaller' flags a cluster in every class
-    too_big = get("activation_clustering", dims=5, analysis="relative_size", size_threshold=0.2).scan(data)
+    too_big = get("activation_clustering", dims=5, analysis="relative_size", size_threshold=0.2).scan(data=data)
     assert not bool(too_big.flagged[mask].any())  # a 25% cluster is above a 20% size threshold
 
 
 def test_exclusionary_reclassification_keeps_poison_and_orient_breaks_size_ties():
     data, mask = planted(share=0.25)
-    det = get("activation_clustering", dims=5, exclusionary=True).scan(data)
+    det = get("activation_clustering", dims=5, exclusionary=True).scan(data=data)
     assert det.details["per_class"][0]["reclassification_ratio"]["smaller"] < 1.0
     assert bool(det.flagged[mask].all()) and not bool(det.flagged[~mask].any())
     # poison is 60% of class 0: 'smaller' picks the clean part, orient picks the part near class 1
     data, mask = planted(share=0.6)
-    plain = get("activation_clustering", dims=5).scan(data)
-    oriented = get("activation_clustering", dims=5, orient=True).scan(data)
+    plain = get("activation_clustering", dims=5).scan(data=data)
+    oriented = get("activation_clustering", dims=5, orient=True).scan(data=data)
     assert not bool(plain.flagged[mask].any())
     assert evaluate_detection(oriented, mask).tpr == 1.0 and evaluate_detection(oriented, mask).fpr == 0.0
 
 
 def test_ica_reduction_finds_the_planted_cluster():
     data, mask = planted()
-    det = get("activation_clustering", dims=5, reduce="ica", analysis="relative_size").scan(data)
+    det = get("activation_clustering", dims=5, reduce="ica", analysis="relative_size").scan(data=data)
     assert evaluate_detection(det, mask).tpr == 1.0
 
 
 def test_backdoored_embeddings():
     poisoned, mask, _, bad, _ = backdoor_world()
     with one_thread():
-        det = get("activation_clustering", analysis="relative_size").scan(poisoned, bad)
+        det = get("activation_clustering", analysis="relative_size").scan(data=poisoned, model=bad)
     assert evaluate_detection(det, mask).tpr == 1.0
     per = det.details["per_class"][0]
     assert per["suspicious"] and per["suspicious_share"] == pytest.approx(float(mask.sum()) / float((poisoned.y == 0).sum()))

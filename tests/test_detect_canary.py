@@ -23,10 +23,10 @@ def test_reports_every_change_between_versions():
     v1 = linear([[1.0, 0.0], [0.0, 1.0]])  # predicts argmax coordinate: all correct
     v2 = linear([[0.0, 1.0], [1.0, 0.0]])  # swapped: all wrong
     probes = get("canary", x=x, y=y, ids=["a", "b", "c"])
-    ok = probes.scan(v1)
+    ok = probes.scan(model=v1)
     assert ok.details["passed"] and ok.num_flagged == 0
     assert float(ok.scores[0]) == pytest.approx(1 - torch.softmax(torch.tensor([1.0, 0.0]), 0)[0].item())
-    bad = probes.scan(v2, reference=v1)
+    bad = probes.scan(model=v2, clean=v1)
     assert [c["id"] for c in bad.details["changes"]] == ["a", "b", "c"]
     assert bad.details["changes"][0] == {"id": "a", "expected": 0, "predicted": 1, "before": 0}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from poisonlab.cli import main
-from poisonlab.commands.scan_cmd import load_checkpoint, save_checkpoint
+from poisonlab.model_checkpoint import load_checkpoint, save_checkpoint
 from poisonlab.models import make_model
 from test_detect_common import backdoor_world, single_thread  # noqa: F401 (autouse)
 

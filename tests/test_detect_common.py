@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect.base import Detection, evaluate_detection, flag_top_fraction, roc_curve, tpr_at_fpr
+from poisonlab.detect.base import Detection, evaluate_detection, flag_top_fraction, tpr_at_fpr
+from poisonlab.metrics import roc_curve
 from poisonlab.errors import DataError
 from poisonlab.models import make_model
 from poisonlab.rng import generator

@@ -30,7 +30,7 @@ def test_reverses_the_smallest_trigger_for_the_backdoor_target():
     before = [p.clone() for p in bad.parameters()]
     nc = get("neural_cleanse", steps=150, batch_size=24, samples=200, threshold=1.0)
     with one_thread():
-        det_bad, det_good = nc.scan(bad, test_set), nc.scan(good, test_set)
+        det_bad, det_good = nc.scan(model=bad, clean=test_set), nc.scan(model=good, clean=test_set)
     assert det_bad.details["flagged_labels"] == [TARGET]
     assert int(torch.argmin(torch.tensor(det_bad.details["mask_l1"]))) == TARGET
     assert int(torch.argmax(det_bad.scores)) == TARGET

@@ -9,8 +9,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.detect import get
-from poisonlab.detect.provenance import dataset_manifest, diff, sample_hashes, sign, verify_signature
+from poisonlab.detect.provenance import dataset_manifest, diff, sign, verify_signature
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.hashing import sample_hashes
 from test_detect_roni import blobs
 from test_detect_common import single_thread  # noqa: F401 (autouse: torch on one thread)
 
@@ -22,8 +23,8 @@ def tiny():
 def test_hash_is_sha256_of_float32_bytes_and_int64_label():
     data = tiny()
     want = hashlib.sha256(np.float32([0, 1 / 12, 2 / 12]).astype("<f4").tobytes() + np.int64(0).tobytes()).hexdigest()
-    assert sample_hashes(data)[0] == want
-    assert len(set(sample_hashes(data))) == 4
+    assert sample_hashes(data.x, data.y)[0] == want
+    assert len(set(sample_hashes(data.x, data.y))) == 4
 
 
 def test_diff_reports_changed_added_removed():
@@ -66,8 +67,8 @@ def test_provenance_defense_flags_the_poisoned_source():
     sources = np.repeat(np.array(["a", "b", "c", "d", "e"]), 60)
     y = data.y.clone()
     y[240:] = (y[240:] + 1) % 3  # source 'e' flips every label
-    det = get("provenance", epsilon=0.02, steps=150).scan(data.replace(y=y), sources, blobs(300, 4))
+    det = get("provenance", epsilon=0.02, steps=150).scan(data=data.replace(y=y), sources=sources, validation=blobs(300, 4))
     assert det.details["flagged_sources"] == ["e"]
     assert bool(det.flagged[240:].all()) and not bool(det.flagged[:240].any())
     with pytest.raises(DataError, match="one source id per sample"):
-        get("provenance").scan(data, sources[:10], data)
+        get("provenance").scan(data=data, sources=sources[:10], validation=data)

@@ -34,24 +34,24 @@ def test_flipped_groups_have_negative_impact():
     mask = torch.zeros(200, dtype=torch.bool)
     mask[:40] = True
     y[mask] = (y[mask] + 1) % 3  # label flips
-    det = get("roni", base_size=60, steps=100).scan(cand.replace(y=y), validation=blobs(200, 2))
+    det = get("roni", base_size=60, steps=100).scan(data=cand.replace(y=y), validation=blobs(200, 2))
     ev = evaluate_detection(det, mask)
     assert ev.auroc > 0.9 and ev.tpr >= 0.75 and ev.fpr <= 0.05
     assert float(det.scores[mask].mean()) > 0.02 > abs(float(det.scores[~mask].mean()))
-    grouped = get("roni", group_size=5, base_size=60, steps=100).scan(cand.replace(y=y), validation=blobs(200, 2))
+    grouped = get("roni", group_size=5, base_size=60, steps=100).scan(data=cand.replace(y=y), validation=blobs(200, 2))
     assert len(set(grouped.scores.tolist())) <= 40  # every member of a group shares its group's score
 
 
 def test_roni_needs_validation():
     with pytest.raises(ConfigError, match="needs validation"):
-        get("roni").scan(blobs(10, 0))
+        get("roni").scan(data=blobs(10, 0))
 
 
 def test_impact_is_the_definition_computed_directly():
     from poisonlab.detect.features import standardize
 
     cand, base, val = blobs(3, 5), blobs(40, 6), blobs(50, 7)
-    det = get("roni", steps=60).scan(cand, validation=val, base=base)
+    det = get("roni", steps=60).scan(data=cand, validation=val, clean=base)
     fb, fc, fv = standardize(base.x, cand.x, val.x)
     W0, b0 = fit_heads(fb, base.y, 3, weights=torch.ones(1, 40), steps=60)
     ref = heads_metrics(W0, b0, fv, val.y)[1][0]

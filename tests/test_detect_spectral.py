@@ -38,7 +38,7 @@ def test_scores_match_the_definition_by_numpy_svd():
 def test_paper_rule_flags_top_one_and_a_half_epsilon_and_catches_planted():
     x, mask, _ = planted(share=0.1)
     data = Dataset(x.float(), torch.zeros(len(x), dtype=torch.long), ("a", "b"))
-    det = get("spectral_signatures", epsilon=0.1).scan(data)
+    det = get("spectral_signatures", epsilon=0.1).scan(data=data)
     assert det.num_flagged == 60  # ceil(1.5 * 0.1 * 400)
     assert bool(det.flagged[mask].all())
     assert evaluate_detection(det, mask).auroc > 0.99
@@ -50,10 +50,10 @@ def test_paper_rule_is_blind_at_half_poison_but_orient_is_not():
     far = torch.randn(200, x.shape[1], generator=generator(1, "other"), dtype=torch.float64) + 8.0 * u
     data = Dataset(torch.cat([x, far]).float(), torch.cat([torch.zeros(400), torch.ones(200)]).long(), ("0", "1"))
     truth = torch.cat([mask, torch.zeros(200, dtype=torch.bool)])
-    paper = get("spectral_signatures", epsilon=0.5, classes=[0]).scan(data)
+    paper = get("spectral_signatures", epsilon=0.5, classes=[0]).scan(data=data)
     within = Detection(paper.scores[:400], paper.flagged[:400])
     assert 0.3 < evaluate_detection(within, mask).auroc < 0.7  # symmetric modes: squared projection cannot tell
-    oriented = get("spectral_signatures", orient=True, class_index=0.5).scan(data)
+    oriented = get("spectral_signatures", orient=True, class_index=0.5).scan(data=data)
     ev = evaluate_detection(oriented, truth)
     assert ev.tpr == 1.0 and ev.fpr == 0.0
 
@@ -66,7 +66,7 @@ def test_split_1d_between_modes():
 def test_backdoored_model_embeddings_reveal_the_poison():
     poisoned, mask, _, bad, _ = backdoor_world()
     with one_thread():
-        det = get("spectral_signatures", epsilon=0.3, classes=[0]).scan(poisoned, bad)
+        det = get("spectral_signatures", epsilon=0.3, classes=[0]).scan(data=poisoned, model=bad)
     assert evaluate_detection(det, mask).tpr >= 0.9
 
 

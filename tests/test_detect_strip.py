@@ -57,7 +57,7 @@ def test_trojaned_inputs_have_low_entropy_and_are_flagged():
     trojaned[..., 3, 3] = 1.0
     pool, x = clean[:200], torch.cat([clean[200:400], trojaned])
     truth = torch.cat([torch.zeros(200, dtype=torch.bool), torch.ones(200, dtype=torch.bool)])
-    det = get("strip", n_overlays=20, frr=0.05).scan(x, trojaned_linear_model(), pool)
+    det = get("strip", n_overlays=20, frr=0.05).scan(data=x, model=trojaned_linear_model(), clean=pool)
     ev = evaluate_detection(det, truth)
     assert ev.tpr == 1.0 and ev.fpr <= 0.1  # about frr of the clean inputs are rejected
     assert max(det.details["entropy"][200:]) < 0.01 < min(det.details["entropy"][:200])
@@ -73,8 +73,8 @@ def test_backdoored_cnn_separates_trojaned_inputs_better_than_a_clean_cnn():
     x = torch.cat([held.x, stamp(held.x[keep])])
     truth = torch.cat([torch.zeros(len(held), dtype=torch.bool), torch.ones(int(keep.sum()), dtype=torch.bool)])
     with one_thread():
-        on_bad = evaluate_detection(get("strip", n_overlays=8).scan(x, bad, pool), truth).auroc
-        on_good = evaluate_detection(get("strip", n_overlays=8).scan(x, good, pool), truth).auroc
+        on_bad = evaluate_detection(get("strip", n_overlays=8).scan(data=x, model=bad, clean=pool), truth).auroc
+        on_good = evaluate_detection(get("strip", n_overlays=8).scan(data=x, model=good, clean=pool), truth).auroc
     assert on_bad > 0.8 > on_good
 
 
@@ -83,4 +83,4 @@ def test_bad_inputs():
         get("strip", mode="mix")
     _, _, test_set, bad, _ = backdoor_world()
     with pytest.raises(DataError, match="needs images"):
-        get("strip").scan(torch.zeros(3, 64), bad, test_set)
+        get("strip").scan(data=torch.zeros(3, 64), model=bad, clean=test_set)

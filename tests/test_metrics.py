@@ -60,6 +60,25 @@ def test_auroc_ties_and_edge_cases():
     assert auroc(torch.tensor([0.1, 0.9]), torch.tensor([0, 1])) == 1.0
     assert auroc(torch.tensor([0.9, 0.1]), torch.tensor([0, 1])) == 0.0
     assert math.isnan(auroc(torch.tensor([0.1, 0.2]), torch.tensor([1, 1])))
+    assert math.isnan(auroc(torch.tensor([0.1, 0.2]), torch.tensor([0, 0])))
+
+
+def test_non_finite_scores_keep_their_order():
+    # NaN ranks below everything (below -inf); +-inf are the extremes; scikit-learn never sees them
+    t = torch.tensor([1, 0, 1, 0])
+    assert auroc(torch.tensor([float("inf"), 5.0, float("nan"), float("-inf")]), t) == 0.5  # pos: top, bottom
+    assert auroc(torch.tensor([float("-inf"), float("nan")]), torch.tensor([1, 0])) == 1.0  # NaN below -inf
+    assert auroc(torch.tensor([float("-inf"), float("nan"), 1.0, 0.0]), t) == 0.75  # -inf loses only to 0.0
+    assert auroc(torch.tensor([float("nan"), float("nan"), 1.0, 1.0]), t) == 0.5  # ties count 1/2
+
+
+def test_roc_curve_points_and_one_class():
+    from poisonlab.metrics import roc_curve
+
+    fpr, tpr = roc_curve(torch.tensor([0.9, 0.8, 0.8, 0.1]), torch.tensor([1, 0, 1, 0]))
+    assert fpr.tolist() == [0, 0, 0.5, 1] and tpr.tolist() == [0, 0.5, 1, 1]
+    fpr, tpr = roc_curve(torch.tensor([0.3, 0.1]), torch.tensor([0, 0]))  # no positives: TPR stays 0
+    assert fpr.tolist() == [0, 0.5, 1] and tpr.tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("seed", range(3))

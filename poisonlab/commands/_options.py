@@ -35,3 +35,30 @@ def memory_budget_bytes(gib: float | None) -> int | None:
     if not gib > 0:
         raise ConfigError(f"--memory-budget={gib} is not valid; accepted: a positive number of GiB")
     return int(gib * 2**30)
+
+
+def load_dataset(spec: str, args):
+    """The dataset a command names: an .npz path (its path kept in meta['path']) or a registered name
+    loaded with --data-dir / --part."""
+    from poisonlab.data import load
+
+    if spec.endswith(".npz"):
+        data = load("npz", path=spec)
+        return data.replace(meta={**data.meta, "path": spec})
+    from poisonlab.commands.train_cmd import dataset_params
+
+    args.dataset = spec
+    return load(spec, **dataset_params(args))
+
+
+def json_params(text: str) -> dict:
+    """--params as a JSON object, or a one-line ConfigError showing the accepted shape."""
+    import json
+
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--params is not valid JSON ({err.msg}); accepted: a JSON object like '{{\"rate\": 0.1}}'") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"--params={text!r} is not a JSON object; accepted: '{{\"key\": value}}'")
+    return params

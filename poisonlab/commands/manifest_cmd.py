@@ -14,9 +14,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from poisonlab.commands.scan_cmd import _atomic_bytes, _dataset
+from poisonlab.commands._options import load_dataset
 from poisonlab.console import console, table
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.rundir import atomic_write_bytes
 
 NAME = "manifest"
 HELP = "Create or verify a signed manifest of per-sample hashes for a dataset or checkpoint (reports every change)."
@@ -57,16 +58,16 @@ def build(args) -> dict:
 
     if args.target.endswith(".safetensors"):
         return checkpoint_manifest(args.target, lineage={"path": args.target})
-    return dataset_manifest(_dataset(args.target, args), lineage={"source": args.target})
+    return dataset_manifest(load_dataset(args.target, args), lineage={"source": args.target})
 
 
 def keygen(prefix: str) -> int:
     """Write <prefix>.pem (Ed25519 private) and <prefix>.pub.pem (public)."""
     key = Ed25519PrivateKey.generate()
-    _atomic_bytes(Path(prefix + ".pem"), key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
-    _atomic_bytes(Path(prefix + ".pub.pem"), key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+    atomic_write_bytes(Path(prefix + ".pem"), key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()))
+    atomic_write_bytes(Path(prefix + ".pub.pem"), key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
     console.print(f"wrote {prefix}.pem (private, keep secret) and {prefix}.pub.pem (public)")
     return 0
 
@@ -81,7 +82,7 @@ def run(args) -> int:
     if args.action == "create":
         key = read_key(args.key, private=True)
         manifest = sign(current, key) if key is not None else current
-        _atomic_bytes(path, json.dumps(manifest, indent=1).encode())
+        atomic_write_bytes(path, json.dumps(manifest, indent=1).encode())
         console.print(f"manifest of {current['n']} entries -> {path}"
                       f" ({manifest['signature']['algorithm'] if key is not None else 'UNSIGNED'})")
         return 0

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
 
 import numpy as np
 
+from poisonlab.commands._options import json_params
 from poisonlab.console import console
 from poisonlab.data import load
 from poisonlab.errors import ConfigError
+from poisonlab.hashing import sample_hashes, sha256_file
 from poisonlab.poison.registry import POISONS, make_poison
 
 NAME = "poison"
@@ -28,23 +29,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output .npz path; the manifest goes to <out>.manifest.json")
 
 
-def sample_hashes(x: np.ndarray, y: np.ndarray) -> list[str]:
-    """SHA-256 of each sample's content: its float32 C-order bytes followed by its int64 label bytes."""
-    x = np.ascontiguousarray(x, dtype="<f4")
-    y = np.ascontiguousarray(y, dtype="<i8")
-    return [hashlib.sha256(x[i].tobytes() + y[i].tobytes()).hexdigest() for i in range(len(y))]
-
-
-def _params(text: str) -> dict:
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--params is not valid JSON ({err.msg}); accepted: a JSON object like '{{\"rate\": 0.1}}'") from None
-    if not isinstance(params, dict):
-        raise ConfigError(f"--params={text!r} is not a JSON object; accepted: '{{\"key\": value}}'")
-    return params
-
-
 def run(args) -> int:
     from poisonlab.commands.train_cmd import dataset_params
     from poisonlab.data.formats import atomic_write_bytes
@@ -52,7 +36,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out} should end in .npz")
-    poison = make_poison({"name": args.attack, "params": _params(args.params)})
+    poison = make_poison({"name": args.attack, "params": json_params(args.params)})
     if poison.requires_model:
         raise ConfigError(f"attack '{args.attack}' needs a trained model; run it through 'poisonlab run' instead")
     data = load(args.dataset, **dataset_params(args))
@@ -61,9 +45,9 @@ def run(args) -> int:
     buf = io.BytesIO()
     np.savez_compressed(buf, x=x, y=y, classes=np.array(result.data.classes, dtype=str), mask=mask)
     atomic_write_bytes(out, buf.getvalue())
-    manifest = {"dataset": args.dataset, "attack": args.attack, "params": _params(args.params), "seed": args.seed,
+    manifest = {"dataset": args.dataset, "attack": args.attack, "params": json_params(args.params), "seed": args.seed,
                 "n": int(len(y)), "poisoned": int(mask.sum()), "hash": "sha256(float32 x bytes + int64 label bytes)",
-                "file_sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "info": result.info,
+                "file_sha256": sha256_file(out), "info": result.info,
                 "samples": [{"sha256": h, "poisoned": bool(m)} for h, m in zip(sample_hashes(x, y), mask)]}
     manifest_path = out.with_name(out.name + ".manifest.json")
     atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1, default=str).encode())

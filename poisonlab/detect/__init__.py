@@ -1,21 +1,21 @@
 """Detecting poisoned data and backdoored models.
 
-Every detector is registered in ``DETECTORS`` and built with ``get(name, **params)``; its
-``scan(...)`` returns a :class:`Detection` (scores, flagged, details), higher score = more
-suspicious. What ``scan`` takes depends on what the detector inspects:
+Every detector is a class registered in ``DETECTORS`` (detect/registry.py) and built with
+``get(name, **params)``. It follows the ``Detector`` protocol (detect/base.py): ``inspects`` says
+what one score is about ("data": a training sample; "sources": a training sample, scored by its
+source; "inputs": a test input; "model": a label of a trained model; "probes": a probe record),
+``requires`` names the scan inputs it cannot do without, and one keyword-only
+``scan(*, data=None, model=None, clean=None, validation=None, sources=None)`` returns a
+:class:`Detection` (scores, flagged, details), higher score = more suspicious.
 
-- data detectors (activation_clustering, spectral_signatures, anomaly, roni, provenance):
-  ``scan(data, model=None, ...)`` -> one score per training sample;
-- input detector (strip): ``scan(x, model, clean)`` at inference time -> one score per input;
-- model detector (neural_cleanse): ``scan(model, clean)`` -> one score per label;
-- canary: ``scan(model, reference=None)`` -> one score per probe record.
-
-``evaluate_detection(detection, truth)`` gives TPR, FPR, precision, recall, F1 and AUROC.
+``evaluate_detection(detection, truth)`` gives TPR, FPR, precision, recall, F1 and AUROC;
+``detect.run`` runs a named detector for ``poisonlab run`` and ``poisonlab scan`` alike.
 """
 
-from poisonlab.registry import Registry
-
-DETECTORS = Registry("detector")
+from poisonlab.detect.registry import DETECTORS
+from poisonlab.detect.base import Detection, Detector, evaluate_detection
+from poisonlab.detect import (  # noqa: F401  (each member registers its detector)
+    activation_clustering, anomaly, canary, neural_cleanse, provenance, roni, spectral, strip)
 
 
 def get(name: str, **params):
@@ -23,8 +23,4 @@ def get(name: str, **params):
     return DETECTORS.get(name, **params)
 
 
-from poisonlab.detect.base import Detection, evaluate_detection  # noqa: E402
-from poisonlab.detect import (  # noqa: E402,F401  (registers every detector)
-    activation_clustering, anomaly, canary, neural_cleanse, provenance, roni, spectral, strip)
-
-__all__ = ["DETECTORS", "Detection", "evaluate_detection", "get"]
+__all__ = ["DETECTORS", "Detection", "Detector", "evaluate_detection", "get"]

@@ -35,9 +35,9 @@ from sklearn.metrics import silhouette_score
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection
+from poisonlab.detect.base import Detection, require
 from poisonlab.detect.features import poisoned_side, representations
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.rng import derive_seed, generator
 
@@ -64,10 +64,15 @@ def two_means(z: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     return labels, sil
 
 
+@DETECTORS.register("activation_clustering",
+                    reference="Chen et al., Detecting Backdoor Attacks on DNNs by Activation Clustering, 2018")
 class ActivationClustering:
-    """Per-class 2-means on reduced penultimate activations; flags the cluster the analysis names."""
+    """Per class, PCA/ICA to 10 dims then 2-means on activations; smaller / relative-size / silhouette analysis."""
 
-    def __init__(self, dims: int = 10, reduce: str = "pca", analysis: str = "silhouette",
+    inspects = "data"
+    requires = ("data",)
+
+    def __init__(self, *, dims: int = 10, reduce: str = "pca", analysis: str = "silhouette",
                  size_threshold: float = 0.35, silhouette_threshold: float = 0.3,
                  exclusionary: bool = False, orient: bool = False, seed: int = 0):
         if reduce not in REDUCERS:
@@ -87,13 +92,15 @@ class ActivationClustering:
             return share <= self.size_threshold
         return sil >= self.silhouette_threshold
 
-    def scan(self, data: Dataset, model: nn.Sequential | None = None) -> Detection:
+    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean=None, validation=None,
+             sources=None) -> Detection:
         """Score each sample of data on model activations (raw inputs if model is None).
 
         Score: for a sample in the suspicious cluster of its class (the smaller one, or with
         orient=True the one nearer to other classes), 1 - share of that cluster (size analyses) or
         the class silhouette (silhouette analysis); 0 otherwise.
         """
+        require(self, data=data)
         acts = representations(data.x, model).double().numpy()
         y = data.y.numpy()
         scores = np.zeros(len(data))
@@ -140,12 +147,3 @@ class ActivationClustering:
             if ratios[worst] < 1.0:
                 flagged[idx[clusters[idx] == worst]] = True
             info["reclassification_ratio"] = {"larger": ratios[0], "smaller": ratios[1]}
-
-
-@DETECTORS.register("activation_clustering",
-                    reference="Chen et al., Detecting Backdoor Attacks on DNNs by Activation Clustering, 2018")
-def activation_clustering(dims: int = 10, reduce: str = "pca", analysis: str = "silhouette",
-                                   size_threshold: float = 0.35, silhouette_threshold: float = 0.3,
-                          exclusionary: bool = False, orient: bool = False, seed: int = 0):
-    """Per class, PCA/ICA to 10 dims then 2-means on activations; smaller / relative-size / silhouette analysis."""
-    return ActivationClustering(dims, reduce, analysis, size_threshold, silhouette_threshold, exclusionary, orient, seed)

@@ -24,9 +24,9 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection, flag_top_fraction
+from poisonlab.detect.base import Detection, flag_top_fraction, require
 from poisonlab.detect.features import representations, standardize
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.models import init_parameters
 from poisonlab.rng import derive_seed, generator
@@ -34,10 +34,17 @@ from poisonlab.rng import derive_seed, generator
 METHODS = ("zscore", "kmeans", "dbscan", "isolation_forest", "autoencoder")
 
 
+@DETECTORS.register("anomaly", reference="z-score; k-means; DBSCAN (Ester 1996); isolation forest (Liu 2008); autoencoder")
 class Anomaly:
-    """One anomaly score per sample by the chosen method; see the module docstring for the formulas."""
+    """Anomaly scores on raw features or embeddings: z-score, k-means distance, DBSCAN, isolation forest, autoencoder.
 
-    def __init__(self, method: str = "isolation_forest", contamination: float = 0.1, per_class: bool = False,
+    One score per sample by the chosen method; see the module docstring for the formulas.
+    """
+
+    inspects = "data"
+    requires = ("data",)
+
+    def __init__(self, *, method: str = "isolation_forest", contamination: float = 0.1, per_class: bool = False,
                  threshold: float = 3.0, k: int = 10, eps: float | None = None, min_samples: int = 5,
                  hidden: int = 16, epochs: int = 200, seed: int = 0):
         if method not in METHODS:
@@ -48,8 +55,10 @@ class Anomaly:
         self.eps, self.min_samples = eps, int(check_range("min_samples", min_samples, 1))
         self.hidden, self.epochs, self.seed = int(hidden), int(epochs), int(seed)
 
-    def scan(self, data: Dataset | torch.Tensor, model: nn.Sequential | None = None) -> Detection:
+    def scan(self, *, data: Dataset | torch.Tensor | None = None, model: nn.Sequential | None = None, clean=None,
+             validation=None, sources=None) -> Detection:
         """Score each sample of data (a Dataset or a features tensor) on raw features or model embeddings."""
+        require(self, data=data)
         x = data.x if isinstance(data, Dataset) else torch.as_tensor(data)
         feats = representations(x, model).double()
         groups = [torch.arange(len(feats))]
@@ -101,11 +110,3 @@ class Anomaly:
             opt.step()
         with torch.no_grad():
             return (net(z) - z).pow(2).mean(dim=1).double()
-
-
-@DETECTORS.register("anomaly", reference="z-score; k-means; DBSCAN (Ester 1996); isolation forest (Liu 2008); autoencoder")
-def anomaly(method: str = "isolation_forest", contamination: float = 0.1, per_class: bool = False,
-            threshold: float = 3.0, k: int = 10, eps: float | None = None, min_samples: int = 5,
-            hidden: int = 16, epochs: int = 200, seed: int = 0):
-    """Anomaly scores on raw features or embeddings: z-score, k-means distance, DBSCAN, isolation forest, autoencoder."""
-    return Anomaly(method, contamination, per_class, threshold, k, eps, min_samples, hidden, epochs, seed)

@@ -1,19 +1,39 @@
-"""The Detection type every detector returns, and its one shared evaluation against ground truth.
+"""What every detector is (the Detector protocol), the Detection it returns, and its one shared
+evaluation against ground truth.
 
-A detector's ``scan(...)`` returns ``Detection(scores, flagged, details)``: one score per
-scanned item (sample, input, label, source or probe; higher = more suspicious), the items
-it flags, and a small dict of what it found (per-class statistics, thresholds, ...).
+A detector is a class registered in ``detect.registry.DETECTORS``; its constructor takes
+keyword-only parameters and stores them; ``inspects`` says what one score is about; one
+keyword-only ``scan(*, data=None, model=None, clean=None, validation=None, sources=None)`` returns
+``Detection(scores, flagged, details)``: one score per scanned item (higher = more suspicious), the
+items it flags, and a small dict of what it found (per-class statistics, thresholds, ...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from poisonlab.errors import ConfigError, DataError, check_range
-from poisonlab.metrics import DetectionScores, detection_scores
+from poisonlab.detect.registry import DETECTORS
+from poisonlab.metrics import DetectionScores, detection_scores, roc_curve
+
+INSPECTS = {
+    "data": "one score per training sample",
+    "sources": "one score per training sample, shared by the samples of a source",
+    "inputs": "one score per input at inference time",
+    "model": "one score per label of a trained model",
+    "probes": "one score per probe record",
+}
+INPUTS = {
+    "data": "data to scan",
+    "model": "a model",
+    "clean": "held-out clean data",
+    "validation": "validation data (held-out, clean)",
+    "sources": "sources (one source id per sample)",
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,37 @@ class Detection:
         return int(self.flagged.sum())
 
 
+@runtime_checkable
+class Detector(Protocol):
+    """A detector: ``inspects`` (a key of INSPECTS), ``requires`` (the scan keywords it cannot do
+    without, keys of INPUTS) and one keyword-only ``scan``; keywords it does not use are ignored."""
+
+    inspects: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]]
+
+    def scan(self, *, data: Any = None, model: Any = None, clean: Any = None, validation: Any = None,
+             sources: Any = None) -> Detection:
+        """Score the items this detector inspects; higher = more suspicious."""
+        ...
+
+
+def check_inputs(name: str, requires: tuple[str, ...], given: dict, how: dict | None = None) -> None:
+    """ConfigError naming the detector and the first required scan input that is None.
+
+    how: what the caller should pass for each input (e.g. a command-line flag); default ``scan(key=...)``.
+    """
+    for key in requires:
+        if given.get(key) is None:
+            hint = (how or {}).get(key, f"scan({key}=...)")
+            raise ConfigError(f"detector '{name}' needs {INPUTS[key]}; pass {hint}")
+
+
+def require(detector: Detector, **given) -> None:
+    """check_inputs for a detector's own scan: its registered name, its ``requires``, the inputs it got."""
+    name = next((e.name for e in DETECTORS.entries() if e.factory is type(detector)), type(detector).__name__)
+    check_inputs(name, detector.requires, given)
+
+
 def _truth(truth, n: int) -> torch.Tensor:
     """Ground truth as a bool tensor of length n, or a DataError naming the mismatch."""
     t = torch.as_tensor(np.asarray(truth) if not isinstance(truth, torch.Tensor) else truth).to(torch.bool).flatten()
@@ -54,23 +105,10 @@ def evaluate_detection(detection: Detection, truth) -> DetectionScores:
     return detection_scores(detection.flagged, _truth(truth, len(detection)), detection.scores)
 
 
-def roc_curve(scores: torch.Tensor, truth) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) arrays of the ROC curve, one point per distinct score threshold (flag score >= t)."""
-    s = torch.as_tensor(scores, dtype=torch.float64).flatten().numpy()
-    t = _truth(truth, s.size).numpy()
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1] if s.size else np.array([], dtype=int)
-    tp = np.cumsum(t)[last]
-    fp = np.cumsum(~t)[last]
-    n_pos, n_neg = max(int(t.sum()), 1), max(int((~t).sum()), 1)
-    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
-
-
 def tpr_at_fpr(scores: torch.Tensor, truth, max_fpr: float = 0.05) -> tuple[float, float]:
     """The ROC operating point with the highest TPR whose FPR is <= max_fpr: (tpr, fpr)."""
     check_range("max_fpr", max_fpr, 0.0, 1.0)
-    fpr, tpr = roc_curve(scores, truth)
+    fpr, tpr = roc_curve(scores, _truth(truth, torch.as_tensor(scores).numel()))
     ok = fpr <= max_fpr + 1e-12
     best = int(np.argmax(np.where(ok, tpr, -1.0)))
     return float(tpr[best]), float(fpr[best])
@@ -98,11 +136,3 @@ def detection_record(name: str, detection: Detection, truth=None) -> dict:
     record.update(truth=t.tolist(), tpr=ev.tpr, fpr=ev.fpr, precision=ev.precision, recall=ev.recall,
                   f1=ev.f1, auroc=ev.auroc)
     return record
-
-
-def check_labels(y: torch.Tensor, n: int, what: str = "labels") -> torch.Tensor:
-    """Labels as int64 of length n, or a ConfigError naming the mismatch."""
-    y = torch.as_tensor(y).long().flatten()
-    if y.numel() != n:
-        raise ConfigError(f"{what} has {y.numel()} entries but there are {n} samples; they must match")
-    return y

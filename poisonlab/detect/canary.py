@@ -1,9 +1,10 @@
 """Canary records: a fixed set of probe inputs with expected labels, checked between model versions.
 
 A model version passes when every probe is predicted as expected; comparing two versions
-reports every probe whose prediction changed. As a detector, ``scan(model, reference=None)``
+reports every probe whose prediction changed. As a detector, ``scan(model=..., clean=None)``
 gives one score per probe: 1 - p(expected label) under the model (higher = more suspicious);
-a probe is flagged when it is mispredicted or its prediction differs from the reference model's.
+a probe is flagged when it is mispredicted or its prediction differs from that of ``clean``, the
+earlier model version trusted as clean (the reference).
 (Canaries as integrity tripwires: e.g. Carlini et al., "The Secret Sharer", USENIX Security 2019,
 use inserted records to measure memorisation; here they watch for behaviour changes.)
 """
@@ -13,16 +14,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection
+from poisonlab.detect.base import Detection, require
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import DataError
 from poisonlab.training import predict_logits
 
 
+@DETECTORS.register("canary", reference="canary / probe records between model versions (cf. Carlini et al. 2019)")
 class Canary:
-    """Probe records x with expected labels y (and optional ids); scan a model version against them."""
+    """Fixed probe records with expected labels; reports every mispredicted or changed probe between versions.
 
-    def __init__(self, x, y, ids: list[str] | None = None):
+    Probe records x with expected labels y (and optional ids); scan a model version against them.
+    """
+
+    inspects = "probes"
+    requires = ("model",)
+
+    def __init__(self, *, x, y, ids: list[str] | None = None):
         self.x, self.y = torch.as_tensor(x).float(), torch.as_tensor(y).long().flatten()
         if len(self.x) != len(self.y) or len(self.y) == 0:
             raise DataError(f"canary needs as many expected labels as probes (>0); got {len(self.x)} probes,"
@@ -31,8 +39,12 @@ class Canary:
         if len(self.ids) != len(self.y):
             raise DataError(f"canary has {len(self.ids)} ids for {len(self.y)} probes; they must match")
 
-    def scan(self, model: nn.Module, reference: nn.Module | None = None) -> Detection:
-        """Score each probe by 1 - p(expected); flag mispredicted probes and those whose prediction changed."""
+    def scan(self, *, data=None, model: nn.Module | None = None, clean: nn.Module | None = None, validation=None,
+             sources=None) -> Detection:
+        """Score each probe by 1 - p(expected); flag mispredicted probes and those whose prediction changed
+        from clean's (the earlier model version trusted as clean; optional)."""
+        require(self, model=model)
+        reference = clean
         probs = torch.softmax(predict_logits(model, self.x).double(), dim=1)
         pred = probs.argmax(dim=1)
         flagged = pred != self.y
@@ -44,9 +56,3 @@ class Canary:
                    for i in torch.nonzero(flagged).flatten().tolist()]
         return Detection(1.0 - probs[torch.arange(len(self.y)), self.y], flagged,
                          {"changes": changes, "passed": not changes})
-
-
-@DETECTORS.register("canary", reference="canary / probe records between model versions (cf. Carlini et al. 2019)")
-def canary(x, y, ids: list[str] | None = None):
-    """Fixed probe records with expected labels; reports every mispredicted or changed probe between versions."""
-    return Canary(x, y, ids)

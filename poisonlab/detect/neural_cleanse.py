@@ -23,20 +23,11 @@ import torch
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection
+from poisonlab.detect.base import Detection, require
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import DataError, check_range
 from poisonlab.rng import generator
-
-MAD_CONSISTENCY = 1.4826
-
-
-def anomaly_index(norms: torch.Tensor) -> torch.Tensor:
-    """Signed anomaly index (median - norm) / (1.4826 * MAD): positive for labels with small masks."""
-    norms = norms.double()
-    med = norms.median()
-    mad = (norms - med).abs().median() * MAD_CONSISTENCY
-    return (med - norms) / mad.clamp_min(1e-12)
+from poisonlab.stats import anomaly_index
 
 
 def apply_trigger(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
@@ -44,10 +35,15 @@ def apply_trigger(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) ->
     return (1.0 - mask) * x + mask * pattern
 
 
+@DETECTORS.register("neural_cleanse",
+                    reference="Wang et al., Neural Cleanse: Identifying and Mitigating Backdoor Attacks in NNs, S&P 2019")
 class NeuralCleanse:
-    """Per-label trigger reverse engineering with L1 mask penalty and adaptive cost; MAD outlier test."""
+    """Reverse-engineer a minimal trigger per label (L1 mask, adaptive cost); MAD anomaly index > 2 flags."""
 
-    def __init__(self, steps: int = 800, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
+    inspects = "model"
+    requires = ("model", "clean")
+
+    def __init__(self, *, steps: int = 800, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
                  success: float = 0.99, patience: int = 10, threshold: float = 2.0, samples: int = 512,
                  seed: int = 0):
         self.steps = int(check_range("steps", steps, 1))
@@ -103,11 +99,13 @@ class NeuralCleanse:
         best_norm = torch.where(never, final_mask.flatten(1).sum(dim=1), best_norm)
         return best_mask, best_pattern, best_norm, ~never
 
-    def scan(self, model: nn.Module, clean) -> Detection:
+    def scan(self, *, data=None, model: nn.Module | None = None, clean=None, validation=None,
+             sources=None) -> Detection:
         """One score per label (the signed anomaly index); flags labels with small masks and index > threshold.
 
         clean: clean images (or a Dataset) the defender holds; at most ``samples`` are used.
         """
+        require(self, model=model, clean=clean)
         x = clean.x if isinstance(clean, Dataset) else torch.as_tensor(clean)
         if x.dim() != 4 or len(x) == 0:
             raise DataError(f"Neural Cleanse needs clean images (n, c, h, w); got shape {tuple(x.shape)}")
@@ -121,12 +119,3 @@ class NeuralCleanse:
         return Detection(index, flagged, {"mask_l1": norms.tolist(), "reached_success": reached.tolist(),
                                           "masks": masks, "patterns": patterns,
                                           "flagged_labels": torch.nonzero(flagged).flatten().tolist()})
-
-
-@DETECTORS.register("neural_cleanse",
-                    reference="Wang et al., Neural Cleanse: Identifying and Mitigating Backdoor Attacks in NNs, S&P 2019")
-def neural_cleanse(steps: int = 800, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
-                   success: float = 0.99, patience: int = 10, threshold: float = 2.0, samples: int = 512,
-                   seed: int = 0):
-    """Reverse-engineer a minimal trigger per label (L1 mask, adaptive cost); MAD anomaly index > 2 flags."""
-    return NeuralCleanse(steps, batch_size, lr, init_cost, success, patience, threshold, samples, seed)

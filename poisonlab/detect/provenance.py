@@ -1,6 +1,6 @@
 """Data provenance: per-sample content hashes, signed manifests, and the per-source provenance defense.
 
-- ``sample_hashes``: SHA-256 of each sample's content (shape, dtype, raw float32 bytes, label).
+- per-sample content hashes: ``poisonlab.hashing.sample_hashes`` (raw float32 bytes, then the int64 label).
 - ``dataset_manifest`` / ``checkpoint_manifest``: a JSON-able record of a dataset (one entry per
   sample: id, hash, label, source) or of a safetensors checkpoint (one hash per tensor), plus a
   digest of the whole. ``sign`` adds an HMAC-SHA256 (shared secret) or Ed25519 (private key)
@@ -28,22 +28,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection
+from poisonlab.detect.base import Detection, require
 from poisonlab.detect.features import fit_heads, heads_metrics, representations, standardize
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.hashing import sample_hashes, sha256_file
 
 MANIFEST_VERSION = 1
-
-
-def sample_hashes(data: Dataset) -> list[str]:
-    """Hex SHA-256 of each sample: its float32 little-endian C-order bytes then its int64 label bytes.
-
-    The same hash ``poisonlab poison`` writes in its manifest, so the two can be compared.
-    """
-    x = np.ascontiguousarray(data.x.numpy(), dtype="<f4")
-    y = np.ascontiguousarray(data.y.numpy(), dtype="<i8")
-    return [hashlib.sha256(x[i].tobytes() + y[i].tobytes()).hexdigest() for i in range(len(y))]
 
 
 def canonical(manifest: dict) -> bytes:
@@ -54,7 +45,7 @@ def canonical(manifest: dict) -> bytes:
 
 def dataset_manifest(data: Dataset, sources=None, ids=None, lineage: dict | None = None) -> dict:
     """Manifest of a dataset: one {id, sha256, label, source} per sample, a digest over all, lineage."""
-    hashes = sample_hashes(data)
+    hashes = sample_hashes(data.x, data.y)
     ids = [str(i) for i in (range(len(data)) if ids is None else ids)]
     sources = ["unknown"] * len(data) if sources is None else [str(s) for s in np.asarray(sources).tolist()]
     if len(ids) != len(data) or len(sources) != len(data):
@@ -72,7 +63,6 @@ def checkpoint_manifest(path, lineage: dict | None = None) -> dict:
     from safetensors import safe_open
 
     path = Path(path)
-    raw = path.read_bytes()
     tensors = []
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata() or {}
@@ -81,7 +71,7 @@ def checkpoint_manifest(path, lineage: dict | None = None) -> dict:
             h = hashlib.sha256(f"{name}|{a.dtype.str}|{a.shape}|".encode() + a.tobytes()).hexdigest()
             tensors.append({"id": name, "sha256": h, "shape": list(a.shape), "dtype": a.dtype.str})
     return {"version": MANIFEST_VERSION, "kind": "checkpoint", "name": path.name, "n": len(tensors),
-            "file_sha256": hashlib.sha256(raw).hexdigest(), "metadata": meta, "lineage": lineage or {},
+            "file_sha256": sha256_file(path), "metadata": meta, "lineage": lineage or {},
             "samples": tensors}
 
 
@@ -160,14 +150,24 @@ def diff(old: dict, new: dict) -> ManifestDiff:
                         [i for i in gone if i not in both])
 
 
+@DETECTORS.register("provenance",
+                    reference="Baracaldo et al., Mitigating Poisoning Attacks on ML Models: A Data Provenance Based Approach, AISec 2017")
 class Provenance:
-    """Per-source defense: flag sources whose removal raises validation accuracy by more than epsilon."""
+    """Per-source defense: leave each source out; flag sources whose removal improves validation accuracy > eps."""
 
-    def __init__(self, epsilon: float = 0.01, steps: int = 200, lr: float = 0.1):
+    inspects = "sources"
+    requires = ("data", "sources", "validation")
+
+    def __init__(self, *, epsilon: float = 0.01, steps: int = 200, lr: float = 0.1):
         self.epsilon, self.steps, self.lr = float(epsilon), int(steps), float(lr)
 
-    def scan(self, data: Dataset, sources, validation: Dataset, model: nn.Sequential | None = None) -> Detection:
-        """One score per sample = the validation-accuracy gain when its source is left out (flags per source)."""
+    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean=None,
+             validation: Dataset | None = None, sources=None) -> Detection:
+        """One score per sample = the validation-accuracy gain when its source is left out (flags per source).
+
+        sources: one source id per sample of data; validation: held-out clean data.
+        """
+        require(self, data=data, sources=sources, validation=validation)
         src = np.asarray(sources)
         if src.shape != (len(data),):
             raise DataError(f"sources has shape {src.shape}; expected ({len(data)},), one source id per sample")
@@ -183,10 +183,3 @@ class Provenance:
         return Detection(scores, scores > self.epsilon, {
             "accuracy_all": float(acc[0]), "flagged_sources": flagged_sources,
             "gain_by_source": {str(n): float(g) for n, g in zip(names, gain)}})
-
-
-@DETECTORS.register("provenance",
-                    reference="Baracaldo et al., Mitigating Poisoning Attacks on ML Models: A Data Provenance Based Approach, AISec 2017")
-def provenance(epsilon: float = 0.01, steps: int = 200, lr: float = 0.1):
-    """Per-source defense: leave each source out; flag sources whose removal improves validation accuracy > eps."""
-    return Provenance(epsilon, steps, lr)

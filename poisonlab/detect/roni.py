@@ -22,17 +22,21 @@ import torch
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection
+from poisonlab.detect.base import Detection, require
 from poisonlab.detect.features import fit_heads, heads_metrics, representations, standardize
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.rng import generator
 
 
+@DETECTORS.register("roni", reference="Nelson et al., Exploiting ML to Subvert Your Spam Filter, LEET 2008 (RONI)")
 class Roni:
-    """Impact of each candidate group on validation cross-entropy of a linear head trained on a trusted base."""
+    """Reject on negative impact: validation loss change when a candidate group joins a trusted base set."""
 
-    def __init__(self, group_size: int = 1, threshold: float = 0.02, base_size: int = 500, steps: int = 150,
+    inspects = "data"
+    requires = ("data", "validation")
+
+    def __init__(self, *, group_size: int = 1, threshold: float = 0.02, base_size: int = 500, steps: int = 150,
                  lr: float = 0.1, chunk: int = 64, seed: int = 0):
         self.group_size = int(check_range("group_size", group_size, 1))
         self.threshold = float(threshold)
@@ -51,13 +55,15 @@ class Roni:
             order = torch.cat([order, last.repeat(pad // len(last) + 1)[:pad]])
         return order.view(n_groups, self.group_size)
 
-    def scan(self, data: Dataset, model: nn.Sequential | None = None, validation: Dataset | None = None,
-             base: Dataset | None = None) -> Detection:
+    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean: Dataset | None = None,
+             validation: Dataset | None = None, sources=None) -> Detection:
         """Score every sample of data (candidates). validation: held-out clean data (required);
-        base: the trusted training set B (default: a seeded random part of validation, at most
+        clean: the trusted training set B (default: a seeded random part of validation, at most
         ``base_size`` and at most half; the rest of validation measures the impact)."""
-        if validation is None or len(validation) < 2:
+        require(self, data=data, validation=validation)
+        if len(validation) < 2:
             raise ConfigError("RONI needs validation: a held-out clean Dataset of at least 2 samples")
+        base = clean
         if base is None:
             perm = torch.randperm(len(validation), generator=generator(self.seed, "roni", "base"))
             half = min(self.base_size, len(validation) // 2)
@@ -78,10 +84,3 @@ class Roni:
         scores[groups.flatten()] = impact.double().repeat_interleave(groups.shape[1])
         return Detection(scores, scores > self.threshold, {"reference_loss": float(ref), "groups": int(groups.shape[0]),
                                                            "group_size": self.group_size})
-
-
-@DETECTORS.register("roni", reference="Nelson et al., Exploiting ML to Subvert Your Spam Filter, LEET 2008 (RONI)")
-def roni(group_size: int = 1, threshold: float = 0.02, base_size: int = 500, steps: int = 150, lr: float = 0.1,
-         chunk: int = 64, seed: int = 0):
-    """Reject on negative impact: validation loss change when a candidate group joins a trusted base set."""
-    return Roni(group_size, threshold, base_size, steps, lr, chunk, seed)

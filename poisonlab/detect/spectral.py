@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection, flag_top_fraction
+from poisonlab.detect.base import Detection, flag_top_fraction, require
 from poisonlab.detect.features import poisoned_side, representations
-from poisonlab.detect.neural_cleanse import anomaly_index
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import check_range
 from poisonlab.rng import generator
+from poisonlab.stats import anomaly_index
 
 
 def spectral_scores(reps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,22 +52,29 @@ def split_1d(p: torch.Tensor, iters: int = 50) -> float:
     return (lo + hi) / 2
 
 
+@DETECTORS.register("spectral_signatures",
+                    reference="Tran, Li & Madry, Spectral Signatures in Backdoor Attacks, NeurIPS 2018")
 class SpectralSignatures:
-    """Per-class spectral signature scores; flags the top multiplier * epsilon of each class."""
+    """Per class, squared projection on the top singular vector of centred representations; flag top 1.5*eps."""
 
-    def __init__(self, epsilon: float = 0.1, multiplier: float = 1.5, classes: list[int] | None = None,
+    inspects = "data"
+    requires = ("data",)
+
+    def __init__(self, *, epsilon: float = 0.1, multiplier: float = 1.5, classes: list[int] | None = None,
                  orient: bool = False, class_index: float = 2.0, seed: int = 0):
         self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
         self.multiplier = check_range("multiplier", multiplier, 0.0)
         self.classes, self.orient = classes, bool(orient)
         self.class_index, self.seed = check_range("class_index", class_index, 0.0), int(seed)
 
-    def scan(self, data: Dataset, model: nn.Sequential | None = None) -> Detection:
+    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean=None, validation=None,
+             sources=None) -> Detection:
         """Score every sample of data (labels as given) on model embeddings (raw inputs if model is None).
 
         Paper mode: scores are tau divided by their class's mean (sigma_1^2 / n_c) so classes are
         comparable for a global ROC; this keeps the ranking inside a class, hence the flags.
         """
+        require(self, data=data)
         reps = representations(data.x, model)
         classes = [c for c in (range(data.num_classes) if self.classes is None else self.classes)
                    if int((data.y == int(c)).sum()) > 1]
@@ -107,11 +114,3 @@ class SpectralSignatures:
             per_class[c] = {"n": len(idx), "mean_tau": float(strength[k]), "class_index": float(class_idx[k]),
                             "suspicious": suspicious, "flagged": int(flagged[idx].sum())}
         return Detection(scores, flagged, {"per_class": per_class})
-
-
-@DETECTORS.register("spectral_signatures",
-                    reference="Tran, Li & Madry, Spectral Signatures in Backdoor Attacks, NeurIPS 2018")
-def spectral_signatures(epsilon: float = 0.1, multiplier: float = 1.5, classes: list[int] | None = None,
-                        orient: bool = False, class_index: float = 2.0, seed: int = 0):
-    """Per class, squared projection on the top singular vector of centred representations; flag top 1.5*eps."""
-    return SpectralSignatures(epsilon, multiplier, classes, orient, class_index, seed)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.detect import DETECTORS
-from poisonlab.detect.base import Detection
+from poisonlab.detect.base import Detection, require
+from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, DataError, check_range
 from poisonlab.rng import generator
 
@@ -47,10 +47,14 @@ def _images(x, what: str) -> torch.Tensor:
     return x.float()
 
 
+@DETECTORS.register("strip", reference="Gao et al., STRIP: A Defence Against Trojan Attacks on DNNs, ACSAC 2019")
 class Strip:
-    """Mean prediction entropy under N clean superimpositions; boundary at a false-rejection rate."""
+    """Mean Shannon entropy of predictions on N clean superimpositions; normal-fit boundary at FRR."""
 
-    def __init__(self, n_overlays: int = 50, frr: float = 0.01, mode: str = "add", alpha: float = 0.5,
+    inspects = "inputs"
+    requires = ("data", "model", "clean")
+
+    def __init__(self, *, n_overlays: int = 50, frr: float = 0.01, mode: str = "add", alpha: float = 0.5,
                  batch_size: int = 256, seed: int = 0):
         if mode not in MODES:
             raise ConfigError(f"mode='{mode}' is not known; accepted: {', '.join(MODES)}")
@@ -83,14 +87,16 @@ class Strip:
         mu, sigma = float(clean_entropies.mean()), float(clean_entropies.std())
         return mu + max(sigma, 1e-12) * NormalDist().inv_cdf(self.frr), mu, sigma
 
-    def scan(self, x, model: nn.Module, clean) -> Detection:
-        """Flag inputs x (images or a Dataset) whose mean entropy is below the boundary fitted on clean.
+    def scan(self, *, data=None, model: nn.Module | None = None, clean=None, validation=None,
+             sources=None) -> Detection:
+        """Flag the inputs data (images or a Dataset) whose mean entropy is below the boundary fitted on clean.
 
-        clean: held-out clean images, used both as the superimposition pool and to fit the
-        boundary (each clean image's entropy is measured against overlays from the same pool).
+        clean: held-out clean images (or a Dataset), used both as the superimposition pool and to fit
+        the boundary (each clean image's entropy is measured against overlays from the same pool).
         Score = -H (higher = more suspicious).
         """
-        x, pool = _images(x, "the scanned inputs"), _images(clean, "the clean held-out set")
+        require(self, data=data, model=model, clean=clean)
+        x, pool = _images(data, "the scanned inputs"), _images(clean, "the clean held-out set")
         if x.shape[1:] != pool.shape[1:]:
             raise DataError(f"inputs have shape {tuple(x.shape[1:])} but clean images {tuple(pool.shape[1:])}")
         clean_h = self.entropies(model, pool, pool, "clean")
@@ -99,10 +105,3 @@ class Strip:
         return Detection(-h, h < bound, {"entropy": h.tolist(), "boundary": bound, "clean_mean": mu,
                                           "clean_std": sigma, "frr": self.frr,
                                           "clean_rejected": float((clean_h < bound).double().mean())})
-
-
-@DETECTORS.register("strip", reference="Gao et al., STRIP: A Defence Against Trojan Attacks on DNNs, ACSAC 2019")
-def strip(n_overlays: int = 50, frr: float = 0.01, mode: str = "add", alpha: float = 0.5,
-          batch_size: int = 256, seed: int = 0):
-    """Mean Shannon entropy of predictions on N clean superimpositions; normal-fit boundary at FRR."""
-    return Strip(n_overlays, frr, mode, alpha, batch_size, seed)

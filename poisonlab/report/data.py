@@ -200,27 +200,6 @@ def detection_arrays(detection: Mapping) -> tuple[np.ndarray, np.ndarray] | None
     return scores, truth
 
 
-def roc_points(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve (fpr, tpr), from (0, 0) to (1, 1), one point per distinct score threshold.
-
-    Higher score = more suspicious. Flagging every sample with score >= t for each distinct t
-    (descending) gives tpr = TP/P and fpr = FP/N; ties move both at once (a diagonal step).
-    """
-    order = np.argsort(-scores, kind="mergesort")
-    s, t = scores[order], truth[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(t)[last_of_tie]
-    fps = np.cumsum(~t)[last_of_tie]
-    tpr = np.r_[0.0, tps / t.sum()]
-    fpr = np.r_[0.0, fps / (~t).sum()]
-    return fpr, tpr
-
-
-def area(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Area under a ROC curve by the trapezoid rule (equals the Mann-Whitney AUROC)."""
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-
-
 def class_names(run: Mapping, n: int) -> list[str]:
     """final.class_names if it has n entries, else '0'..'n-1'."""
     names = [str(c) for c in as_list(final(run).get("class_names"))]

@@ -1,8 +1,9 @@
 """The report's figures: one function per figure, each returning PNG bytes (or None without data).
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend switch), so
-it is safe in a headless process. Every function takes `entries`: (name, colour, run dict)
+it is safe in a headless process. Every report figure takes `entries`: (name, colour, run dict)
 triples; a run keeps its colour in every figure. Values stored as fractions are drawn in %.
+`detection` draws one detection for ``poisonlab scan``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from poisonlab.metrics import auroc, detection_scores, roc_curve
 from poisonlab.report import data
 
 DPI = 110
@@ -233,8 +235,8 @@ def roc(entries: Sequence[Entry]) -> bytes | None:
         for j, d in enumerate(data.detections(e.run)):
             arrays = data.detection_arrays(d)
             if arrays is not None:
-                fpr, tpr = data.roc_points(*arrays)
-                curves.append((e, str(d.get("detector") or f"detector {j + 1}"), j, fpr, tpr))
+                fpr, tpr = roc_curve(*arrays)
+                curves.append((e, str(d.get("detector") or f"detector {j + 1}"), j, fpr, tpr, auroc(*arrays)))
     if not curves:
         return None
     styles = ["-", "--", ":", "-."]
@@ -242,9 +244,9 @@ def roc(entries: Sequence[Entry]) -> bytes | None:
         fig = _figure(7.2, 6.6)
         ax = fig.subplots()
         ax.plot([0, 100], [0, 100], color="#999999", ls="--", lw=1, label="chance (AUROC 0.50)")
-        for e, detector, j, fpr, tpr in curves:
+        for e, detector, j, fpr, tpr, area in curves:
             ax.plot(100 * fpr, 100 * tpr, color=e.color, ls=styles[j % len(styles)], lw=2, drawstyle="default",
-                    label=f"{e.name} · {detector} (AUROC {data.area(fpr, tpr):.2f})")
+                    label=f"{e.name} · {detector} (AUROC {area:.2f})")
         ax.set(title="Detection ROC curves", xlabel="false positive rate (%)", ylabel="true positive rate (%)",
                xlim=(-2, 102), ylim=(-2, 102), aspect="equal")
         ax.legend(loc="lower right", frameon=True)
@@ -270,3 +272,32 @@ def per_class_accuracy(entries: Sequence[Entry]) -> bytes | None:
         ax.grid(axis="x", visible=False)
         fig.legend(loc="outside lower center", ncols=min(len(shown), 4), frameon=False)
         return _png(fig)
+
+
+def detection(scores: np.ndarray, flagged: np.ndarray, truth: np.ndarray | None, title: str) -> bytes:
+    """One detection: the score histogram (split by truth when known, log counts) and, with truth, its ROC
+    curve with the flags' operating point (``poisonlab scan`` writes it as scores.png)."""
+    scores = np.asarray(scores, dtype=float)
+    fig = Figure(figsize=(10 if truth is not None else 5, 3.6), layout="tight")
+    axes = fig.subplots(1, 2 if truth is not None else 1, squeeze=False)
+    ax = axes[0, 0]
+    finite = scores[np.isfinite(scores)]
+    bins = np.linspace(finite.min(), finite.max(), 50) if finite.size and finite.min() < finite.max() else 20
+    if truth is None:
+        ax.hist(finite, bins=bins, color="tab:blue")
+    else:
+        t = np.asarray(truth, dtype=bool)
+        ax.hist(scores[~t], bins=bins, alpha=0.6, label=f"clean ({int((~t).sum())})", color="tab:blue")
+        ax.hist(scores[t], bins=bins, alpha=0.6, label=f"poisoned ({int(t.sum())})", color="tab:red")
+        ax.legend()
+        fpr, tpr = roc_curve(scores, t)
+        ev = detection_scores(np.asarray(flagged, dtype=bool), t, scores)
+        rx = axes[0, 1]
+        rx.plot(fpr, tpr, color="tab:red")
+        rx.plot([0, 1], [0, 1], ls=":", color="grey")
+        rx.scatter([ev.fpr], [ev.tpr], color="black", zorder=3, label=f"flags: TPR {ev.tpr:.3f}, FPR {ev.fpr:.3f}")
+        rx.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC (AUROC {ev.auroc:.4f})")
+        rx.legend(loc="lower right")
+    ax.set(xlabel="score (higher = more suspicious)", ylabel="count", title=title)
+    ax.set_yscale("log")
+    return _png(fig)

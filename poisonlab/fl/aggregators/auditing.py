@@ -26,20 +26,7 @@ from poisonlab.fl.aggregators.base import (Rule, check_int, check_positive, clie
                                            subset_context)
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
-
-
-def robust_z(values: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """(values - median) / (1.4826 MAD) with the median and MAD of reference (default: values)."""
-    ref = values if reference is None else reference
-    if ref.numel() == 0:
-        return torch.zeros_like(values)
-    med = ref.median()
-    scale = 1.4826 * (ref - med).abs().median()
-    if not bool(scale > 0):
-        scale = 1.2533 * (ref - med).abs().mean()
-    if not bool(scale > 0):
-        return torch.zeros_like(values)
-    return (values - med) / scale
+from poisonlab.stats import robust_z
 
 
 def audited(rule: Rule | str, z: float = 3.0, exclude_rounds: int = 2, reputation: float = 0.9) -> Rule:

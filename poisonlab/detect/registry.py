@@ -1,0 +1,5 @@
+"""The detector registry (a leaf module: members import it, it imports no member)."""
+
+from poisonlab.registry import Registry
+
+DETECTORS = Registry("detector")
