@@ -230,45 +230,46 @@ class MaxPool2d(LayerOp):
         return aten.max_pool2d_with_indices_backward(g, h, *self.args, idx), ()
 
 
-@register(nn.ReLU)
 @dataclass(frozen=True)
-class ReLU(LayerOp):
-    """nn.ReLU, in place on a fresh activation; the backward masks by the output (kept on the tape)."""
+class Activation(LayerOp):
+    """An elementwise activation whose backward reads only its output: applied in place on a fresh
+    activation (out of place otherwise), the output kept on the tape. A subclass names its kernels."""
 
     columns: ClassVar[bool] = True
+    inplace: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+    outofplace: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
 
     @classmethod
-    def of(cls, m: nn.ReLU) -> ReLU:
+    def of(cls, m: nn.Module) -> Activation:
         return cls()
 
     def forward(self, h, params, run):
-        out = torch.relu_(h) if run.fresh else torch.relu(h)
+        out = type(self).inplace(h) if run.fresh else type(self).outofplace(h)
         if run.tape is not None:
             run.tape.append((self, out))
         run.fresh = False  # the tape holds it
         return out
 
+
+@register(nn.ReLU)
+@dataclass(frozen=True)
+class ReLU(Activation):
+    """nn.ReLU; the backward masks by the output: dz = dh where the output was > 0."""
+
+    inplace = staticmethod(torch.relu_)
+    outofplace = staticmethod(torch.relu)
+
     def backward(self, g, out):
-        return aten.threshold_backward(g, out, 0), ()  # dz = dh where the output was > 0
+        return aten.threshold_backward(g, out, 0), ()
 
 
 @register(nn.Tanh)
 @dataclass(frozen=True)
-class Tanh(LayerOp):
-    """nn.Tanh, in place on a fresh activation; the backward dz = dh * (1 - out^2) reads the output."""
+class Tanh(Activation):
+    """nn.Tanh; the backward reads the output: dz = dh * (1 - out^2)."""
 
-    columns: ClassVar[bool] = True
-
-    @classmethod
-    def of(cls, m: nn.Tanh) -> Tanh:
-        return cls()
-
-    def forward(self, h, params, run):
-        out = torch.tanh_(h) if run.fresh else torch.tanh(h)
-        if run.tape is not None:
-            run.tape.append((self, out))
-        run.fresh = False  # the tape holds it
-        return out
+    inplace = staticmethod(torch.tanh_)
+    outofplace = staticmethod(torch.tanh)
 
     def backward(self, g, out):
         return aten.tanh_backward(g, out), ()
