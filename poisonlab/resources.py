@@ -210,11 +210,6 @@ def _centralized(config: ExperimentConfig, shape: DataShape, model, d: int, samp
     return MemoryEstimate(sum(parts.values()), parts, d, 0, 0)
 
 
-def estimate_memory(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_MEMORY_BUDGET) -> int:
-    """Estimated peak bytes of the experiment (estimate(...).total)."""
-    return estimate(config, data, memory_budget).total
-
-
 def check_budget(config: ExperimentConfig, budget_bytes: int, data=None,
                  memory_budget: int = ENGINE_MEMORY_BUDGET) -> MemoryEstimate:
     """The estimate, or a one-line ResourceError when it is over budget_bytes (naming both and what to lower)."""

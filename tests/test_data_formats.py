@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from poisonlab.data import download as dl
-from poisonlab.data.formats import (read_cifar_batch, read_cifar_meta, read_idx, read_npz, safe_unpickle,
-                                    write_cifar_batch, write_idx)
+from poisonlab.data.formats import read_cifar_batch, read_cifar_meta, read_idx, read_npz, safe_unpickle
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.rng import numpy_rng
+from tests.support import write_cifar_batch, write_idx
 
 # ---------------------------------------------------------------- idx
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import shared_path
 from poisonlab.data import load
-from poisonlab.data.formats import write_cifar_batch, write_idx
+from tests.support import write_cifar_batch, write_idx
 from poisonlab.data.sources import CIFAR10_CLASSES, FASHION_CLASSES, save_npz
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.rng import numpy_rng

@@ -31,7 +31,7 @@ def test_missing_and_inconsistent(tmp_path):
 def test_federation_saves_and_restores_aggregator_state(tmp_path):
     from tests.test_fl_federation import _federation
     from tests.test_fl_federation import weighted_mean
-    from poisonlab.fl.history import history_without_times
+    from tests.support import history_without_times
 
     states = []
 

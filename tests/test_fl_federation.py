@@ -9,7 +9,7 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.federation import Federation, FederationConfig
-from poisonlab.fl.history import history_without_times
+from tests.support import history_without_times
 from poisonlab.fl.local import LocalConfig
 from poisonlab.fl.partition import partition
 from poisonlab.fl.types import Aggregate, RoundContext, Schedule

@@ -9,7 +9,7 @@ import pytest
 
 from poisonlab.config.load import parse
 from poisonlab.errors import PoisonlabError, ResourceError
-from poisonlab.resources import (GIB, check_budget, default_budget, estimate, estimate_memory, human_bytes,
+from poisonlab.resources import (GIB, check_budget, default_budget, estimate, human_bytes,
                                  per_client_bytes)
 
 
@@ -39,7 +39,7 @@ def test_estimate_by_hand_logistic_on_digits():
     }
     assert est.parameters == d and est.clients == k and est.clients_at_once == k
     assert est.parts == want
-    assert est.total == sum(want.values()) == estimate_memory(parse(tiny()))
+    assert est.total == sum(want.values()) == estimate(parse(tiny())).total
 
 
 def test_chunk_matches_the_engine():

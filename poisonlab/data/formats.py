@@ -96,23 +96,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write array as an idx file (gzip-compressed if the name ends in .gz), atomically."""
-    array = np.asarray(array)
-    codes = {dt.newbyteorder("=").str: code for code, dt in IDX_DTYPES.items()}
-    key = array.dtype.newbyteorder("=").str
-    if key not in codes:
-        raise DataError(f"cannot write dtype {array.dtype} as idx; accepted: uint8, int8, int16, int32, float32, float64")
-    if array.ndim == 0 or array.ndim > 255:
-        raise DataError(f"cannot write a {array.ndim}-d array as idx; accepted: 1 to 255 dimensions")
-    code = codes[key]
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    data = header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
-    atomic_write_bytes(path, data)
-
-
 # ---------------------------------------------------------------- CIFAR batches
 
 # The only globals a CIFAR-10 batch needs: numpy's array and dtype reconstruction, as
@@ -211,14 +194,6 @@ def read_cifar_meta(path: str | os.PathLike) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(n, (str, bytes)) for n in names):
         raise DataError(f"{path}: expected a dict with 'label_names' (a list of strings)")
     return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
-
-
-def write_cifar_batch(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, label: str = "batch") -> None:
-    """Write uint8 (n, 3, h, w) images and labels as a CIFAR python batch (plain dict pickle)."""
-    x = np.asarray(x, dtype=np.uint8)
-    batch = {"batch_label": label, "labels": [int(v) for v in y], "data": x.reshape(len(x), -1),
-             "filenames": [f"{i}.png" for i in range(len(x))]}
-    atomic_write_bytes(path, pickle.dumps(batch, protocol=4))
 
 
 # ---------------------------------------------------------------- npz

@@ -64,8 +64,3 @@ def flag_quality(flagged: torch.Tensor, malicious: torch.Tensor) -> tuple[float 
     """(precision, recall) of the boolean flags against the truth; None where undefined."""
     s = detection_scores(flagged, malicious)
     return (s.precision if math.isfinite(s.precision) else None, s.recall if math.isfinite(s.recall) else None)
-
-
-def history_without_times(history: list[RoundRecord]) -> list[dict]:
-    """The history as dicts without the wall-clock field: what determinism and resume tests compare."""
-    return [{k: v for k, v in r.to_dict().items() if k != "seconds"} for r in history]

@@ -116,9 +116,3 @@ def _decode(name: str, array: Array, shape: tuple[int, ...], dtype: str) -> np.n
         n_nan = int(np.isnan(value).sum())
         raise DataError(f"array '{name}' has non-finite values ({n_nan} NaN, {int((~finite).sum()) - n_nan} Inf)")
     return value.astype(np.float32, copy=False)
-
-
-def load_flat(model: nn.Module, flat: torch.Tensor) -> nn.Module:
-    """Copy the flat (d,) vector into model's parameters in place (named_parameters order); returns model."""
-    torch.nn.utils.vector_to_parameters(torch.as_tensor(flat, dtype=torch.float32), model.parameters())
-    return model
