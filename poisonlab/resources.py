@@ -8,8 +8,8 @@ The estimate adds the tensors the engine holds at its peak (float32 = 4 bytes, f
   momentum and a temporary; forward and backward activations of a batch), and a chunk holds
   min(k, memory_budget // that) clients (at most fl.local.CONV_CHUNK for its fast conv path), so this
   term is bounded by the chunk, not by all clients;
-- updates: the (k, d) update matrix of the k clients of a round, plus the copy of its honest rows
-  the engine hands to omniscient attacks: 2 x 4kd;
+- updates: the (k, d) update matrix of the k clients of a round, plus the new matrix an update
+  attack returns in rounds with attackers (attacks never modify their input): 2 x 4kd;
 - aggregator: a (k, d) working copy (nonfinite guard, clipping, attacks) plus what the rule reports
   (its memory_parts): Krum / Multi-Krum / Bulyan a (k, k) float64 Gram and distance matrix
   (2 x 8k^2); median and trimmed mean sort column chunks (at most 256 MiB, base.CHUNK_BYTES);

@@ -32,7 +32,7 @@ def test_estimate_by_hand_logistic_on_digits():
     per_client = 4 * (4 * d + 3 * 74 * batch)  # params, grads, momentum, temp + forward/backward activations
     want = {
         "training (6 clients at once)": k * per_client,
-        "updates (6 x 650)": 2 * 4 * k * d,  # the (k, d) matrix and the honest-row copy
+        "updates (6 x 650)": 2 * 4 * k * d,  # the (k, d) matrix and the attack's rewritten copy
         "aggregator working copy": 4 * k * d,
         "models": 3 * 4 * d,
         "data": 3 * 1797 * (4 * 64 + 8),  # x float32 + y int64, three copies
