@@ -4,9 +4,11 @@ A model is constructed on the real CPU device, so each module runs its own ``res
 its buffers get their constructor values): batch norm weight 1 / bias 0 / running_var 1, embeddings
 N(0, 1), constant buffers as written. Those defaults draw from torch's global CPU stream, so the
 construction runs inside ``torch.random.fork_rng`` after ``torch.manual_seed(derive_seed(seed, "init",
-key, "defaults"))``. This is not global random state in the sense poisonlab forbids: the stream is
-forked, seeded from our derived seed (so the model depends on nothing but (seed, name)), and the
-caller's global RNG state is restored on exit, whatever happens inside.
+key, "defaults"))`` (key: the registered name). This is not global random state in the sense
+poisonlab forbids: the stream is forked, seeded from our derived seed (so the model depends on
+nothing but (seed, key, params), never on what ran before), and the caller's global RNG state is
+restored on exit, whatever happens inside (``fork_rng(devices=[])``: the CPU stream only; the model is
+built on the CPU whatever the default device).
 
 Then every ``nn.Linear`` and ``nn.Conv2d`` is re-initialised with PyTorch's default scheme from
 ``generator(seed, "init", key)`` (:func:`init_parameters`), which keeps poisonlab's built-in models
