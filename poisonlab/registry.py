@@ -8,7 +8,7 @@ member registers itself with ``@REGISTRY.register(name, reference=...)`` in its 
 kind's package ``__init__`` imports every member file explicitly, so the registry is complete as
 soon as anything in the package is imported. Nothing registers into a kind from another package,
 and nothing is imported lazily to fill a registry. A kind whose members all live in one module
-(``models.py``, ``fl/partition.py``) keeps its Registry in that module.
+(``fl/partition.py``) keeps its Registry in that module.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Models: output shapes on each input size, seeded initialisation, no buffers, no global RNG use."""
+"""Small built-in models: output shapes on each input size, seeded initialisation, no buffers, no global RNG use."""
 
 from __future__ import annotations
 
@@ -23,7 +23,14 @@ def test_output_shape(name, shape):
     assert features(torch.zeros(2, *shape)).shape == (2, head.in_features)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+SMALL = ("logistic", "mlp", "cnn", "cnn32")  # the buffer-free built-ins (small.py); the zoo has batch norm
+
+
+def test_small_models_are_registered():
+    assert set(SMALL) <= set(MODELS.names())
+
+
+@pytest.mark.parametrize("name", SMALL)
 def test_seeded_init_no_buffers_no_global_rng(name):
     shape = (3, 32, 32)
     state = torch.random.get_rng_state()
