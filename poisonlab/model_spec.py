@@ -90,7 +90,7 @@ def load_factory(text: str) -> Callable[..., nn.Module]:
                               f" accepted: the name of a {CALL} defined in {module_name}")
         obj = getattr(obj, part)
     if isinstance(obj, nn.Module) or not callable(obj):
-        what = "an nn.Module instance" if isinstance(obj, nn.Module) else f"a {type(obj).__name__}, not callable"
+        what = "an nn.Module instance" if isinstance(obj, nn.Module) else f"of type {type(obj).__name__}, not callable"
         raise ConfigError(f"model '{text}': {module_name}.{attr} is {what}; accepted: a {CALL}"
                           " (or an nn.Module class)")
     return obj
