@@ -118,9 +118,8 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
         poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed) if inj.head_only
                           else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
-    model = poisoned_model
-    ev, ev0 = evaluate(model, test_set), evaluate(clean_model, test_set)
-    asr, asr0 = _asr(built, test_set, model, seed), _asr(built, test_set, clean_model, seed)
+    ev, ev0 = evaluate(poisoned_model, test_set), evaluate(clean_model, test_set)
+    asr, asr0 = _asr(built, test_set, poisoned_model, seed), _asr(built, test_set, clean_model, seed)
     pairs = source_target_pairs(built, train_set.num_classes)
     return CentralizedResult(
         clean_accuracy=ev.accuracy, clean_accuracy_clean_model=ev0.accuracy, loss=ev.loss,
@@ -130,8 +129,8 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         flips=_flips(ev.confusion, pairs), flips_clean_model=_flips(ev0.confusion, pairs),
         class_names=list(train_set.classes), poison_count=poisoned.count, train_size=len(poisoned.data),
         injection=inj.model_dump(), poison_info=poisoned.info["poisons"],
-        probe=_probe(built, test_set, model, clean_model),
-        wall_time=time.perf_counter() - start, model=model, clean_model=clean_model, poisoned=poisoned)
+        probe=_probe(built, test_set, poisoned_model, clean_model),
+        wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned)
 
 
 def check_same_architecture(clean_model, model, label: str) -> None:

@@ -310,8 +310,9 @@ CASES = [
       lambda t: user_model_args(t, "usermod_bi3:factory", "def factory(input_shape, num_classes):\n    return [1]\n"),
       "model.name", "usermod_bi3:factory", "not an nn.Module"),
     C("yaml-user-model-wrong-output", "config",
-      lambda t: user_model_args(t, "usermod_bi4:factory", "from torch import nn\n\n\ndef factory(input_shape, num_classes):"
-                                "\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n"),
+      lambda t: user_model_args(t, "usermod_bi4:factory", "from torch import nn\n\n\n"
+                                "def factory(input_shape, num_classes):\n"
+                                "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n"),
       "model.name", "usermod_bi4:factory", "outputs (2, 3)"),
     C("yaml-poison-missing-required", "config",
       lambda t: run_args(t, config_with(t, ("federated.adversary",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import textwrap
 
 import pytest
@@ -78,12 +79,12 @@ def usermod(tmp_path, monkeypatch):
     """usermod_h.py written in tmp_path, which goes on sys.path (as a user's PYTHONPATH would)."""
     (tmp_path / "usermod_h.py").write_text(USERMOD)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(__import__("sys").modules, "usermod_h", raising=False)
+    monkeypatch.delitem(sys.modules, "usermod_h", raising=False)
     yield tmp_path
-    __import__("sys").modules.pop("usermod_h", None)
+    sys.modules.pop("usermod_h", None)
 
 
-def run_cli(tmp_path, doc: dict, out: str, capsys=None) -> int:
+def run_cli(tmp_path, doc: dict, out: str) -> int:
     config = tmp_path / f"{out}.yaml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
     return main(["run", str(config), "--out", str(tmp_path / out), "--quiet"])
