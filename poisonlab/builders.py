@@ -38,7 +38,7 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
                      quiet: bool = True):
     """The Federation for a config: server data carved out, clients partitioned, adversaries, aggregator."""
     from poisonlab.fl.federation import Federation
-    from poisonlab.models import make_model
+    from poisonlab.model_spec import build_model
 
     fed = config.federated
     train_set, root, validation = carve_server_data(fed, train_set, config.seed)
@@ -46,7 +46,7 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
     adversaries, probe = build_adversaries(fed, config.seed)
     target = probe.target if probe is not None and probe.has_trigger else None
     triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
-    model = make_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
+    model = build_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
                        **config.model.params)
     return Federation(model, clients, test_set, federation_config(config, out, quiet, target, probe),
                       aggregator=build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,

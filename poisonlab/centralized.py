@@ -10,6 +10,7 @@ confusion) and, for backdoor-style poisons, on the triggered test set (attack su
 from __future__ import annotations
 
 import time
+from functools import partial
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,9 @@ from typing import Any
 import torch
 
 from poisonlab.data.dataset import Dataset
+from poisonlab.errors import ConfigError
 from poisonlab.metrics import attack_success_rate
-from poisonlab.models import make_model
+from poisonlab.model_spec import ModelSpec, build_model, spec_label
 from poisonlab.poison.injection import Injection, fine_tune_set, retrain_head
 from poisonlab.poison.registry import make_poison
 from poisonlab.poison.result import Poisoned
@@ -86,33 +88,38 @@ def _flips(confusion: list[list[int]], pairs) -> dict[str, int]:
     return {f"{s}->{t}": int(confusion[s][t]) for s, t in pairs}
 
 
-def run_centralized(train_set: Dataset, test_set: Dataset, model_name: str, poisons: Sequence[Any],
+def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poisons: Sequence[Any],
                     injection: Injection | dict | str | None = None, train_cfg: TrainConfig | dict | None = None,
                     seed: int = 0, model_params: dict | None = None, clean_model=None) -> CentralizedResult:
     """Train clean and poisoned models and compare them on the clean and triggered test sets.
 
-    clean_model: an already trained baseline (same data, model and seed) to reuse instead of training one.
+    model: a registered name, 'package.module:factory', a factory (input_shape, num_classes, **params)
+    -> nn.Module, or an nn.Module (deep-copied for each side; see poisonlab.model_spec.build_model).
+    clean_model: an already trained baseline (same data, model and seed) to reuse instead of training one;
+    with concat injection the poisoned model is built from the same spec, and must have its architecture.
     """
     start = time.perf_counter()
     inj = Injection.from_spec(injection)
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig(**(train_cfg or {}))
     params = model_params or {}
+    fresh = partial(build_model, model, train_set.input_shape, train_set.num_classes, seed, **params)
     if clean_model is None:
-        clean_model = make_model(model_name, train_set.input_shape, train_set.num_classes, seed=seed, **params)
+        clean_model = fresh()
         train(clean_model, train_set, cfg, seed=seed)
     poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
     if inj.mode == "concat":
-        model = make_model(model_name, train_set.input_shape, train_set.num_classes, seed=seed, **params)
-        train(model, poisoned.data, cfg, seed=seed)
+        poisoned_model = fresh()
+        check_same_architecture(clean_model, poisoned_model, spec_label(model))
+        train(poisoned_model, poisoned.data, cfg, seed=seed)
     else:
         ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
         ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
-        model = (retrain_head(clean_model, ft_data, ft_cfg, seed) if inj.head_only
-                 else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
-    ev, ev0 = evaluate(model, test_set), evaluate(clean_model, test_set)
-    asr, asr0 = _asr(built, test_set, model, seed), _asr(built, test_set, clean_model, seed)
+        poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed) if inj.head_only
+                          else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
+    ev, ev0 = evaluate(poisoned_model, test_set), evaluate(clean_model, test_set)
+    asr, asr0 = _asr(built, test_set, poisoned_model, seed), _asr(built, test_set, clean_model, seed)
     pairs = source_target_pairs(built, train_set.num_classes)
     return CentralizedResult(
         clean_accuracy=ev.accuracy, clean_accuracy_clean_model=ev0.accuracy, loss=ev.loss,
@@ -122,8 +129,18 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model_name: str, pois
         flips=_flips(ev.confusion, pairs), flips_clean_model=_flips(ev0.confusion, pairs),
         class_names=list(train_set.classes), poison_count=poisoned.count, train_size=len(poisoned.data),
         injection=inj.model_dump(), poison_info=poisoned.info["poisons"],
-        probe=_probe(built, test_set, model, clean_model),
-        wall_time=time.perf_counter() - start, model=model, clean_model=clean_model, poisoned=poisoned)
+        probe=_probe(built, test_set, poisoned_model, clean_model),
+        wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned)
+
+
+def check_same_architecture(clean_model, model, label: str) -> None:
+    """Refuse a given clean_model whose parameters (names, shapes) differ from the model built from the spec:
+    the comparison is only honest between two models of one architecture."""
+    shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in (clean_model, model)]
+    if shapes[0] != shapes[1]:
+        raise ConfigError(f"clean_model ({type(clean_model).__name__}) does not have the architecture of model"
+                          f" '{label}' (parameter names or shapes differ); accepted: a clean_model built from the"
+                          " same model spec and params")
 
 
 def _asr(poisons, test_set: Dataset, model, seed: int) -> float | None:

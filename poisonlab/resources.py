@@ -124,12 +124,33 @@ def data_shape(config: ExperimentConfig, data=None) -> DataShape:
 
 
 def meta_model(config: ExperimentConfig, shape: DataShape) -> torch.nn.Module:
-    """The configured model on the meta device: its shapes without allocating its memory."""
+    """The configured model on the meta device: its shapes without allocating its memory.
+
+    A user's 'package.module:factory' is built for real instead (its code may not run on meta), once,
+    before the run: build_model's checks (a Module, (B, num_classes) logits) fail here, naming model.name.
+    """
+    from poisonlab.model_spec import is_import_spec
+
+    if is_import_spec(config.model.name):
+        return _user_model(config, shape)
     from poisonlab.models import MODELS
 
     with torch.device("meta"):
         return MODELS.get(config.model.name, input_shape=shape.sample_shape, num_classes=max(2, shape.num_classes),
                           **config.model.params)
+
+
+def _user_model(config: ExperimentConfig, shape: DataShape) -> torch.nn.Module:
+    """The user's model built as the run builds it, in eval mode (the estimate's probe updates no statistics)."""
+    from poisonlab.errors import ConfigError
+    from poisonlab.model_spec import build_model
+
+    try:
+        model = build_model(config.model.name, shape.sample_shape, max(2, shape.num_classes), seed=config.seed,
+                            **config.model.params)
+    except ConfigError as err:
+        raise ConfigError(f"model.name: {err}") from err.__cause__
+    return model.eval()
 
 
 def per_client_bytes(model: torch.nn.Module, shape: DataShape, batch_size: int) -> int:

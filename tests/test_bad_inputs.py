@@ -69,6 +69,14 @@ def run_args(tmp: Path, config: Path, *extra: str) -> list[str]:
     return ["run", str(config), "--out", str(tmp / "run"), "--quiet", *extra]
 
 
+def user_model_args(tmp: Path, name: str, source: str | None = None) -> list[str]:
+    """`poisonlab run` on BASE with model 'module:attr'; source (if given) is written as TMP/module.py, and
+    TMP is on sys.path in the catalog's test (each case names its own module, so none is cached stale)."""
+    if source is not None:
+        (tmp / f"{name.partition(':')[0]}.py").write_text(source)
+    return run_args(tmp, config_with(tmp, ("model", {"name": name})))
+
+
 def data_config(tmp: Path, dataset: str, **params) -> list[str]:
     """`poisonlab run` on BASE with another dataset (the error comes from loading it)."""
     return run_args(tmp, config_with(tmp, ("data", {"dataset": dataset, "params": params})))
@@ -292,6 +300,20 @@ CASES = [
     C("yaml-model-param-wrong-type", "config",
       lambda t: run_args(t, config_with(t, ("model", {"name": "mlp", "params": {"hidden": "big"}}))),
       "hidden", "'big'", bug="models.mlp does int('b') on each character: ValueError traceback"),
+    C("yaml-user-model-module-missing", "config", lambda t: user_model_args(t, "no_such_module_bi:factory"),
+      "model.name", "'no_such_module_bi'", "cannot be imported"),
+    C("yaml-user-model-attribute-missing", "config", lambda t: user_model_args(t, "usermod_bi1:factory", ""),
+      "model.name", "usermod_bi1", "no attribute 'factory'"),
+    C("yaml-user-model-not-callable", "config", lambda t: user_model_args(t, "usermod_bi2:factory", "factory = 3\n"),
+      "model.name", "usermod_bi2.factory", "not callable"),
+    C("yaml-user-model-not-a-module", "config",
+      lambda t: user_model_args(t, "usermod_bi3:factory", "def factory(input_shape, num_classes):\n    return [1]\n"),
+      "model.name", "usermod_bi3:factory", "not an nn.Module"),
+    C("yaml-user-model-wrong-output", "config",
+      lambda t: user_model_args(t, "usermod_bi4:factory", "from torch import nn\n\n\n"
+                                "def factory(input_shape, num_classes):\n"
+                                "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n"),
+      "model.name", "usermod_bi4:factory", "outputs (2, 3)"),
     C("yaml-poison-missing-required", "config",
       lambda t: run_args(t, config_with(t, ("federated.adversary",
                                             {"clients": 1, "poison": {"name": "backdoor",
@@ -443,6 +465,7 @@ def test_catalog_is_large_and_unique():
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_bad_input_is_one_line(case: Case, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the user-model cases import a module written there
     argv = case.build(tmp_path)
     capsys.readouterr()
     code = cli(argv)

@@ -6,7 +6,7 @@ from poisonlab.console import console, percent, table
 from poisonlab.data import load
 from poisonlab.data.sources import SOURCES
 from poisonlab.errors import ConfigError
-from poisonlab.models import make_model
+from poisonlab.model_spec import build_model
 from poisonlab.registry import check_params
 from poisonlab.training import TrainConfig, evaluate, train
 
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", help="directory with the dataset files (file-based datasets; for image_folder"
                                            " and npz, the folder or .npz file)")
     parser.add_argument("--part", help="which part to load, e.g. 'test' for the MNIST test set")
-    parser.add_argument("--model", default="cnn", help="model name (see 'poisonlab list models')")
+    parser.add_argument("--model", default="cnn", help="model name (see 'poisonlab list models') or package.module:factory")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -41,7 +41,7 @@ def run(args) -> int:
     if args.epochs < 1:
         raise ConfigError(f"--epochs={args.epochs} must be at least 1")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    model = make_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
+    model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
     with console.status(f"training {args.model} on {data.name} ({len(train_set)} samples, {args.epochs} epochs)"):
         losses = train(model, train_set, cfg, seed=args.seed)
     ev = evaluate(model, test_set)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from poisonlab.catalog import registry
 from poisonlab.config.schema import Component, ExperimentConfig
 from poisonlab.errors import ConfigError
+from poisonlab.model_spec import check_factory_params, is_import_spec
 from poisonlab.registry import check_params
 
 
@@ -16,6 +17,9 @@ def check_components(config: ExperimentConfig) -> None:
                 from poisonlab.fl.aggregators import check_rule_params
 
                 check_rule_params(name, params)
+                continue
+            if kind == "models" and is_import_spec(name):  # the user's factory: imported and its params bound
+                check_factory_params(name, params)
                 continue
             entry = registry(kind).entry(name)
             check_params(f"{kind.rstrip('s')} '{name}'", entry.factory, params)
@@ -53,7 +57,8 @@ def check_rows_per_round(config: ExperimentConfig) -> None:
 def components(config: ExperimentConfig):
     """(key path, registry kind, name, params) for every named component in the config."""
     yield "data.dataset", "datasets", config.data.dataset, config.data.params
-    yield "model.name", "models", config.model.name, _model_params(config.model)
+    model = config.model  # a user's factory takes input_shape and num_classes positionally: its own params only
+    yield "model.name", "models", model.name, model.params if is_import_spec(model.name) else _model_params(model)
     yield from _listed("poison", "poisons", config.poison)
     yield from _listed("detect", "detectors", config.detect)
     fed = config.federated

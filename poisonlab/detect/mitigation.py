@@ -24,7 +24,8 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.detect.features import embed
 from poisonlab.detect.neural_cleanse import apply_trigger
 from poisonlab.errors import ConfigError, check_range
-from poisonlab.models import make_model, split_head
+from poisonlab.model_spec import ModelSpec, build_model
+from poisonlab.models import split_head
 from poisonlab.rng import generator
 from poisonlab.training import TrainConfig, train
 
@@ -36,13 +37,14 @@ def _tuned(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int) -> nn.M
     return tuned
 
 
-def retrain_without(data: Dataset, flagged: torch.Tensor, model: str = "cnn", cfg: TrainConfig = TrainConfig(),
+def retrain_without(data: Dataset, flagged: torch.Tensor, model: ModelSpec = "cnn", cfg: TrainConfig = TrainConfig(),
                     seed: int = 0, **model_params) -> nn.Sequential:
-    """A fresh make_model(model) trained on data without the flagged samples."""
+    """A fresh build_model(model) (a name, 'package.module:factory', a factory or an nn.Module to copy)
+    trained on data without the flagged samples."""
     flagged = torch.as_tensor(flagged, dtype=torch.bool)
     if flagged.shape != (len(data),):
         raise ConfigError(f"flagged has shape {tuple(flagged.shape)}; expected ({len(data)},) to match the data")
-    fresh = make_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    fresh = build_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
     train(fresh, data.subset(~flagged), cfg, seed=seed)
     return fresh
 
@@ -93,13 +95,13 @@ def unlearn(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: t
 
 
 def robust_training(data: Dataset, perturb: Callable[[torch.Tensor], torch.Tensor], share: float = 0.2,
-                    model: str = "cnn", cfg: TrainConfig = TrainConfig(), seed: int = 0,
+                    model: ModelSpec = "cnn", cfg: TrainConfig = TrainConfig(), seed: int = 0,
                     **model_params) -> nn.Sequential:
     """Train a fresh model on data plus perturbed copies (perturb(x), e.g. a trigger stamp) of a share, true labels."""
     check_range("share", share, 0.0, 1.0)
     pick = torch.rand(len(data), generator=generator(seed, "robust_training")) < share
     extra = data.subset(pick)
     augmented = data.concat(extra.replace(x=perturb(extra.x)))
-    fresh = make_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    fresh = build_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
     train(fresh, augmented, cfg, seed=seed)
     return fresh

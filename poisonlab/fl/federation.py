@@ -45,6 +45,7 @@ from poisonlab.fl.local import check_trainable, flat_params, local_updates, stac
 from poisonlab.fl.round import aggregate_and_apply, apply_adversaries, round_record, sample_clients, sample_size
 from poisonlab.fl.types import RoundContext
 from poisonlab.metrics import attack_success_rate, flip_count
+from poisonlab.model_spec import ModelSpec, build_model
 from poisonlab.rng import generator
 from poisonlab.training import predict_logits
 
@@ -70,19 +71,22 @@ def default_aggregator():
 class Federation:
     """K clients with local Datasets, a global model, an aggregator and optional adversaries.
 
-    model: a buffer-free nn.Module (its parameters are the initial global model; it is not modified);
+    model: a buffer-free nn.Module (its parameters are the initial global model; it is not modified), or a
+    model spec that poisonlab.model_spec.build_model builds for the clients' input shape with config.seed;
     clients: the K clean local Datasets; test: the clean test set; triggered_test: the test inputs
     with the trigger applied and their TRUE labels (ASR needs config.target); root_data: the server's
     root set for FLTrust; validation_data: the server's held-out set for validation-based rejection.
     """
 
-    def __init__(self, model: nn.Module, clients: Sequence[Dataset], test: Dataset,
+    def __init__(self, model: nn.Module | ModelSpec, clients: Sequence[Dataset], test: Dataset,
                  config: FederationConfig = FederationConfig(), aggregator=None,
                  adversaries: Sequence[Adversary] = (), triggered_test: Dataset | None = None,
                  root_data: Dataset | None = None, validation_data: Dataset | None = None):
-        check_trainable(model)
         if not clients:
             raise ConfigError("a federation needs at least one client dataset")
+        if not isinstance(model, nn.Module):  # a name, 'package.module:factory' or a factory
+            model = build_model(model, clients[0].input_shape, test.num_classes, seed=config.seed)
+        check_trainable(model)
         if triggered_test is not None and config.target is None:
             raise ConfigError("triggered_test is given but config.target is None; set the backdoor target class")
         self.model, self.clients, self.test, self.config = model, list(clients), test, config
