@@ -16,7 +16,7 @@ from torch import nn
 
 import poisonlab.models.build as build
 from poisonlab.errors import ConfigError
-from poisonlab.models import MODELS, build_model, make_model
+from poisonlab.models import MODELS, build_seeded, make_model
 from poisonlab.registry import Registry
 
 
@@ -122,17 +122,17 @@ def test_global_rng_state_unchanged(registered):
     assert torch.equal(before, torch.random.get_rng_state())
 
 
-def test_build_model_from_a_factory_matches_make_model(registered):
-    direct = build_model(Mixed, SHAPE, 10, seed=2, key="mixed").state_dict()
+def test_build_seeded_from_a_factory_matches_make_model(registered):
+    direct = build_seeded(Mixed, SHAPE, 10, seed=2, key="mixed").state_dict()
     named = make_model("mixed", SHAPE, 10, seed=2).state_dict()
     assert all(torch.equal(direct[k], named[k]) for k in named)
-    other = build_model(Mixed, SHAPE, 10, seed=2, params={"vocab": 50})  # default key: module:qualname
+    other = build_seeded(Mixed, SHAPE, 10, seed=2, params={"vocab": 50})  # default key: module:qualname
     assert other.embed.num_embeddings == 50 and torch.isfinite(other.embed.weight).all()
 
 
 def test_factory_returning_a_non_module_is_one_line():
     with pytest.raises(ConfigError, match="model factory 'bad' returned dict; accepted: a torch.nn.Module"):
-        build_model(lambda input_shape, num_classes: {}, (4,), 2, key="bad")
+        build_seeded(lambda input_shape, num_classes: {}, (4,), 2, key="bad")
 
 
 def test_the_test_model_did_not_leak(registered):

@@ -12,8 +12,8 @@ itself with a decorator in its own file, and this package imports each of those 
 """
 
 from poisonlab.models.registry import MODELS
-from poisonlab.models.build import build_model, init_parameters, make_model
+from poisonlab.models.build import build_seeded, init_parameters, make_model
 from poisonlab.models.head import split_head
 from poisonlab.models import resnet, small, vgg  # noqa: F401  (each registers its models)
 
-__all__ = ["MODELS", "build_model", "init_parameters", "make_model", "split_head"]
+__all__ = ["MODELS", "build_seeded", "init_parameters", "make_model", "split_head"]

@@ -34,10 +34,10 @@ def make_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: 
     """Build the registered model name for samples of input_shape, initialised from seed."""
     factory = MODELS.entry(name).factory
     check_params(f"model '{name}'", factory, {"input_shape": None, "num_classes": None, **params})
-    return build_model(factory, input_shape, num_classes, seed, key=name, params=params)
+    return build_seeded(factory, input_shape, num_classes, seed, key=name, params=params)
 
 
-def build_model(factory: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, seed: int = 0,
+def build_seeded(factory: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, seed: int = 0,
                 *, key: str | None = None, params: dict | None = None) -> nn.Module:
     """factory(input_shape=..., num_classes=..., **params) built on the CPU and initialised from (seed, key).
 
