@@ -1,7 +1,7 @@
 """Activation clustering (Chen et al., "Detecting Backdoor Attacks on Deep Neural Networks by
 Activation Clustering", AAAI SafeAI workshop 2019, arXiv:1811.03728, 2018).
 
-Per class: penultimate activations -> reduce to ``dims`` (10) dimensions with PCA or FastICA
+Per class: penultimate activations (the input of ``feature_layer``, default the last nn.Linear) -> reduce to ``dims`` (10) dimensions with PCA or FastICA
 -> 2-means. Which cluster is poisoned is decided by one of the paper's analyses:
 
 - ``smaller``: the smaller cluster of every class;
@@ -74,7 +74,7 @@ class ActivationClustering:
 
     def __init__(self, *, dims: int = 10, reduce: str = "pca", analysis: str = "silhouette",
                  size_threshold: float = 0.35, silhouette_threshold: float = 0.3,
-                 exclusionary: bool = False, orient: bool = False, seed: int = 0):
+                 exclusionary: bool = False, orient: bool = False, feature_layer: str | None = None, seed: int = 0):
         if reduce not in REDUCERS:
             raise ConfigError(f"reduce='{reduce}' is not known; accepted: {', '.join(REDUCERS)}")
         if analysis not in ANALYSES:
@@ -84,6 +84,7 @@ class ActivationClustering:
         self.size_threshold = check_range("size_threshold", size_threshold, 0.0, 0.5)
         self.silhouette_threshold = check_range("silhouette_threshold", silhouette_threshold, -1.0, 1.0)
         self.exclusionary, self.orient, self.seed = bool(exclusionary), bool(orient), int(seed)
+        self.feature_layer = feature_layer  # module whose input is the features; None: the last nn.Linear
 
     def _suspicious(self, share: float, sil: float) -> bool:
         if self.analysis == "smaller":
@@ -92,7 +93,7 @@ class ActivationClustering:
             return share <= self.size_threshold
         return sil >= self.silhouette_threshold
 
-    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean=None, validation=None,
+    def scan(self, *, data: Dataset | None = None, model: nn.Module | None = None, clean=None, validation=None,
              sources=None) -> Detection:
         """Score each sample of data on model activations (raw inputs if model is None).
 
@@ -101,7 +102,7 @@ class ActivationClustering:
         the class silhouette (silhouette analysis); 0 otherwise.
         """
         require(self, data=data)
-        acts = representations(data.x, model).double().numpy()
+        acts = representations(data.x, model, self.feature_layer).double().numpy()
         y = data.y.numpy()
         scores = np.zeros(len(data))
         flagged = np.zeros(len(data), dtype=bool)

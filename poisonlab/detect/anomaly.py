@@ -11,7 +11,7 @@ Methods (``method=``):
 - ``autoencoder``: reconstruction error ||x - g(f(x))||^2 / d of a small MLP autoencoder trained
   on the scanned set (Sakurada & Yairi 2014).
 Except z-score and DBSCAN, the top ``contamination`` fraction is flagged. Features are
-standardised first; ``per_class=True`` runs the method inside each class separately.
+standardised first; model embeddings are the input of ``feature_layer`` (default: the last nn.Linear); ``per_class=True`` runs the method inside each class separately.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Anomaly:
 
     def __init__(self, *, method: str = "isolation_forest", contamination: float = 0.1, per_class: bool = False,
                  threshold: float = 3.0, k: int = 10, eps: float | None = None, min_samples: int = 5,
-                 hidden: int = 16, epochs: int = 200, seed: int = 0):
+                 hidden: int = 16, epochs: int = 200, feature_layer: str | None = None, seed: int = 0):
         if method not in METHODS:
             raise ConfigError(f"method='{method}' is not known; accepted: {', '.join(METHODS)}")
         self.method, self.per_class = method, bool(per_class)
@@ -54,13 +54,14 @@ class Anomaly:
         self.threshold, self.k = float(threshold), int(check_range("k", k, 1))
         self.eps, self.min_samples = eps, int(check_range("min_samples", min_samples, 1))
         self.hidden, self.epochs, self.seed = int(hidden), int(epochs), int(seed)
+        self.feature_layer = feature_layer  # module whose input is the features; None: the last nn.Linear
 
-    def scan(self, *, data: Dataset | torch.Tensor | None = None, model: nn.Sequential | None = None, clean=None,
+    def scan(self, *, data: Dataset | torch.Tensor | None = None, model: nn.Module | None = None, clean=None,
              validation=None, sources=None) -> Detection:
         """Score each sample of data (a Dataset or a features tensor) on raw features or model embeddings."""
         require(self, data=data)
         x = data.x if isinstance(data, Dataset) else torch.as_tensor(data)
-        feats = representations(x, model).double()
+        feats = representations(x, model, self.feature_layer).double()
         groups = [torch.arange(len(feats))]
         if self.per_class and isinstance(data, Dataset):
             groups = [torch.nonzero(data.y == c).flatten() for c in range(data.num_classes)]

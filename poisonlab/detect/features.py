@@ -1,8 +1,9 @@
-"""Representations detectors work on: penultimate activations of a poisonlab model.
+"""Representations detectors work on: a model's features, or raw inputs.
 
-``embed`` runs the feature extractor from ``poisonlab.models.split_head`` (everything
-before the final linear head) in eval mode without gradients, batched, and restores the
-model's train/eval mode afterwards; the caller's model is never changed.
+``embed`` reads the features of any nn.Module through ``poisonlab.models.features``: the input of
+``feature_layer`` (a module name; default: the last nn.Linear, i.e. the penultimate activations),
+in eval mode without gradients, batched; the model's train/eval mode is restored afterwards and
+the caller's model is never changed.
 """
 
 from __future__ import annotations
@@ -11,26 +12,18 @@ import torch
 from torch import nn
 
 from poisonlab.errors import ConfigError
-from poisonlab.models import split_head
+from poisonlab.models import features
 
 
-@torch.no_grad()
-def embed(model: nn.Sequential, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Penultimate-layer activations (n, d) of model on x (the input to its final nn.Linear)."""
-    features, _ = split_head(model)
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [features(x[i:i + batch_size]).flatten(1) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts) if parts else torch.empty(0, 0)
+def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, feature_layer: str | None = None) -> torch.Tensor:
+    """Features (n, d) of model on x: the input of feature_layer (default: the last nn.Linear)."""
+    return features(model, x, feature_layer, batch_size)
 
 
-def representations(x: torch.Tensor, model: nn.Sequential | None = None) -> torch.Tensor:
-    """Model embeddings of x when a model is given, else the raw inputs flattened to (n, f)."""
+def representations(x: torch.Tensor, model: nn.Module | None = None, feature_layer: str | None = None) -> torch.Tensor:
+    """Model features of x (input of feature_layer) when a model is given, else the raw inputs flattened to (n, f)."""
     if model is not None:
-        return embed(model, x)
+        return embed(model, x, feature_layer=feature_layer)
     if x.dim() < 2:
         raise ConfigError(f"inputs of shape {tuple(x.shape)} cannot be used as features; accepted: (n, ...)")
     return x.flatten(1).float()

@@ -158,10 +158,11 @@ class Provenance:
     inspects = "sources"
     requires = ("data", "sources", "validation")
 
-    def __init__(self, *, epsilon: float = 0.01, steps: int = 200, lr: float = 0.1):
+    def __init__(self, *, epsilon: float = 0.01, steps: int = 200, lr: float = 0.1, feature_layer: str | None = None):
         self.epsilon, self.steps, self.lr = float(epsilon), int(steps), float(lr)
+        self.feature_layer = feature_layer  # module whose input is the features; None: the last nn.Linear
 
-    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean=None,
+    def scan(self, *, data: Dataset | None = None, model: nn.Module | None = None, clean=None,
              validation: Dataset | None = None, sources=None) -> Detection:
         """One score per sample = the validation-accuracy gain when its source is left out (flags per source).
 
@@ -173,7 +174,8 @@ class Provenance:
             raise DataError(f"sources has shape {src.shape}; expected ({len(data)},), one source id per sample")
         names, codes = np.unique(src, return_inverse=True)
         codes = torch.from_numpy(codes)
-        feats, fval = standardize(representations(data.x, model), representations(validation.x, model))
+        feats, fval = standardize(representations(data.x, model, self.feature_layer),
+                                  representations(validation.x, model, self.feature_layer))
         weights = torch.cat([torch.ones(1, len(data)), (codes[None] != torch.arange(len(names))[:, None]).float()])
         W, b = fit_heads(feats, data.y, data.num_classes, weights=weights, steps=self.steps, lr=self.lr)
         acc, _ = heads_metrics(W, b, fval, validation.y)

@@ -8,7 +8,7 @@ negative impact). Score = impact; flagged = impact > ``threshold`` (a tolerance:
 default, since adding any single clean point moves the loss a little either way).
 
 Affordable approximation used here (documented, not the paper's): (1) the learner is a
-multinomial logistic-regression head on fixed features (the model's penultimate activations, or
+multinomial logistic-regression head on fixed features (the model's penultimate activations, the input of ``feature_layer``, default the last nn.Linear, or
 raw inputs when no model is given), trained by full-batch Adam from zero, so runs are
 deterministic and the only difference between B and B + q is q; (2) optionally candidates are
 scored in groups of ``group_size`` (a seeded random partition; 1 = the paper's per-point rule, the
@@ -37,12 +37,13 @@ class Roni:
     requires = ("data", "validation")
 
     def __init__(self, *, group_size: int = 1, threshold: float = 0.02, base_size: int = 500, steps: int = 150,
-                 lr: float = 0.1, chunk: int = 64, seed: int = 0):
+                 lr: float = 0.1, chunk: int = 64, feature_layer: str | None = None, seed: int = 0):
         self.group_size = int(check_range("group_size", group_size, 1))
         self.threshold = float(threshold)
         self.base_size = int(check_range("base_size", base_size, 1))
         self.steps, self.lr = int(check_range("steps", steps, 1)), check_range("lr", lr, 0.0, low_open=True)
         self.chunk, self.seed = int(check_range("chunk", chunk, 1)), int(seed)
+        self.feature_layer = feature_layer  # module whose input is the features; None: the last nn.Linear
 
     def _groups(self, n: int) -> torch.Tensor:
         """(n_groups, group_size) sample positions of a seeded random partition; the last group is
@@ -55,7 +56,7 @@ class Roni:
             order = torch.cat([order, last.repeat(pad // len(last) + 1)[:pad]])
         return order.view(n_groups, self.group_size)
 
-    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean: Dataset | None = None,
+    def scan(self, *, data: Dataset | None = None, model: nn.Module | None = None, clean: Dataset | None = None,
              validation: Dataset | None = None, sources=None) -> Detection:
         """Score every sample of data (candidates). validation: held-out clean data (required);
         clean: the trusted training set B (default: a seeded random part of validation, at most
@@ -68,7 +69,7 @@ class Roni:
             perm = torch.randperm(len(validation), generator=generator(self.seed, "roni", "base"))
             half = min(self.base_size, len(validation) // 2)
             base, validation = validation.subset(perm[:half]), validation.subset(perm[half:])
-        f_data, f_base, f_val = (representations(d.x, model) for d in (data, base, validation))
+        f_data, f_base, f_val = (representations(d.x, model, self.feature_layer) for d in (data, base, validation))
         f_base, f_data, f_val = standardize(f_base, f_data, f_val)
         C = data.num_classes
         groups = self._groups(len(data))

@@ -1,6 +1,6 @@
 """Spectral signatures (Tran, Li & Madry, "Spectral Signatures in Backdoor Attacks", NeurIPS 2018).
 
-Per class c with representations R_c (n_c, d): centre them, M = R_c - mean(R_c); take the top
+Per class c with representations R_c (n_c, d) (the input of ``feature_layer``, default the last nn.Linear): centre them, M = R_c - mean(R_c); take the top
 right singular vector v of M; the score of sample i is tau_i = ((r_i - mean) . v)^2. The
 poisoned samples, if any, have the largest scores: the paper removes the top 1.5 * epsilon
 fraction of each class, epsilon being an upper bound on the poisoned fraction of a class.
@@ -61,13 +61,14 @@ class SpectralSignatures:
     requires = ("data",)
 
     def __init__(self, *, epsilon: float = 0.1, multiplier: float = 1.5, classes: list[int] | None = None,
-                 orient: bool = False, class_index: float = 2.0, seed: int = 0):
+                 orient: bool = False, class_index: float = 2.0, feature_layer: str | None = None, seed: int = 0):
         self.epsilon = check_range("epsilon", epsilon, 0.0, 1.0)
         self.multiplier = check_range("multiplier", multiplier, 0.0)
         self.classes, self.orient = classes, bool(orient)
         self.class_index, self.seed = check_range("class_index", class_index, 0.0), int(seed)
+        self.feature_layer = feature_layer  # module whose input is the features; None: the last nn.Linear
 
-    def scan(self, *, data: Dataset | None = None, model: nn.Sequential | None = None, clean=None, validation=None,
+    def scan(self, *, data: Dataset | None = None, model: nn.Module | None = None, clean=None, validation=None,
              sources=None) -> Detection:
         """Score every sample of data (labels as given) on model embeddings (raw inputs if model is None).
 
@@ -75,7 +76,7 @@ class SpectralSignatures:
         comparable for a global ROC; this keeps the ranking inside a class, hence the flags.
         """
         require(self, data=data)
-        reps = representations(data.x, model)
+        reps = representations(data.x, model, self.feature_layer)
         classes = [c for c in (range(data.num_classes) if self.classes is None else self.classes)
                    if int((data.y == int(c)).sum()) > 1]
         index = {int(c): torch.nonzero(data.y == int(c)).flatten() for c in classes}
