@@ -116,7 +116,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
         ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
-        poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed) if inj.head_only
+        poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed, inj.feature_layer) if inj.head_only
                           else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
     ev, ev0 = evaluate(poisoned_model, test_set), evaluate(clean_model, test_set)
     asr, asr0 = _asr(built, test_set, poisoned_model, seed), _asr(built, test_set, clean_model, seed)

@@ -17,7 +17,7 @@ MODES = typing.get_args(Mode)
 class Injection(Section):
     """mode concat | fine_tune; for fine_tune: clean_fraction of clean rows mixed in, epochs, lr, batch_size
     and momentum (None: the training config's), and head_only (transfer learning: features frozen, only
-    the last layer is trained)."""
+    the last layer is trained: the nn.Linear named feature_layer, default the last nn.Linear)."""
 
     label = "injection"
 
@@ -28,6 +28,7 @@ class Injection(Section):
     batch_size: int | None = Field(None, ge=1)
     momentum: float | None = Field(None, ge=0.0, lt=1.0)
     head_only: bool = False
+    feature_layer: str | None = None
 
     @classmethod
     def from_spec(cls, spec: Injection | dict | str | None) -> Injection:

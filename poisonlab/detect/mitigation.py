@@ -25,7 +25,7 @@ from poisonlab.detect.features import embed
 from poisonlab.detect.neural_cleanse import apply_trigger
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.model_spec import ModelSpec, build_model
-from poisonlab.models import split_head
+from poisonlab.models import linear_head
 from poisonlab.rng import generator
 from poisonlab.training import TrainConfig, train
 
@@ -49,39 +49,45 @@ def retrain_without(data: Dataset, flagged: torch.Tensor, model: ModelSpec = "cn
     return fresh
 
 
-def prune_neurons(model: nn.Sequential, neurons: torch.Tensor) -> nn.Sequential:
-    """A copy of model with the given penultimate neurons removed (their head weights set to zero)."""
+def prune_neurons(model: nn.Module, neurons: torch.Tensor, feature_layer: str | None = None) -> nn.Module:
+    """A copy of model with the given feature neurons removed: those input columns of the nn.Linear
+    feature_layer (default: the last nn.Linear) set to zero."""
     pruned = copy.deepcopy(model)
-    _, head = split_head(pruned)
+    _, head = linear_head(pruned, feature_layer)
     with torch.no_grad():
         head.weight[:, neurons] = 0.0
     return pruned
 
 
-def _prune_count(model: nn.Sequential, fraction: float) -> int:
+def _prune_count(model: nn.Module, fraction: float, feature_layer: str | None) -> int:
     check_range("fraction", fraction, 0.0, 1.0)
-    return int(round(fraction * split_head(model)[1].in_features))
+    return int(round(fraction * linear_head(model, feature_layer)[1].in_features))
 
 
-def fine_prune(model: nn.Sequential, clean: Dataset, fraction: float = 0.5,
-               cfg: TrainConfig = TrainConfig(epochs=2, lr=0.01), seed: int = 0) -> nn.Sequential:
-    """Fine-pruning (Liu et al. 2018): prune the fraction of penultimate neurons least active on clean data, fine-tune."""
-    mean_act = embed(model, clean.x).mean(dim=0)
-    pruned = prune_neurons(model, torch.argsort(mean_act)[:_prune_count(model, fraction)])
+def fine_prune(model: nn.Module, clean: Dataset, fraction: float = 0.5,
+               cfg: TrainConfig = TrainConfig(epochs=2, lr=0.01), seed: int = 0,
+               feature_layer: str | None = None) -> nn.Module:
+    """Fine-pruning (Liu et al. 2018): prune the fraction of feature neurons (inputs of the nn.Linear
+    feature_layer, default the last one) least active on clean data, then fine-tune."""
+    mean_act = embed(model, clean.x, feature_layer=feature_layer).mean(dim=0)
+    pruned = prune_neurons(model, torch.argsort(mean_act)[:_prune_count(model, fraction, feature_layer)], feature_layer)
     if cfg.epochs == 0:
         return pruned
-    keep = split_head(pruned)[1].weight.detach().abs().sum(dim=0) > 0
+    keep = linear_head(pruned, feature_layer)[1].weight.detach().abs().sum(dim=0) > 0
     tuned = _tuned(pruned, clean, cfg, seed)
     with torch.no_grad():
-        split_head(tuned)[1].weight[:, ~keep] = 0.0
+        linear_head(tuned, feature_layer)[1].weight[:, ~keep] = 0.0
     return tuned
 
 
-def prune_trigger_neurons(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: torch.Tensor,
-                          fraction: float = 0.1) -> nn.Sequential:
-    """Neural Cleanse pruning: remove the penultimate neurons the reversed trigger excites most (mean rise)."""
-    rise = embed(model, apply_trigger(clean.x, mask, pattern)).mean(dim=0) - embed(model, clean.x).mean(dim=0)
-    return prune_neurons(model, torch.argsort(rise, descending=True)[:_prune_count(model, fraction)])
+def prune_trigger_neurons(model: nn.Module, clean: Dataset, mask: torch.Tensor, pattern: torch.Tensor,
+                          fraction: float = 0.1, feature_layer: str | None = None) -> nn.Module:
+    """Neural Cleanse pruning: remove the feature neurons (inputs of the nn.Linear feature_layer, default
+    the last one) the reversed trigger excites most (mean rise)."""
+    rise = (embed(model, apply_trigger(clean.x, mask, pattern), feature_layer=feature_layer).mean(dim=0)
+            - embed(model, clean.x, feature_layer=feature_layer).mean(dim=0))
+    return prune_neurons(model, torch.argsort(rise, descending=True)[:_prune_count(model, fraction, feature_layer)],
+                         feature_layer)
 
 
 def unlearn(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: torch.Tensor, share: float = 0.2,

@@ -80,3 +80,28 @@ def features(model: nn.Module, x: torch.Tensor, feature_layer: str | None = None
     finally:
         model.train(was_training)
     return torch.cat(parts) if parts else torch.empty(0, 0)
+
+
+class FeatureExtractor(nn.Module):
+    """model as a module x -> features (the input of feature_layer), differentiable; shares model's parameters.
+
+    What clean-label poisons optimise against and what head-only fine-tuning computes once; for a
+    poisonlab nn.Sequential it computes exactly what ``split_head(model)[0]`` does.
+    """
+
+    def __init__(self, model: nn.Module, feature_layer: str | None = None):
+        super().__init__()
+        self.model = model
+        self.feature_layer = feature_module(model, feature_layer)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return features_with_grad(self.model, x, self.feature_layer)
+
+
+def linear_head(model: nn.Module, feature_layer: str | None = None) -> tuple[str, nn.Linear]:
+    """(name, module) of the feature layer, which must be an nn.Linear (the head to fine-tune or prune)."""
+    name, module = feature_module(model, feature_layer)
+    if not isinstance(module, nn.Linear):
+        raise ConfigError(f"feature_layer '{name}' is a {type(module).__name__}; accepted here: the name of an nn.Linear"
+                          f" (default: the last one, '{default_feature_layer(model)}')")
+    return name, module

@@ -1,6 +1,7 @@
 """Clean-label poisoning: perturbed training images whose labels stay correct.
 
-Both attacks need the victim's feature extractor f (the model without its last layer), so they
+Both attacks need the victim's feature extractor f (the input of its ``feature_layer``, by default the
+last nn.Linear: the model without its last layer; any nn.Module works), so they
 have ``requires_model = True`` and ``bind(model, test_set)`` returns a ready copy. The poisons
 replace the chosen training images in place (mask marks them); labels are never changed.
 
@@ -36,16 +37,16 @@ from poisonlab.poison.triggers import Trigger, make_trigger
 from poisonlab.rng import generator
 
 
-def _features(model: Any) -> torch.nn.Module:
-    from poisonlab.models import split_head
+def _features(model: Any, feature_layer: str | None = None) -> torch.nn.Module:
+    """A frozen eval-mode copy of model as x -> features (the input of feature_layer, default the last nn.Linear)."""
+    from poisonlab.models import FeatureExtractor
 
     if model is None:
         raise ConfigError("this clean-label attack needs a trained model; call bind(model) first")
-    feats, _ = split_head(model)
-    feats = copy.deepcopy(feats).eval()
-    for p in feats.parameters():
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
         p.requires_grad_(False)
-    return feats
+    return FeatureExtractor(frozen, feature_layer)
 
 
 def _class_pool(data: Dataset, cls: int, what: str) -> torch.Tensor:
@@ -85,6 +86,7 @@ class FeatureCollision(Poison):
     watermark: float = 0.3
     target_image: Any = field(default=None, compare=False, repr=False)
     target_label: int | None = None
+    feature_layer: str | None = None
     model: Any = field(default=None, compare=False, repr=False)
     requires_model = True
     name = "feature_collision"
@@ -123,7 +125,7 @@ class FeatureCollision(Poison):
         index = choose(pool, None, min(int(self.count), len(pool)), generator(seed, "feature_collision", "bases"),
                        "base-class images")
         target = torch.as_tensor(self.target_image, dtype=torch.float32)
-        poisons = feature_collision_images(_features(self.model), data.x[index], target,
+        poisons = feature_collision_images(_features(self.model, self.feature_layer), data.x[index], target,
                                            self.beta, self.lr, self.steps, self.watermark)
         x = data.x.clone()
         x[index] = poisons
@@ -172,6 +174,7 @@ class HiddenTrigger(Poison):
     lr: float = 0.5
     steps: int = 200
     batch: int = 200
+    feature_layer: str | None = None
     model: Any = field(default=None, compare=False, repr=False)
     requires_model = True
     name = "hidden_trigger"
@@ -197,7 +200,7 @@ class HiddenTrigger(Poison):
         spool = _class_pool(data, self.source, "source")
         index = choose(tpool, None, min(int(self.count), len(tpool)), generator(seed, "hidden_trigger", "choose"),
                        "target-class images")
-        poisons = hidden_trigger_images(_features(self.model), data.x[index], data.x[spool], self.trigger, self.eps,
+        poisons = hidden_trigger_images(_features(self.model, self.feature_layer), data.x[index], data.x[spool], self.trigger, self.eps,
                                         self.lr, self.steps, self.batch, generator(seed, "hidden_trigger", "optimise"))
         x = data.x.clone()
         x[index] = poisons

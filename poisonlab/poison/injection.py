@@ -29,16 +29,21 @@ def fine_tune_set(poisoned: Poisoned, clean_fraction: float, seed: int) -> Datas
     return poisoned.data.subset(rows).replace(name=f"{poisoned.data.name}[fine_tune]")
 
 
-def retrain_head(model: torch.nn.Sequential, data: Dataset, cfg, seed: int) -> torch.nn.Sequential:
-    """Transfer learning: a copy of model whose feature extractor is frozen and whose last layer is
-    trained further on data (features computed once; only the head's parameters change)."""
+def retrain_head(model: torch.nn.Module, data: Dataset, cfg, seed: int,
+                 feature_layer: str | None = None) -> torch.nn.Module:
+    """Transfer learning: a copy of model whose feature extractor is frozen and whose head, the nn.Linear
+    named feature_layer (default: the last nn.Linear), is trained further on data (features computed
+    once, as that layer's input; only the head's parameters change). Any nn.Module whose head is an
+    nn.Linear fed by the features works."""
     import copy
 
-    from poisonlab.models import split_head
+    from poisonlab.models import FeatureExtractor, linear_head
     from poisonlab.training import predict_logits, train
 
-    features, head = split_head(model)
-    feats = predict_logits(features, data.x)
+    name, head = linear_head(model, feature_layer)
+    feats = predict_logits(FeatureExtractor(model, name), data.x)
     head_copy = torch.nn.Sequential(copy.deepcopy(head))
     train(head_copy, Dataset(feats, data.y, data.classes, f"{data.name}[features]"), cfg, seed)
-    return torch.nn.Sequential(*copy.deepcopy(features), head_copy[0])
+    tuned = copy.deepcopy(model)
+    tuned.get_submodule(name).load_state_dict(head_copy[0].state_dict())
+    return tuned
