@@ -114,3 +114,38 @@ def test_a_resnet_layer_by_name():
     assert found.scores.shape == (60,)
     with pytest.raises(ConfigError, match="did you mean 'layer3'"):
         get("activation_clustering", feature_layer="layer_3").scan(data=world(), model=model)
+
+
+def test_head_only_fine_tuning_changes_only_the_named_head():
+    from poisonlab.poison.injection import retrain_head
+    from poisonlab.training import TrainConfig
+
+    model, data = TinyRes(), world()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned = retrain_head(model, data, TrainConfig(epochs=1, lr=0.1), seed=0)
+    after = tuned.state_dict()
+    assert isinstance(tuned, TinyRes) and all(torch.equal(model.state_dict()[k], before[k]) for k in before)
+    assert [k for k in before if not torch.equal(before[k], after[k])] == ["fc.weight", "fc.bias"]
+    with pytest.raises(ConfigError, match="accepted here: the name of an nn.Linear"):
+        retrain_head(model, data, TrainConfig(epochs=1), seed=0, feature_layer="block")
+
+
+def test_pruning_zeroes_the_input_columns_of_the_named_linear():
+    from poisonlab.detect.mitigation import fine_prune, prune_neurons
+    from poisonlab.training import TrainConfig
+
+    model = TinyRes()
+    pruned = prune_neurons(model, torch.tensor([1, 5]), feature_layer="neck")
+    assert pruned.neck.weight[:, [1, 5]].abs().sum() == 0 and torch.equal(pruned.fc.weight, model.fc.weight)
+    fp = fine_prune(model, world(), fraction=0.25, cfg=TrainConfig(epochs=1, lr=0.01))
+    assert int((fp.fc.weight.abs().sum(dim=0) == 0).sum()) == 3  # round(0.25 * 12) fc inputs stay pruned
+
+
+def test_clean_label_poisons_on_a_non_sequential_model():
+    from poisonlab.poison.clean_label import FeatureCollision, HiddenTrigger
+
+    model, data = TinyRes(), world()
+    fc = FeatureCollision(base_class=1, count=2, steps=5).bind(model, data).apply(data, 0)
+    ht = HiddenTrigger(source=0, target=2, count=3, steps=5, batch=10, feature_layer="neck",
+                       trigger={"name": "patch", "params": {"size": 2}}).bind(model).apply(data, 0)
+    assert int(fc.mask.sum()) == 2 and int(ht.mask.sum()) == 3 and no_hooks(model)
