@@ -1,7 +1,7 @@
 """The small built-in models: logistic, mlp, cnn, cnn32.
 
 Every one is an ``nn.Sequential`` whose last module is the classification head (``nn.Linear``), so
-``split_head(model)`` gives the feature extractor used by detectors and clean-label attacks. No batch
+its input is the default feature layer detectors and clean-label attacks read (feature_layer.py). No batch
 norm and no buffers: all state is parameters, which is what vectorized federated training
 (torch.func over stacked parameters) needs.
 """
