@@ -3,7 +3,7 @@
 import torch
 
 from poisonlab.detect.mitigation import fine_prune, prune_neurons, prune_trigger_neurons, retrain_without, robust_training, unlearn
-from poisonlab.models import split_head
+from poisonlab.models import linear_head
 from poisonlab.training import TrainConfig, predict
 from test_detect_common import TARGET, backdoor_world, one_thread, stamp, single_thread  # noqa: F401 (autouse)
 
@@ -16,8 +16,8 @@ def asr(model, test_set):
 def test_prune_neurons_zeroes_head_columns_on_a_copy():
     _, _, _, bad, _ = backdoor_world()
     pruned = prune_neurons(bad, torch.tensor([0, 3]))
-    assert split_head(pruned)[1].weight[:, [0, 3]].abs().sum() == 0
-    assert split_head(bad)[1].weight[:, [0, 3]].abs().sum() > 0
+    assert linear_head(pruned)[1].weight[:, [0, 3]].abs().sum() == 0
+    assert linear_head(bad)[1].weight[:, [0, 3]].abs().sum() > 0
 
 
 def test_retrain_without_the_poison_removes_the_backdoor():
@@ -42,6 +42,6 @@ def test_unlearning_and_pruning_with_the_true_trigger_and_fine_pruning():
                                  channels=(8, 16), hidden=32)
     assert asr(unlearned, test_set) < 0.2 < asr(bad, test_set)
     assert asr(pruned, test_set) < asr(bad, test_set)
-    assert split_head(fp)[1].weight.eq(0).all(dim=0).sum() >= 16  # half of 32 neurons stay pruned
+    assert linear_head(fp)[1].weight.eq(0).all(dim=0).sum() >= 16  # half of 32 neurons stay pruned
     assert asr(robust, test_set) < asr(bad, test_set)
     assert all(torch.equal(a, b) for a, b in zip(before, bad.parameters()))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from poisonlab.errors import ConfigError
-from poisonlab.models import make_model, split_head
+from poisonlab.models import features, linear_head, make_model
 from poisonlab.rng import generator
 
 ZOO = ["resnet18", "preact_resnet18", "resnet20", "vgg11_bn"]
@@ -37,8 +37,8 @@ def test_output_shape_finite_and_head(name, shape):
     out = model(x)
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     assert list(dict(model.named_children()))[-1] == "fc"
-    features, head = split_head(model)
-    assert head is model.fc and features(x).shape == (2, head.in_features)
+    name, head = linear_head(model)
+    assert name == "fc" and head is model.fc and features(model, x).shape == (2, head.in_features)
     model.eval()
     assert model(x[:1]).shape == (1, 10)  # eval mode: running statistics, batch of one
 

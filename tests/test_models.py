@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from poisonlab.errors import ConfigError
-from poisonlab.models import MODELS, make_model, split_head
+from poisonlab.models import MODELS, features, linear_head, make_model
 
 VALID = [(name, shape) for name in ("logistic", "mlp", "cnn") for shape in ((1, 8, 8), (1, 28, 28), (3, 32, 32))]
 VALID += [("cnn32", (3, 32, 32)), ("logistic", (30,)), ("mlp", (13,))]
@@ -18,9 +18,9 @@ def test_output_shape(name, shape):
     model = make_model(name, shape, 10, seed=0)
     out = model(torch.zeros(4, *shape))
     assert out.shape == (4, 10) and out.dtype == torch.float32
-    features, head = split_head(model)
+    _, head = linear_head(model)
     assert isinstance(head, nn.Linear) and head.out_features == 10
-    assert features(torch.zeros(2, *shape)).shape == (2, head.in_features)
+    assert features(model, torch.zeros(2, *shape)).shape == (2, head.in_features)
 
 
 SMALL = ("logistic", "mlp", "cnn", "cnn32")  # the buffer-free built-ins (small.py); the zoo has batch norm

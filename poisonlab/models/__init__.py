@@ -13,10 +13,9 @@ itself with a decorator in its own file, and this package imports each of those 
 
 from poisonlab.models.registry import MODELS
 from poisonlab.models.build import build_seeded, init_parameters, make_model
-from poisonlab.models.head import split_head
 from poisonlab.models.feature_layer import (FeatureExtractor, default_feature_layer, feature_module, features,
                                            features_with_grad, linear_head)
 from poisonlab.models import resnet, small, vgg  # noqa: F401  (each registers its models)
 
 __all__ = ["MODELS", "FeatureExtractor", "build_seeded", "default_feature_layer", "feature_module", "features", "features_with_grad",
-           "init_parameters", "linear_head", "make_model", "split_head"]
+           "init_parameters", "linear_head", "make_model"]

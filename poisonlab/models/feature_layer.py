@@ -5,8 +5,8 @@ model of any shape (a ResNet, a user's class) those are defined as the input to 
 ``feature_layer`` (a name from ``model.named_modules()``, e.g. ``fc`` or ``layer3``), read by a
 forward pre-hook. The default is the last ``nn.Linear`` in ``named_modules()`` order: the classifier
 head of nearly every network, whose input is the penultimate representation. For a poisonlab
-``nn.Sequential`` ending in ``nn.Linear`` this gives exactly (bit for bit) what ``split_head``'s
-feature extractor computes.
+``nn.Sequential`` ending in ``nn.Linear`` this gives exactly (bit for bit) what ``model[:-1]``
+(everything before the head) computes.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class FeatureExtractor(nn.Module):
     """model as a module x -> features (the input of feature_layer), differentiable; shares model's parameters.
 
     What clean-label poisons optimise against and what head-only fine-tuning computes once; for a
-    poisonlab nn.Sequential it computes exactly what ``split_head(model)[0]`` does.
+    poisonlab nn.Sequential it computes exactly what ``model[:-1]`` does.
     """
 
     def __init__(self, model: nn.Module, feature_layer: str | None = None):

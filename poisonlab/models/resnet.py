@@ -12,8 +12,8 @@
   channel padding, option A), ~0.27M parameters (the paper's Table 6).
 
 Each model is an ``nn.Sequential`` with named children (stem, layer1..., pool, fc): the classifier is
-the final child ``fc`` (an ``nn.Linear``), so ``split_head`` works as for the small models. The global
-average pool makes any input size of at least 8x8 work. Initialisation is PyTorch's default for each
+the final child ``fc`` (an ``nn.Linear``), the default feature layer (models/feature_layer.py) as for
+the small models. The global average pool makes any input size of at least 8x8 work. Initialisation is PyTorch's default for each
 layer (see build.py), not the papers' He-normal. Batch norm means buffers: these models train
 centralized; the vectorized federated engine refuses them.
 """

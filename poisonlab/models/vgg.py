@@ -6,7 +6,7 @@ The adaptation: a max-pool is applied only while the feature map is at least 2 p
 side (a 28x28 input keeps 4 of the 5 pools, 8x8 keeps 3), then a global average pool and a small
 classifier (linear -> ReLU -> linear ``fc``, no dropout) replace the 4096-wide fully connected layers.
 An ``nn.Sequential`` with named children (features, pool, flatten, classifier..., fc), so
-``split_head`` works. Batch norm means buffers: it trains centralized; the vectorized federated
+``fc`` is the default feature layer. Batch norm means buffers: it trains centralized; the vectorized federated
 engine refuses it.
 """
 
