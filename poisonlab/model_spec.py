@@ -13,9 +13,10 @@ A model spec is what a user hands poisonlab for "the model":
   and a poisoned model from it, and the caller's instance is never trained); its weights are the
   user's, so ``seed`` does not change them and ``params`` are refused.
 
-A factory runs inside ``torch.random.fork_rng`` with the global generator seeded from
-``derive_seed(seed, "init", "user-model")``: PyTorch's default initialisation of the user's layers is
-deterministic per seed, and the caller's global RNG state is restored afterwards.
+A factory is built as a registered model is (``models.build_seeded``): its construction runs in
+``rng.construction_stream`` (forked, seeded, restored), then its Linear, convolution and Embedding
+layers are re-drawn from an explicit generator; the same seed gives the same model, and the caller's
+global RNG state is untouched.
 
 Importing a user's module runs its code. That module is the user's own file, named in the user's own
 config, exactly like a Python import; nothing is ever unpickled, and a checkpoint's metadata never
@@ -34,7 +35,6 @@ import torch
 from torch import nn
 
 from poisonlab.errors import ConfigError
-from poisonlab.rng import derive_seed
 
 ModelSpec = Union[str, nn.Module, Callable[..., nn.Module]]
 
@@ -120,11 +120,13 @@ def check_factory_params(text: str, params: dict) -> None:
 
 
 def _seeded_call(factory, label: str, input_shape, num_classes: int, seed: int, params: dict) -> nn.Module:
-    """factory(input_shape, num_classes, **params) under a forked, seeded global RNG (restored after)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init", "user-model"))
+    """factory(input_shape, num_classes, **params) built and initialised as a registered model is
+    (models.build_seeded: seeded construction, explicit-generator init of the standard layers)."""
+    from poisonlab.models import build_seeded
+
+    def positional(input_shape, num_classes, **kwargs):
         try:
-            model = factory(input_shape, num_classes, **params)
+            model = factory(input_shape, num_classes, **kwargs)
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - the user's factory: reported in one line, cause chained
@@ -132,9 +134,11 @@ def _seeded_call(factory, label: str, input_shape, num_classes: int, seed: int, 
             raise ConfigError(f"model '{label}' failed to build for input_shape={input_shape},"
                               f" num_classes={num_classes}, params={params} ({type(err).__name__}: {first});"
                               f" accepted: {CALL}") from err
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model '{label}' returned a {type(model).__name__}, not an nn.Module; accepted: {CALL}")
-    return model
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model '{label}' returned a {type(model).__name__}, not an nn.Module; accepted: {CALL}")
+        return model
+
+    return build_seeded(positional, input_shape, num_classes, seed, key=f"user-model:{label}", params=params)
 
 
 def check_output(model: nn.Module, label: str, input_shape, num_classes: int) -> None:

@@ -74,11 +74,13 @@ class Registry:
         return name in self._entries
 
 
-def check_params(what: str, factory: Callable[..., Any], params: dict[str, Any]) -> None:
-    """Raise ConfigError if params has a name the factory does not take."""
+def check_params(what: str, factory: Callable[..., Any], params: dict[str, Any],
+                 extra: tuple[inspect.Parameter, ...] = ()) -> None:
+    """Raise ConfigError if params has a name the factory (or the extra keyword parameters) does not take."""
     sig = inspect.signature(factory)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
+    sig = sig.replace(parameters=[*sig.parameters.values(), *extra])
     accepted = [n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     missing = [n for n, p in sig.parameters.items()
                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty and n not in params]

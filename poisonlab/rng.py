@@ -8,7 +8,9 @@ purpose never reshuffles another stream, and the same config and seed are bit-id
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -30,6 +32,23 @@ def generator(seed: int, *keys: object) -> torch.Generator:
 def numpy_rng(seed: int, *keys: object) -> np.random.Generator:
     """A fresh numpy Generator (PCG64) seeded from derive_seed(seed, *keys)."""
     return np.random.default_rng(derive_seed(seed, *keys))
+
+
+@contextlib.contextmanager
+def construction_stream(seed: int, *keys: object) -> Iterator[None]:
+    """Run third-party construction code (a model's ``__init__``) on a forked, seeded copy of torch's CPU stream.
+
+    The one place poisonlab touches torch's default generator, and only for code it does not own: a
+    layer's default ``reset_parameters`` or a user's ``torch.randn`` in a model factory take no Generator,
+    so the only way to make what they draw a function of the experiment seed is to seed the stream they
+    read. It is forked (``fork_rng``: the caller's state is restored on exit, also on error) and seeded
+    from ``derive_seed(seed, *keys)``, so nothing outside depends on it and nothing inside depends on what
+    ran before. poisonlab's own draws never use it: every layer type whose init it knows is re-drawn
+    afterwards from an explicit ``generator`` (models/build.py ``init_parameters``).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(derive_seed(seed, *keys))
+        yield
 
 
 def as_generator(rng: torch.Generator | int | None, *keys: object) -> torch.Generator:

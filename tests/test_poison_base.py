@@ -74,6 +74,9 @@ def test_required_source_and_target_fields_stay_required():
     class Targeted(Poison):
         target: int
 
+        def apply(self, data, seed=0):
+            return data
+
     with pytest.raises(TypeError):
         Targeted()
     assert Targeted(3).target == 3 and Targeted(3).source is None

@@ -27,6 +27,7 @@ per-client loop.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -56,7 +57,7 @@ class Pass:
 
 
 @dataclass(frozen=True)
-class LayerOp:
+class LayerOp(abc.ABC):
     """One layer of a compiled program.
 
     forward(h, params, run) -> the next activation (its layout and freshness set on run; with a tape, appends
@@ -73,11 +74,13 @@ class LayerOp:
         """How many parameter tensors the op takes (named_parameters order)."""
         return 0
 
+    @abc.abstractmethod
     def forward(self, h: torch.Tensor, params: Sequence[torch.Tensor], run: Pass) -> torch.Tensor:
-        raise NotImplementedError
+        """The next activation for all clients (see the class docstring)."""
 
+    @abc.abstractmethod
     def backward(self, g: torch.Tensor, saved) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
-        raise NotImplementedError
+        """(input gradient or None, parameter gradients) from the output gradient and what forward saved."""
 
 
 OPS: dict[type[nn.Module], Callable[[nn.Module], LayerOp | None]] = {}

@@ -19,6 +19,7 @@ targets gathered up front when they fit, so a step is only its matrix products; 
 
 from __future__ import annotations
 
+import abc
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -93,20 +94,20 @@ def _weighted_onehot_t(y: torch.Tensor, w: torch.Tensor, classes: int) -> torch.
     return out.scatter_(-2, y.unsqueeze(-2), w.unsqueeze(-2))
 
 
-class Program:
+class Program(abc.ABC):
     """What training and evaluation run: ``shapes`` (the parameters' shapes), ``logits``, ``batches``, ``grads``."""
 
     shapes: tuple[torch.Size, ...]
     layout: RowsLayout | ColumnsLayout
     classes: int
 
+    @abc.abstractmethod
     def logits(self, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False) -> torch.Tensor:
         """Logits (k, B, C) of k stacked parameter sets; x is (k, B, *sample), or (B, *sample) for all with shared."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def grads(self, params: list[torch.Tensor], batch: tuple) -> list[torch.Tensor]:
         """Gradients (each (a, *shape), params order) of sum over clients and samples of w * CE(logits, y)."""
-        raise NotImplementedError
 
     def batches(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
                 active: list[int]) -> Iterator[tuple[int, tuple]]:

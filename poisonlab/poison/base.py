@@ -17,6 +17,7 @@ without a default stays required (dataclasses would otherwise take this base's N
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -25,7 +26,7 @@ from poisonlab.errors import ConfigError
 _DEFAULTED = ("target", "source")
 
 
-class Poison:
+class Poison(abc.ABC):
     """Base of every data poison; subclasses are frozen dataclasses with apply(data, seed) -> Poisoned."""
 
     name = "poison"
@@ -40,9 +41,9 @@ class Poison:
             if attr in annotated and attr not in cls.__dict__:
                 setattr(cls, attr, dataclasses.field())  # required: do not inherit the base's None
 
+    @abc.abstractmethod
     def apply(self, data, seed: int = 0):
         """The poisoned dataset: Poisoned(data, mask, info)."""
-        raise NotImplementedError(f"poison '{self.name}' does not define apply(data, seed)")
 
     @property
     def has_trigger(self) -> bool:

@@ -22,14 +22,7 @@ NONFINITE = inspect.Parameter("nonfinite", inspect.Parameter.KEYWORD_ONLY, defau
 
 def check_rule_params(name: str, params: dict | None = None) -> None:
     """ConfigError for an unknown rule name or a parameter neither the rule nor the guard ('nonfinite') takes."""
-    factory = AGGREGATORS.entry(name).factory
-
-    def configured(*args, **kwargs):  # the factory's parameters and the guard's, for check_params
-        raise NotImplementedError
-
-    sig = inspect.signature(factory)
-    configured.__signature__ = sig.replace(parameters=[*sig.parameters.values(), NONFINITE])
-    check_params(f"aggregator '{name}'", configured, params or {})
+    check_params(f"aggregator '{name}'", AGGREGATORS.entry(name).factory, params or {}, extra=(NONFINITE,))
 
 
 def build_rule(name: str, params: dict | None = None) -> Rule:
