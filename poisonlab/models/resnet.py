@@ -98,17 +98,21 @@ def residual_net(stem: nn.Module, stages: list[nn.Sequential], tail: list[nn.Mod
     return nn.Sequential(OrderedDict(parts))
 
 
+def eighteen_layer_stages(block, w: int) -> list[nn.Sequential]:
+    """The four stages of an 18-layer ResNet: 2 blocks each, widths w x (1, 2, 4, 8), stride 2 from stage 2."""
+    widths = [w, 2 * w, 4 * w, 8 * w]
+    return [stage(block, c_in, c_out, 2, 1 if i == 0 else 2)
+            for i, (c_in, c_out) in enumerate(zip([w] + widths[:-1], widths))]
+
+
 @MODELS.register("resnet18", reference="He, Zhang, Ren and Sun 2016, Deep Residual Learning for Image Recognition"
                  " (CVPR); CIFAR variant: 3x3 stem, no max-pool")
 def resnet18(input_shape, num_classes, width: int = 64) -> nn.Sequential:
     """ResNet-18 for small images: 3x3 stem, BasicBlock [2, 2, 2, 2] of width x (1, 2, 4, 8), batch norm."""
     c, _, _ = image_input("resnet18", input_shape)
     w = positive_int("resnet18", "width", width)
-    widths = [w, 2 * w, 4 * w, 8 * w]
     stem = nn.Sequential(conv3x3(c, w), nn.BatchNorm2d(w), nn.ReLU())
-    stages = [stage(BasicBlock, c_in, c_out, 2, 1 if i == 0 else 2)
-              for i, (c_in, c_out) in enumerate(zip([w] + widths[:-1], widths))]
-    return residual_net(stem, stages, [], widths[-1], num_classes)
+    return residual_net(stem, eighteen_layer_stages(BasicBlock, w), [], 8 * w, num_classes)
 
 
 @MODELS.register("preact_resnet18", reference="He, Zhang, Ren and Sun 2016b, Identity Mappings in Deep Residual"
@@ -117,11 +121,8 @@ def preact_resnet18(input_shape, num_classes, width: int = 64) -> nn.Sequential:
     """Pre-activation ResNet-18: 3x3 stem conv, PreActBlock [2, 2, 2, 2], final BN -> ReLU, batch norm."""
     c, _, _ = image_input("preact_resnet18", input_shape)
     w = positive_int("preact_resnet18", "width", width)
-    widths = [w, 2 * w, 4 * w, 8 * w]
-    stages = [stage(PreActBlock, c_in, c_out, 2, 1 if i == 0 else 2)
-              for i, (c_in, c_out) in enumerate(zip([w] + widths[:-1], widths))]
-    tail = [nn.BatchNorm2d(widths[-1]), nn.ReLU()]
-    return residual_net(conv3x3(c, w), stages, tail, widths[-1], num_classes)
+    tail = [nn.BatchNorm2d(8 * w), nn.ReLU()]
+    return residual_net(conv3x3(c, w), eighteen_layer_stages(PreActBlock, w), tail, 8 * w, num_classes)
 
 
 @MODELS.register("resnet20", reference="He, Zhang, Ren and Sun 2016, Deep Residual Learning for Image Recognition"
