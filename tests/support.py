@@ -10,6 +10,8 @@ import os
 import pickle
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from poisonlab.data.formats import IDX_DTYPES
 from poisonlab.errors import DataError
@@ -44,3 +46,15 @@ def write_cifar_batch(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, lab
 def history_without_times(history: list) -> list[dict]:
     """The history as dicts without the wall-clock field: what determinism and resume tests compare."""
     return [{k: v for k, v in r.to_dict().items() if k != "seconds"} for r in history]
+
+
+def assert_grads_match_autograd(mine, logits_of, params, y, w) -> None:
+    """Hand-written gradients equal autograd's for sum of w * CE(logits_of(leaves), y) over clients and samples."""
+    leaves = [p.clone().requires_grad_() for p in params]
+    logits = logits_of(leaves)
+    loss = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none") * w.reshape(-1)).sum()
+    expected = torch.autograd.grad(loss, leaves)
+    assert len(mine) == len(expected)
+    for a, b in zip(mine, expected):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -10,6 +10,7 @@ from poisonlab.fl.local import LocalConfig, chunk_size, flat_params, is_fast_seq
 from poisonlab.fl.reference import reference_updates
 from poisonlab.models import make_model
 from poisonlab.rng import generator
+from tests.support import assert_grads_match_autograd
 
 CLASSES = tuple(str(i) for i in range(10))
 
@@ -135,7 +136,6 @@ def test_hand_written_conv_backward_equals_reference_on_unusual_layers():
 def test_hand_written_gradients_match_autograd_for_one_step():
     """The layer program's grads against torch.autograd on the summed weighted cross-entropy of 3 stacked cnn
     clients."""
-    import torch.nn.functional as F
 
     from poisonlab.fl.local import stacked_logits, unflatten
     from poisonlab.fl.program import compile_layers
@@ -147,11 +147,4 @@ def test_hand_written_gradients_match_autograd_for_one_step():
     x, y = torch.rand(3, 6, 1, 8, 8, generator=gen), torch.randint(0, 10, (3, 6), generator=gen)
     w = torch.rand(3, 6, generator=gen)
     mine = compile_layers(model).grads(params, (x, y, w))
-    leaves = [p.clone().requires_grad_() for p in params]
-    logits = stacked_logits(model, leaves, x)
-    loss = (F.cross_entropy(logits.reshape(-1, 10), y.reshape(-1), reduction="none") * w.reshape(-1)).sum()
-    expected = torch.autograd.grad(loss, leaves)
-    assert len(mine) == len(expected)
-    for a, b in zip(mine, expected):
-        assert a.shape == b.shape
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert_grads_match_autograd(mine, lambda leaves: stacked_logits(model, leaves, x), params, y, w)

@@ -6,7 +6,6 @@ from typing import ClassVar
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -18,6 +17,7 @@ from poisonlab.fl.program import COLUMNS_LAYOUT, ROWS_LAYOUT, AutogradProgram, L
 from poisonlab.fl.reference import reference_updates
 from poisonlab.models import make_model
 from poisonlab.rng import generator
+from tests.support import assert_grads_match_autograd
 
 CFG = LocalConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-3)
 
@@ -92,14 +92,7 @@ def test_training_gradients_equal_autograd_in_each_layout(name):
     x, y = torch.rand(3, 6, *shape, generator=gen), torch.randint(0, 10, (3, 6), generator=gen)
     w = torch.rand(3, 6, generator=gen)
     mine = program.grads(params, program.layout.inputs(x, y, w, program.classes))
-    leaves = [p.clone().requires_grad_() for p in params]
-    logits = _one_by_one(model, leaves, x)
-    loss = (F.cross_entropy(logits.reshape(-1, 10), y.reshape(-1), reduction="none") * w.reshape(-1)).sum()
-    expected = torch.autograd.grad(loss, leaves)
-    assert len(mine) == len(expected)
-    for a, b in zip(mine, expected):
-        assert a.shape == b.shape
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert_grads_match_autograd(mine, lambda leaves: _one_by_one(model, leaves, x), params, y, w)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
