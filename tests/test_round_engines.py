@@ -15,16 +15,15 @@ to the engine's row up to float rounding, hence the tolerances on norms, accurac
 from __future__ import annotations
 
 import pytest
-import torch
 
 pytest.importorskip("flwr", reason="Flower is not installed; install poisonlab[flower]")
 
 from flwr.app import ConfigRecord, Context, RecordDict  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from poisonlab.flower.apps import client_app, make_strategy  # noqa: E402
 from poisonlab.flower.arrays import from_record, to_record  # noqa: E402
 from poisonlab.flower.prepared import Prepared, build_federation, experiment_json, parse_experiment  # noqa: E402
+from tests.test_flower_strategy import FakeGrid, task_identity  # noqa: E402,F401  (the autouse fixture)
 
 K, ROUNDS = 10, 3
 EXPERIMENT = {
@@ -39,21 +38,6 @@ EXPERIMENT = {
                       "attack": {"name": "ipm", "params": {"epsilon": 0.5}}},
         "aggregator": {"name": "multi_krum", "params": {"f": 1, "m": 4}}}}
 NODE = 1000  # node id of client c is NODE + c
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    """Flower needs a task identity to build messages outside its runtime."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-
-
-class FakeGrid:
-    """The part of a Flower Grid the strategy uses: the connected node ids."""
-
-    def get_node_ids(self):
-        return [NODE + c for c in range(K)]
 
 
 def engine_history() -> list[dict]:
@@ -72,7 +56,7 @@ def flower_history() -> list[dict]:
     run_config = {"experiment": experiment_json(EXPERIMENT)}
     params = exp.initial_params()
     for server_round in range(1, ROUNDS + 1):
-        messages = strategy.configure_train(server_round, to_record(params, exp.spec), ConfigRecord(), FakeGrid())
+        messages = strategy.configure_train(server_round, to_record(params, exp.spec), ConfigRecord(), FakeGrid([NODE + c for c in range(K)]))
         replies = []
         for msg in messages:
             node = int(msg.metadata.dst_node_id)
