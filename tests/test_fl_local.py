@@ -81,10 +81,10 @@ def test_plan_masks_padding_and_counts_steps():
     assert sorted(plan.index[:3, 1][real].tolist()) == list(range(5, 17))
 
 
-def test_buffers_and_budget_are_refused():
-    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    with pytest.raises(ConfigError, match="buffers"):
-        local_updates(model, flat_params(model), [], CFG, [])
+def test_untrainable_model_and_budget_are_refused():
+    model = nn.Sequential(nn.ReLU(), nn.Flatten())  # no parameters to train (buffers are fine: test_fl_norm_layers)
+    with pytest.raises(ConfigError, match="parameters"):
+        local_updates(model, torch.zeros(0), [], CFG, [])
     small = make_model("mlp", (32,), 10)
     with pytest.raises(ResourceError, match="memory_budget"):
         chunk_size(small, (32,), 16, 10)

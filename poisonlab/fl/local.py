@@ -1,25 +1,45 @@
 """Local training of k clients at once: the entry point of vectorized local training.
 
-``local_updates`` trains all sampled clients' SGD from the global parameters as stacked parameters (every
-parameter tensor gets a leading client axis (k, *shape)) and returns their updates; ``stacked_logits``
-evaluates k parameter sets at once. Both run the model's program, compiled once (fl/program.py): poisonlab's
-nn.Sequential vocabulary (fl/layers.py: Linear, Conv2d, ReLU, Tanh, MaxPool2d, Flatten) as batched kernels
-with a hand-written backward, any other buffer-free module through ``torch.func.functional_call`` under
-``vmap`` with autograd. The pieces: the mini-batch plan (fl/batching.py), the SGD loop over steps
-(fl/stacked.py). Clients are processed in chunks sized to a memory budget.
+``local_train`` trains all sampled clients' SGD from the global model as stacked parameters (every
+parameter tensor gets a leading client axis (k, *shape)) and returns their updates (k, d) and their buffers
+(name -> (k, *shape): batch norm's running statistics, each client's own); ``local_updates`` is its updates
+alone; ``stacked_logits`` evaluates k parameter sets at once. Both run the model's program, compiled once
+(fl/program.py): poisonlab's nn.Sequential vocabulary (fl/layers.py: Linear, Conv2d, ReLU, Tanh, MaxPool2d,
+Flatten) as batched kernels with a hand-written backward, any other module (batch norm, group norm, layer
+norm, dropout, constant buffers) through ``torch.func.functional_call`` under ``vmap`` with autograd. The
+pieces: the mini-batch plan (fl/batching.py), the SGD loop over steps (fl/stacked.py), buffers
+(fl/buffers.py), dropout masks (fl/dropout.py). Clients are processed in chunks sized to a memory budget.
+
+A module vmap cannot run (e.g. batch norm with momentum=None reads its counter with .item()) is found by a
+probe step before anything is drawn; such a model trains with the per-client reference loop (fl/reference.py,
+the same batches and masks) after a one-line notice, once per model.
 """
 
 from __future__ import annotations
+
+import warnings
+import weakref
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from poisonlab.config.federation import ENGINE_MEMORY_BUDGET
 from poisonlab.config.local import LocalConfig  # defined once, with the YAML's federated.local
-from poisonlab.errors import ConfigError, ResourceError
+from poisonlab.errors import ConfigError, PoisonlabError, ResourceError
 from poisonlab.fl.batching import plan_batches
-from poisonlab.fl.program import LayerProgram, compile_layers, compile_model
+from poisonlab.fl.buffers import Buffers, model_buffers, stack
+from poisonlab.fl.dropout import HIDDEN_RANDOM, DropoutMasks, dropout_modules, evaluating
+from poisonlab.fl.program import LayerProgram, Program, compile_layers, compile_model
 from poisonlab.fl.stacked import train_stacked, views
+
+
+class LocalResult(NamedTuple):
+    """What local training returns: updates (k, d) = local params - global params (parameters only) and the
+    clients' buffers after training, name -> (k, *shape) (empty for a buffer-free model)."""
+
+    updates: torch.Tensor
+    buffers: Buffers
 
 
 def is_fast_sequential(model: nn.Module) -> bool:
@@ -29,19 +49,23 @@ def is_fast_sequential(model: nn.Module) -> bool:
 
 
 def check_trainable(model: nn.Module) -> None:
-    """Vectorized training needs every piece of state to be a parameter: refuse modules with buffers."""
-    buffers = [n for n, _ in model.named_buffers()]
-    if buffers:
-        raise ConfigError(f"model has buffers {buffers[:3]} (e.g. batch norm); accepted: buffer-free models"
-                          " such as poisonlab.models")
+    """ConfigError for a model local training cannot train: no floating-point parameters to train, or a random
+    module whose draws neither engine can reproduce (fl/dropout.py)."""
+    params = list(model.parameters())
+    if not params or not all(p.is_floating_point() for p in params):
+        raise ConfigError(f"model {type(model).__name__} has {len(params)} parameters, not all floating point;"
+                          " accepted: a model with floating-point parameters to train")
+    dropout_modules(model)
 
 
-def stacked_logits(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-    """Logits (k, B, C) of k stacked parameter sets (each (k, *shape), in named_parameters order).
+def stacked_logits(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False,
+                   buffers: Buffers | None = None) -> torch.Tensor:
+    """Logits (k, B, C) of k stacked parameter sets (each (k, *shape), in named_parameters order), in eval mode.
 
-    x is (k, B, *sample) (each client its own batch) or, with shared=True, (B, *sample) for all.
+    x is (k, B, *sample) (each client its own batch) or, with shared=True, (B, *sample) for all; buffers: the
+    model's buffers (name -> tensor) shared by the k sets, e.g. the global model's (None: the model's own).
     """
-    return compile_model(model).logits(params, x, shared)
+    return compile_model(model).logits(params, x, shared, buffers)
 
 
 def flat_params(model: nn.Module) -> torch.Tensor:
@@ -60,13 +84,13 @@ def bytes_per_client(model: nn.Module, sample_shape: tuple[int, ...], batch_size
 
     def hook(_m, _i, out):
         if isinstance(out, torch.Tensor):
-            numel[0] += out.numel()
+            numel[0] += out[0].numel()  # one sample's
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *sample_shape))
+        with torch.no_grad(), evaluating(model):  # eval: no running-statistic update, no dropout draw
+            model(torch.zeros(2, *sample_shape))  # 2: batch norm without running statistics needs > 1 sample
     finally:
         for h in handles:
             h.remove()
@@ -91,19 +115,34 @@ a few clients stay in cache and run faster per client than over 100 (measured, d
 
 
 def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                  generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET) -> torch.Tensor:
-    """Updates (k, d) = local params - global params of k clients trained from global_params.
+                  generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET,
+                  buffers: Buffers | None = None) -> torch.Tensor:
+    """The updates (k, d) of local_train (its buffers dropped)."""
+    return local_train(model, global_params, datasets, cfg, generators, memory_budget, buffers).updates
 
-    datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per
-    client for its batch order; memory_budget: bytes for one chunk of clients trained together.
+
+def local_train(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
+                generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET,
+                buffers: Buffers | None = None) -> LocalResult:
+    """k clients trained from the global model (global_params and buffers; None: the model's own buffers).
+
+    datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per client for
+    its batch order and then its dropout masks; memory_budget: bytes for one chunk of clients trained together.
     """
     check_trainable(model)
+    buffers = model_buffers(model) if buffers is None else buffers
+    program = compile_model(model)  # once: every chunk runs it
+    sample_shape = tuple(datasets[0].x.shape[1:]) if datasets else ()
+    dropout = _dropout_masks(model, sample_shape) if datasets and not isinstance(program, LayerProgram) else None
+    if datasets and not _vectorizable(model, program, global_params, buffers, dropout, sample_shape):
+        from poisonlab.fl.reference import reference_train
+
+        return reference_train(model, global_params, datasets, cfg, generators, buffers)
     sizes = [len(ds) for ds in datasets]
     plan = plan_batches(sizes, cfg, generators)
     x = torch.cat([ds.x for ds in datasets])
     y = torch.cat([ds.y for ds in datasets])
     k, d = len(datasets), global_params.numel()
-    program = compile_model(model)  # once: every chunk runs it
     key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget)
     if key not in _CHUNKS:  # the estimate runs a forward pass: once per model and shape
         per = chunk_size(model, key[1], cfg.batch_size, memory_budget)
@@ -111,8 +150,65 @@ def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list,
         _CHUNKS[key] = min(per, CONV_CHUNK) if has_conv and isinstance(program, LayerProgram) else per
     per_chunk = _CHUNKS[key]
     updates = torch.empty(k, d, dtype=torch.float32)  # every row is written below
+    state = stack(buffers, k)  # each client's own buffers, trained in place chunk by chunk
     for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
         hi = min(k, lo + per_chunk)
-        trained = train_stacked(program, global_params.expand(hi - lo, d), x, y, plan.clients(lo, hi), cfg)
+        part = {n: b[lo:hi] for n, b in state.items()}  # views into state
+        try:
+            trained = train_stacked(program, global_params.expand(hi - lo, d), x, y, plan.clients(lo, hi), cfg,
+                                    part, dropout, generators[lo:hi])
+        except RuntimeError as err:
+            if _random_in_vmap(err):
+                raise ConfigError(HIDDEN_RANDOM) from None
+            raise
         torch.sub(trained, global_params, out=updates[lo:hi])
-    return updates
+    return LocalResult(updates, state)
+
+
+_DROPOUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> (sample shape, its DropoutMasks): the shape probe runs once per model and input shape."""
+
+_VECTORIZABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> whether its probe step ran under vmap (the fallback notice is printed once, when it did not)."""
+
+
+def _dropout_masks(model: nn.Module, sample_shape: tuple[int, ...]) -> DropoutMasks:
+    hit = _DROPOUT.get(model)
+    if hit is None or hit[0] != sample_shape:
+        hit = (sample_shape, DropoutMasks.of(model, sample_shape))
+        _DROPOUT[model] = hit
+    return hit[1]
+
+
+def _random_in_vmap(err: BaseException) -> bool:
+    return "vmap" in str(err) and "random" in str(err)
+
+
+def _vectorizable(model: nn.Module, program: Program, global_params: torch.Tensor, buffers: Buffers,
+                  dropout: DropoutMasks | None, sample_shape: tuple[int, ...]) -> bool:
+    """Whether the vectorized engine can train model: one probe step of 2 clients x 2 zero samples on copies
+    (nothing is drawn, nothing of the model changes). When it raises, a one-line notice says the model trains
+    with the per-client reference loop (once per model); a random op inside the forward is a ConfigError."""
+    if isinstance(program, LayerProgram):
+        return True
+    hit = _VECTORIZABLE.get(model)
+    if hit is not None:
+        return hit
+    params = [p.detach().unsqueeze(0).repeat(2, *([1] * p.dim())) for p in unflatten(model, global_params)]
+    x = global_params.new_zeros(2, 2, *sample_shape)
+    y = torch.zeros(2, 2, dtype=torch.long, device=x.device)
+    masks = tuple(x.new_ones(2, 2, *s) for s in dropout.shapes) if dropout else None
+    try:
+        program.grads(params, (x, y, x.new_full((2, 2), 0.5)), stack(buffers, 2), masks)
+        ok = True
+    except PoisonlabError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure under vmap: the reference loop trains it correctly
+        if _random_in_vmap(err):
+            raise ConfigError(HIDDEN_RANDOM) from None
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        warnings.warn(f"poisonlab: {type(model).__name__} cannot run in the vectorized engine ({reason});"
+                      " training it with the per-client reference loop", RuntimeWarning, stacklevel=3)
+        ok = False
+    _VECTORIZABLE[model] = ok
+    return ok

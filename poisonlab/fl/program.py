@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poisonlab.errors import ConfigError
+from poisonlab.fl.dropout import MaskHooks, dropout_modules, evaluating, training
 from poisonlab.fl.layers import COLUMNS, GROUPED, ROWS, SHARED, Flatten, LayerOp, Linear, MaxPool2d, Pass, ReLU, \
     grouped_images, op_for
 
@@ -102,12 +103,18 @@ class Program(abc.ABC):
     classes: int
 
     @abc.abstractmethod
-    def logits(self, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        """Logits (k, B, C) of k stacked parameter sets; x is (k, B, *sample), or (B, *sample) for all with shared."""
+    def logits(self, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False,
+               buffers: dict | None = None) -> torch.Tensor:
+        """Logits (k, B, C) of k stacked parameter sets; x is (k, B, *sample), or (B, *sample) for all with shared;
+        buffers: the model's buffers (name -> tensor), shared by the k sets (None: the model's own)."""
 
     @abc.abstractmethod
-    def grads(self, params: list[torch.Tensor], batch: tuple) -> list[torch.Tensor]:
-        """Gradients (each (a, *shape), params order) of sum over clients and samples of w * CE(logits, y)."""
+    def grads(self, params: list[torch.Tensor], batch: tuple, buffers: dict | None = None,
+              masks: tuple | None = None) -> list[torch.Tensor]:
+        """Gradients (each (a, *shape), params order) of sum over clients and samples of w * CE(logits, y).
+
+        buffers: name -> (a, *shape) per-client buffers, updated in place; masks: per dropout module (a, B, ...).
+        """
 
     def batches(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
                 active: list[int]) -> Iterator[tuple[int, tuple]]:
@@ -137,7 +144,7 @@ class LayerProgram(Program):
     def ops(self) -> tuple[LayerOp, ...]:
         return tuple(op for op, _, _ in self.steps)
 
-    def logits(self, params, x, shared=False):
+    def logits(self, params, x, shared=False, buffers=None):  # buffer-free: buffers has nothing it reads
         k = params[0].shape[0]
         if shared:
             return self._forward(params, x, Pass(k, SHARED))
@@ -145,7 +152,7 @@ class LayerProgram(Program):
             return self._forward(params, grouped_images(x), Pass(k, GROUPED))
         return self._forward(params, x, Pass(k, ROWS))
 
-    def grads(self, params, batch):
+    def grads(self, params, batch, buffers=None, masks=None):  # a LayerProgram has no buffers nor dropout
         x, target, w = batch
         run = Pass(params[0].shape[0], ROWS, tape=[])
         z = self._forward(params, self.layout.enter(x, run), run)
@@ -173,27 +180,79 @@ def _backward(tape: list[tuple], g: torch.Tensor) -> list[torch.Tensor]:
 
 @dataclass(frozen=True, eq=False)
 class AutogradProgram(Program):
-    """Any other buffer-free module: forward through torch.func.functional_call under vmap, backward by autograd."""
+    """Any other module: forward through torch.func.functional_call under vmap, backward by autograd.
+
+    Buffers (batch norm's running statistics, constant buffers) are passed per client, stacked (a, *shape), so
+    batch norm's in-place running-statistic updates land in each client's own rows. Batch statistics are per
+    client and never include padding: the active clients of a step are grouped by their real batch length
+    (padding sits at the end of a batch) and each group runs as one vmap call on x[:, :L] (all full batches:
+    one call). Dropout modules run in eval mode and a forward hook applies the client's pre-drawn mask
+    (fl/dropout.py). Training runs the model in train mode, evaluation (``logits``) in eval mode.
+    """
 
     model: nn.Module
     names: tuple[str, ...]
     shapes: tuple[torch.Size, ...]
     layout: RowsLayout = ROWS_LAYOUT
     classes: int = 0
+    buffer_names: tuple[str, ...] = ()
+    dropout_names: tuple[str, ...] = ()
 
-    def logits(self, params, x, shared=False):
+    def logits(self, params, x, shared=False, buffers=None):
+        """Eval-mode logits (k, B, C); buffers: name -> tensor shared by the k parameter sets (None: the model's)."""
+        with evaluating(self.model):
+            return self._vmapped(params, buffers, x, None, x_dim=None if shared else 0, buffers_dim=None)
+
+    def _vmapped(self, params, buffers, x, masks, x_dim, buffers_dim) -> torch.Tensor:
+        """functional_call of the model under vmap over the parameter sets (and buffers/x/masks where batched)."""
         from torch.func import functional_call, vmap
 
-        def one(p: tuple[torch.Tensor, ...], xb: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.model, dict(zip(self.names, p)), (xb,))
+        names = self.names + tuple(buffers or ())
+        hooks = MaskHooks(self.model, self.dropout_names) if masks is not None else None
 
-        return vmap(one, in_dims=(0, None if shared else 0))(tuple(params), x)
+        def one(p, b, xb, m):
+            if hooks is not None:
+                hooks.masks = m
+            return functional_call(self.model, dict(zip(names, p + b)), (xb,))
 
-    def grads(self, params, batch):
+        try:
+            b = tuple((buffers or {}).values())
+            dims = (0, buffers_dim, x_dim, None if masks is None else 0)
+            return vmap(one, in_dims=dims)(tuple(params), b, x, masks)
+        finally:
+            if hooks is not None:
+                hooks.remove()
+
+    def grads(self, params, batch, buffers=None, masks=None):
+        """Gradients as Program.grads; buffers: name -> (a, *shape), updated in place (train mode); masks: each
+        dropout module's (a, B, *mask shape) masks, in module order."""
         x, y, w = batch
-        with torch.enable_grad():
+        lengths = (w > 0).sum(dim=1)
+        distinct = torch.unique(lengths).tolist()
+        buffers = buffers if buffers is not None else {}
+        if len(distinct) == 1:  # one vmap call: views, so buffer updates land in place
+            L = distinct[0]
+            sub = tuple(m[:, :L] for m in masks) if masks is not None else None
+            return self._grads(params, (x[:, :L], y[:, :L], w[:, :L]), buffers, sub)
+        out = [torch.zeros_like(p) for p in params]
+        for L in distinct:  # clients grouped by real batch length: batch statistics without padding rows
+            sel = torch.nonzero(lengths == L).flatten()
+            if L == 0:
+                continue
+            sub_buffers = {n: b[sel] for n, b in buffers.items()}
+            sub_masks = tuple(m[sel, :L] for m in masks) if masks is not None else None
+            grads = self._grads([p[sel] for p in params], (x[sel, :L], y[sel, :L], w[sel, :L]), sub_buffers, sub_masks)
+            for o, g in zip(out, grads):
+                o[sel] = g
+            for n, b in buffers.items():
+                b[sel] = sub_buffers[n]
+        return out
+
+    def _grads(self, params, batch, buffers, masks):
+        x, y, w = batch
+        with torch.enable_grad(), training(self.model):
             leaves = [p.detach().requires_grad_() for p in params]
-            logits = self.logits(leaves, x)  # (a, B, C) from (a, B, *sample)
+            logits = self._vmapped(leaves, buffers, x, masks, x_dim=0, buffers_dim=0)  # (a, L, C)
             losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
             loss = (losses * w.reshape(-1)).sum()
             return list(torch.autograd.grad(loss, leaves))
@@ -205,7 +264,9 @@ def compile_model(model: nn.Module) -> Program:
     if program is not None:
         return program
     named = list(model.named_parameters())
-    return AutogradProgram(model, tuple(n for n, _ in named), tuple(p.shape for _, p in named))
+    return AutogradProgram(model, tuple(n for n, _ in named), tuple(p.shape for _, p in named),
+                           buffer_names=tuple(n for n, _ in model.named_buffers()),
+                           dropout_names=tuple(n for n, _ in dropout_modules(model)))
 
 
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -1,8 +1,11 @@
 """The plain per-client loop of local training: the readable definition the vectorized path must match.
 
-For each client: copy the model, load the global parameters, run ``torch.optim.SGD`` (momentum,
-weight decay) over the same mini-batches as ``local.plan_batches`` gives, return local - global.
-It is what common FL frameworks do, and it is the baseline of benchmarks/fl_engine.py.
+For each client: copy the model, load the global parameters and buffers, run ``torch.optim.SGD`` (momentum,
+weight decay) over the same mini-batches as ``local.plan_batches`` gives, in train mode with dropout modules
+applying the masks drawn from the client's generator after the plan's draws (fl/dropout.py: step order,
+then module order); return local - global and the client's buffers (batch norm's running statistics).
+It is what common FL frameworks do, the baseline of benchmarks/fl_engine.py, and the fallback for a model
+the vectorized engine cannot run.
 """
 
 from __future__ import annotations
@@ -14,26 +17,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from poisonlab.fl.batching import plan_batches
-from poisonlab.fl.local import LocalConfig, flat_params
+from poisonlab.fl.buffers import Buffers, load_buffers, model_buffers
+from poisonlab.fl.dropout import DropoutMasks, MaskHooks, check_global_stream, global_stream, set_training_modes
+from poisonlab.fl.local import LocalConfig, LocalResult, check_trainable, flat_params
 
 
 def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                      generators: list[torch.Generator]) -> torch.Tensor:
+                      generators: list[torch.Generator], buffers: Buffers | None = None) -> torch.Tensor:
     """Updates (k, d) of k clients, one after the other, each with its own model copy and optimizer."""
+    return reference_train(model, global_params, datasets, cfg, generators, buffers).updates
+
+
+def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
+                    generators: list[torch.Generator], buffers: Buffers | None = None) -> LocalResult:
+    """Updates (k, d) and buffers (name -> (k, *shape)) of k clients trained one after the other from the global
+    model (global_params and buffers; None: the model's own buffers)."""
+    check_trainable(model)
+    buffers = model_buffers(model) if buffers is None else buffers
     plan = plan_batches([len(ds) for ds in datasets], cfg, generators)
     x = torch.cat([ds.x for ds in datasets])
     y = torch.cat([ds.y for ds in datasets])
-    rows = []
+    dropout = DropoutMasks.of(model, tuple(x.shape[1:])) if datasets else DropoutMasks((), (), ())
+    rows, states = [], []
     for i in range(len(datasets)):  # the per-client loop this module exists to show
         local = copy.deepcopy(model)
         torch.nn.utils.vector_to_parameters(global_params.clone(), local.parameters())
+        load_buffers(local, buffers)
         opt = torch.optim.SGD(local.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        local.train()
+        set_training_modes(local)  # train mode; dropout modules apply the drawn masks through hooks
+        hooks = MaskHooks(local, dropout.names)
         for t in range(int(plan.steps[i])):
             real = plan.weight[t, i] > 0
             idx = plan.index[t, i][real]
+            hooks.masks = dropout.draw(generators[i], len(idx))
             opt.zero_grad(set_to_none=True)
+            stream = global_stream(x.device)
             F.cross_entropy(local(x[idx]), y[idx]).backward()
+            check_global_stream(stream, x.device)  # a random op the masks do not cover is refused
             opt.step()
         rows.append(flat_params(local) - global_params)
-    return torch.stack(rows) if rows else torch.zeros(0, global_params.numel())
+        states.append(model_buffers(local))
+    updates = torch.stack(rows) if rows else torch.zeros(0, global_params.numel())
+    stacked = {n: torch.stack([s[n] for s in states]) if states else b.new_zeros(0, *b.shape)
+               for n, b in buffers.items()}
+    return LocalResult(updates, stacked)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from poisonlab.fl.batching import BatchPlan
+from poisonlab.fl.dropout import DropoutMasks
 from poisonlab.fl.program import Program
 
 if TYPE_CHECKING:
@@ -36,21 +37,44 @@ def views(flat: torch.Tensor, shapes) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def train_stacked(program: Program, start: torch.Tensor, x: torch.Tensor, y: torch.Tensor, plan: BatchPlan,
-                  cfg: LocalConfig) -> torch.Tensor:
-    """Run the plan's SGD for its k clients from the stacked parameters start (k, d); returns the trained (k, d)."""
+                  cfg: LocalConfig, buffers: dict | None = None, dropout: DropoutMasks | None = None,
+                  generators: list[torch.Generator] = ()) -> torch.Tensor:
+    """Run the plan's SGD for its k clients from the stacked parameters start (k, d); returns the trained (k, d).
+
+    buffers: name -> (k, *shape) the clients' buffers (client order), trained in place (batch norm's running
+    statistics); dropout: the model's dropout masks, drawn at each step from generators (one per client,
+    client order) after the plan's draws, in step order, then module order (fl/dropout.py).
+    """
     order = torch.argsort(plan.steps, descending=True, stable=True)
     flat = start[order]  # a fresh copy: start is not modified
     params = views(flat, program.shapes)  # views into flat, trained in place
+    state = {n: b[order] for n, b in (buffers or {}).items()}  # fresh copies in the same order
+    gens = [generators[i] for i in order.tolist()] if dropout else []
     bufs = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else []
     index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
     S = int(steps.max()) if len(steps) else 0
     active = (steps.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
     for t, (a, batch) in enumerate(program.batches(x, y, index, weight, active)):
-        grads = program.grads([p[:a] for p in params], batch)
+        masks = _draw_masks(dropout, gens[:a], weight[t, :a]) if dropout else None
+        grads = program.grads([p[:a] for p in params], batch, {n: b[:a] for n, b in state.items()}, masks)
         _sgd_step(params, grads, bufs, a, t == 0, cfg)
+    for n, b in state.items():
+        buffers[n][order] = b
     if bool((order[1:] > order[:-1]).all()):  # already in client order (equal step counts): no copy
         return flat
     return flat[torch.argsort(order)]
+
+
+def _draw_masks(dropout: DropoutMasks, gens: list[torch.Generator], weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each dropout module's masks (a, B, *shape) for one step: client i's first L_i rows (its real samples)
+    drawn from its generator (DropoutMasks.draw), padding rows 1."""
+    a, B = weight.shape
+    lengths = (weight > 0).sum(dim=1).tolist()
+    masks = tuple(torch.ones(a, B, *shape, device=weight.device) for shape in dropout.shapes)
+    for i, (g, L) in enumerate(zip(gens, lengths)):
+        for m, drawn in zip(masks, dropout.draw(g, L)):
+            m[i, :L] = drawn
+    return masks
 
 
 def _sgd_step(params, grads, bufs, a: int, first: bool, cfg: LocalConfig) -> None:

@@ -1,0 +1,217 @@
+"""Batch norm, group norm, layer norm, dropout and buffers in federated training (issue #17 item 4).
+
+The vectorized engine (fl/local.py) must equal the plain per-client loop (fl/reference.py) on the same batches
+and dropout masks: updates AND the clients' buffers (batch norm's running statistics), with padded batches
+(client sizes not multiples of the batch size), so batch statistics never include padding rows.
+"""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from poisonlab.data.dataset import Dataset
+from poisonlab.errors import ConfigError
+from poisonlab.fl.buffers import average, model_buffers
+from poisonlab.fl.local import LocalConfig, flat_params, local_train
+from poisonlab.fl.reference import reference_train
+from poisonlab.rng import generator
+
+CLASSES = tuple(str(i) for i in range(4))
+CFG = LocalConfig(epochs=2, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-3)
+SIZES = [19, 8, 13, 5]  # 3, 1, 2, 1 steps per epoch; last batches of 3, 5, 5 real rows: padded
+IMAGE, FEATURES = (2, 6, 6), (10,)
+
+
+def _data(n, shape, seed):
+    g = generator(seed, "norm-data")
+    return Dataset(torch.rand(n, *shape, generator=g), torch.randint(0, 4, (n,), generator=g), CLASSES)
+
+
+def _gens(k, seed=0):
+    return [generator(seed, "local", 0, i) for i in range(k)]
+
+
+def _seeded(build, seed=1):
+    """The module build() makes, its floating parameters and buffers re-drawn from a seeded generator (so batch
+    norm's affine weights and running statistics are not the trivial 1/0 they start at)."""
+    model = build()
+    g = generator(seed, "norm-init")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        for name, b in model.named_buffers():
+            if name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+            elif name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    return model
+
+
+def bn_cnn(affine=True, track=True):
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4, affine=affine, track_running_stats=track), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8, affine=affine, track_running_stats=track),
+                         nn.ReLU(), nn.Linear(8, 4))
+
+
+def group_norm_cnn():
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 4))
+
+
+def layer_norm_mlp():
+    return nn.Sequential(nn.Linear(10, 12), nn.LayerNorm(12), nn.Tanh(), nn.Linear(12, 4))
+
+
+def dropout_cnn():
+    """Every supported dropout: a channel mask on images (2d) and on sequences (1d), element masks on features."""
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.Dropout2d(0.3), nn.ReLU(), nn.Flatten(2), nn.Dropout1d(0.2),
+                         nn.Flatten(), nn.Dropout(0.4), nn.Linear(64, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 4))
+
+
+class WithConstant(nn.Module):
+    """A model with a constant (never updated) buffer and a BatchNorm1d: the buffer must travel unchanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor([2.0]))
+        self.body = nn.Sequential(nn.Linear(10, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 4))
+
+    def forward(self, x):
+        return self.body(x * self.scale)
+
+
+def _both(model, shape, sizes=SIZES, cfg=CFG):
+    datasets = [_data(n, shape, i) for i, n in enumerate(sizes)]
+    gp = flat_params(model)
+    fast = local_train(model, gp, datasets, cfg, _gens(len(sizes)))
+    ref = reference_train(model, gp, datasets, cfg, _gens(len(sizes)))
+    return fast, ref
+
+
+def _assert_same(fast, ref):
+    assert torch.allclose(fast.updates, ref.updates, atol=2e-5, rtol=1e-4)
+    assert float(ref.updates.norm(dim=1).min()) > 1e-3  # every client trained
+    assert list(fast.buffers) == list(ref.buffers)
+    for name in ref.buffers:
+        assert fast.buffers[name].dtype == ref.buffers[name].dtype
+        assert torch.allclose(fast.buffers[name].double(), ref.buffers[name].double(), atol=2e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False), (False, False)])
+def test_batch_norm_with_padded_batches_equals_reference(affine, track):
+    model = _seeded(lambda: bn_cnn(affine, track))
+    fast, ref = _both(model, IMAGE)
+    _assert_same(fast, ref)
+    if track:  # per-client running statistics, counted in batches: 2 epochs x (3, 1, 2, 1) steps
+        assert fast.buffers["1.num_batches_tracked"].tolist() == [6, 2, 4, 2]
+        stats = fast.buffers["1.running_mean"]
+        assert not torch.allclose(stats[0], stats[1])  # each client its own statistics
+    assert torch.equal(flat_params(model), flat_params(_seeded(lambda: bn_cnn(affine, track))))  # not modified
+
+
+def test_batch_norm_statistics_exclude_padding():
+    """A client of 5 samples with batch size 8: its batch statistics are those of its 5 samples alone, as the
+    plain loop computes them; padding rows (copies of row 0) would shift the mean."""
+    model = _seeded(lambda: bn_cnn())
+    fast, ref = _both(model, IMAGE, sizes=[5, 8], cfg=LocalConfig(epochs=1, batch_size=8, lr=0.1))
+    _assert_same(fast, ref)
+
+
+def test_group_norm_equals_reference():
+    _assert_same(*_both(_seeded(group_norm_cnn), IMAGE))
+
+
+def test_layer_norm_equals_reference():
+    _assert_same(*_both(_seeded(layer_norm_mlp), FEATURES))
+
+
+def test_constant_buffer_travels_unchanged():
+    fast, ref = _both(_seeded(WithConstant), FEATURES)
+    _assert_same(fast, ref)
+    assert torch.equal(fast.buffers["scale"], torch.full((len(SIZES), 1), 2.0))
+
+
+def test_dropout_masks_equal_so_updates_equal():
+    model = _seeded(dropout_cnn)
+    fast, ref = _both(model, IMAGE)
+    _assert_same(fast, ref)
+    # the masks matter: the same clients without dropout (p = 0) train to other updates
+    plain = _seeded(dropout_cnn)
+    for m in plain.modules():
+        if isinstance(m, nn.Dropout | nn.Dropout1d | nn.Dropout2d):
+            m.p = 0.0
+    no_drop, _ = _both(plain, IMAGE)
+    assert not torch.allclose(no_drop.updates, fast.updates, atol=1e-3)
+
+
+def test_dropout_does_not_touch_global_random_state():
+    model = _seeded(dropout_cnn)  # construction itself reads torch's stream (PyTorch's default init)
+    before = torch.random.get_rng_state()
+    _both(model, IMAGE, sizes=[9, 4])
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+class HiddenDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 4)
+
+    def forward(self, x):
+        return self.fc(F.dropout(x, 0.5, self.training))
+
+
+def test_random_op_inside_forward_is_refused_by_both_engines():
+    model = HiddenDropout()
+    datasets = [_data(9, FEATURES, 0)]
+    with pytest.raises(ConfigError, match="random numbers the engine cannot see"):
+        local_train(model, flat_params(model), datasets, CFG, _gens(1))
+    with pytest.raises(ConfigError, match="random numbers the engine cannot see"):
+        reference_train(model, flat_params(model), datasets, CFG, _gens(1))
+
+
+def test_unsupported_random_module_is_refused():
+    model = nn.Sequential(nn.Linear(10, 4), nn.AlphaDropout(0.2))
+    with pytest.raises(ConfigError, match="AlphaDropout"):
+        local_train(model, flat_params(model), [_data(9, FEATURES, 0)], CFG, _gens(1))
+
+
+def test_module_vmap_cannot_run_falls_back_with_one_notice():
+    """BatchNorm1d(momentum=None) reads its batch counter with .item(), which vmap refuses: the engine trains it
+    with the reference loop (same batches, so equal results) after ONE notice for the model, not one per call."""
+    model = nn.Sequential(nn.Linear(10, 6), nn.BatchNorm1d(6, momentum=None), nn.ReLU(), nn.Linear(6, 4))
+    datasets = [_data(n, FEATURES, i) for i, n in enumerate(SIZES)]
+    gp = flat_params(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast = local_train(model, gp, datasets, CFG, _gens(len(SIZES)))
+        again = local_train(model, gp, datasets, CFG, _gens(len(SIZES)))
+    notices = [str(w.message) for w in caught if "reference loop" in str(w.message)]
+    assert len(notices) == 1 and "\n" not in notices[0] and "Sequential" in notices[0]
+    ref = reference_train(model, gp, datasets, CFG, _gens(len(SIZES)))
+    _assert_same(fast, ref)
+    assert torch.equal(again.updates, fast.updates)
+
+
+def test_buffers_fedavg_weighted_by_hand():
+    """Two clients, weights 1 and 3: running_mean (0, 4) -> (0*1 + 4*3) / 4 = 3; counts 2 and 6 -> 5;
+    a constant buffer stays bit-identical."""
+    global_buffers = {"running_mean": torch.tensor([1.0]), "num_batches_tracked": torch.tensor(0),
+                      "scale": torch.tensor([0.1])}
+    stacked = {"running_mean": torch.tensor([[0.0], [4.0]]), "num_batches_tracked": torch.tensor([2, 6]),
+               "scale": torch.tensor([[0.1], [0.1]])}
+    new = average(stacked, torch.tensor([1.0, 3.0]), global_buffers)
+    assert torch.allclose(new["running_mean"], torch.tensor([3.0]))
+    assert new["num_batches_tracked"].dtype == torch.long and int(new["num_batches_tracked"]) == 5
+    assert torch.equal(new["scale"], torch.tensor([0.1]))
+    broken = average({**stacked, "running_mean": torch.tensor([[0.0], [float("nan")]])}, torch.tensor([1.0, 3.0]),
+                     global_buffers)
+    assert torch.equal(broken["running_mean"], global_buffers["running_mean"])  # never a non-finite global model
+
+
+def test_model_buffers_are_copies():
+    model = bn_cnn()
+    buffers = model_buffers(model)
+    buffers["1.running_mean"] += 1
+    assert float(model[1].running_mean.abs().sum()) == 0
