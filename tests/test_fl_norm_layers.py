@@ -215,3 +215,86 @@ def test_model_buffers_are_copies():
     buffers = model_buffers(model)
     buffers["1.running_mean"] += 1
     assert float(model[1].running_mean.abs().sum()) == 0
+
+
+# ---------------------------------------------------------------------------- the federation
+def _bn_federation(rounds=4, engine="vectorized", **cfg):
+    from poisonlab.fl.federation import Federation, FederationConfig
+
+    clients = [_data(n, FEATURES, i) for i, n in enumerate([19, 8, 13, 5, 11, 16])]
+    test = _data(40, FEATURES, 99)
+    model = _seeded(lambda: nn.Sequential(nn.Linear(10, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2),
+                                          nn.Linear(8, 4)))
+    config = FederationConfig(rounds=rounds, sample=0.5, seed=3, quiet=True, engine=engine,
+                              local=LocalConfig(epochs=1, batch_size=8, lr=0.1, momentum=0.5), **cfg)
+    return Federation(model, clients, test, config)
+
+
+def test_federation_sets_global_buffers_to_weighted_mean_by_hand():
+    """BatchNorm1d(momentum=1) right at the input of one feature: after one local step a client's running mean and
+    variance are its batch's mean and unbiased variance. Client 0 holds [1, 3] (mean 2, var 2), client 1 holds
+    [5, 5, 5, 7, 7, 7] (mean 6, var 1.2); weighted by 2 and 6 samples: mean (2*2 + 6*6) / 8 = 5, variance
+    (2*2 + 6*1.2) / 8 = 1.4, batches tracked 1."""
+    from poisonlab.fl.federation import Federation, FederationConfig
+
+    def client(values):
+        return Dataset(torch.tensor(values).reshape(-1, 1), torch.zeros(len(values), dtype=torch.long), ("a", "b"))
+
+    model = nn.Sequential(nn.BatchNorm1d(1, momentum=1.0), nn.Linear(1, 2))
+    config = FederationConfig(rounds=1, sample=1.0, quiet=True, local=LocalConfig(epochs=1, batch_size=8, lr=0.1))
+    result = Federation(model, [client([1.0, 3.0]), client([5.0, 5.0, 5.0, 7.0, 7.0, 7.0])], client([0.0, 1.0]),
+                        config).run()
+    assert torch.allclose(result.buffers["0.running_mean"], torch.tensor([5.0]))
+    assert torch.allclose(result.buffers["0.running_var"], torch.tensor([1.4]))
+    assert int(result.buffers["0.num_batches_tracked"]) == 1
+    assert torch.allclose(result.model[0].running_var, torch.tensor([1.4]))  # the final model holds them too
+    assert float(model[0].running_mean) == 0.0  # the given model is not modified
+
+
+def test_federation_engines_agree_with_buffers_and_dropout():
+    fast, ref = _bn_federation(engine="vectorized").run(), _bn_federation(engine="reference").run()
+    assert torch.allclose(fast.params, ref.params, atol=1e-4)
+    for name in ref.buffers:
+        assert torch.allclose(fast.buffers[name].double(), ref.buffers[name].double(), atol=1e-4), name
+    assert int(fast.buffers["1.num_batches_tracked"]) > 0
+    assert fast.history[-1].clean_accuracy == pytest.approx(ref.history[-1].clean_accuracy)
+
+
+def test_checkpoint_resume_with_buffers_equals_uninterrupted(tmp_path):
+    from tests.support import history_without_times
+
+    full = _bn_federation(rounds=4).run()
+    _bn_federation(rounds=4, checkpoint_every=2, checkpoint_dir=str(tmp_path)).run(stop_after=2)
+    resumed = _bn_federation(rounds=4, checkpoint_every=2, checkpoint_dir=str(tmp_path)).run(resume=True)
+    assert history_without_times(resumed.history) == history_without_times(full.history)
+    assert torch.equal(resumed.params, full.params)
+    for name, value in full.buffers.items():
+        assert torch.equal(resumed.buffers[name], value), name
+    # the stored buffers are the global model's after round 2, not the initial ones
+    from poisonlab.fl.checkpoint import load_checkpoint
+
+    tensors, _ = load_checkpoint(str(tmp_path))
+    assert int(tensors["buffer.1.num_batches_tracked"]) == int(full.buffers["1.num_batches_tracked"])
+
+
+def test_evaluation_uses_the_global_buffers():
+    """Accuracy of candidates (stacked_logits) and of the evaluation model (model_with) both read the global
+    running statistics: equal logits, and other than with the initial statistics."""
+    from poisonlab.fl.local import unflatten
+
+    fed = _bn_federation(rounds=2)
+    result = fed.run()
+    x = fed.test.x
+    plain = fed.model_with(result.params)
+    plain.eval()
+    with torch.no_grad():
+        expected = plain(x)
+    stacked = fed.accuracies(result.params.unsqueeze(0), fed.test)
+    assert float(stacked[0]) == pytest.approx(float((expected.argmax(1) == fed.test.y).float().mean()))
+    from poisonlab.fl.local import stacked_logits
+
+    logits = stacked_logits(fed.model, unflatten(fed.model, result.params.unsqueeze(0)), x, shared=True,
+                            buffers=fed.buffers)[0]
+    assert torch.allclose(logits, expected, atol=1e-5)
+    initial = stacked_logits(fed.model, unflatten(fed.model, result.params.unsqueeze(0)), x, shared=True)[0]
+    assert not torch.allclose(initial, expected, atol=1e-3)

@@ -71,9 +71,11 @@ def average(stacked: Buffers, weights: torch.Tensor, global_buffers: Buffers) ->
 
 
 def same_layout(buffers: Buffers, template: Buffers) -> str | None:
-    """None if buffers has exactly template's names, shapes and dtypes; else the first difference, in words."""
-    if list(buffers) != list(template):
-        return f"buffers {list(buffers)[:3]} differ from the model's {list(template)[:3]}"
+    """None if buffers has exactly template's names (in any order), shapes and dtypes; else the first difference,
+    in words."""
+    if set(buffers) != set(template):
+        missing, extra = sorted(set(template) - set(buffers)), sorted(set(buffers) - set(template))
+        return f"buffers missing {missing[:3]}, unexpected {extra[:3]} for this model"
     for name, b in buffers.items():
         t = template[name]
         if b.shape != t.shape or b.dtype != t.dtype:

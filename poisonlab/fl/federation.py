@@ -8,7 +8,14 @@ Each round: the sampled clients (seeded per round; active adversaries with force
 train from the global model, all at once (local.py); the (k, d) updates get the adversaries' boost
 and update attacks; the aggregator (FedAvg weighted mean by default, weights = local sample counts)
 reduces them; the global model moves by server_lr * aggregate unless that gives a non-finite model
-(then it is kept and the record says applied=False). Every draw comes from poisonlab.rng streams
+(then it is kept and the record says applied=False).
+
+The global model is its flat parameters (d,) plus its buffers (``self.buffers``: batch norm's running
+statistics, constant buffers; fl/buffers.py). The update matrix (k, d) is parameters only: attacks and
+aggregators act on parameters only. Each client trains its own copy of the buffers; when the round is
+applied the server sets the new global buffers to the weighted mean of the sampled clients' buffers
+(weights = local sample counts, as FedAvg; num_batches_tracked: the mean count, rounded), whichever rows
+the aggregator kept. Evaluation, candidate evaluation and checkpoints use the global buffers. Every draw comes from poisonlab.rng streams
 keyed by (seed, purpose, round, client), so the same config and seed give the same history, and a
 resumed run (checkpoint_every, run(resume=True)) continues exactly as an uninterrupted one.
 
@@ -29,7 +36,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -38,10 +45,12 @@ from poisonlab.config.federation import FederationConfig  # defined once, sharin
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.fl.adversary import Adversary, resolve_clients
+from poisonlab.fl.buffers import average, load_buffers, model_buffers, same_layout
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
 from poisonlab.fl.history import RoundRecord
-from poisonlab.fl.reference import reference_updates
-from poisonlab.fl.local import check_trainable, flat_params, local_updates, stacked_logits, unflatten
+from poisonlab.fl.reference import reference_train
+from poisonlab.fl.local import LocalResult, check_trainable, flat_params, local_train, local_updates, stacked_logits, \
+    unflatten
 from poisonlab.fl.round import aggregate_and_apply, apply_adversaries, round_record, sample_clients, sample_size
 from poisonlab.fl.types import RoundContext
 from poisonlab.metrics import attack_success_rate, flip_count
@@ -52,13 +61,15 @@ from poisonlab.training import predict_logits
 
 @dataclass
 class FederationResult:
-    """history: one RoundRecord per round; params: final flat global parameters; model: a model holding them;
-    adversary_clients: the client ids of each adversary."""
+    """history: one RoundRecord per round; params: final flat global parameters; model: a model holding them
+    and the final global buffers; adversary_clients: the client ids of each adversary; buffers: the final global
+    buffers (name -> tensor; empty for a buffer-free model)."""
 
     history: list[RoundRecord]
     params: torch.Tensor
     model: nn.Module
     adversary_clients: list[list[int]]
+    buffers: dict = field(default_factory=dict)
 
 
 def default_aggregator():
@@ -71,7 +82,7 @@ def default_aggregator():
 class Federation:
     """K clients with local Datasets, a global model, an aggregator and optional adversaries.
 
-    model: a buffer-free nn.Module (its parameters are the initial global model; it is not modified), or a
+    model: an nn.Module (its parameters and buffers are the initial global model; it is not modified), or a
     model spec that poisonlab.model_spec.build_model builds for the clients' input shape with config.seed;
     clients: the K clean local Datasets; test: the clean test set; triggered_test: the test inputs
     with the trigger applied and their TRUE labels (ASR needs config.target); root_data: the server's
@@ -97,6 +108,7 @@ class Federation:
         self.poisoned = [self._poisoned_data(a, ids) for a, ids in zip(self.adversaries, self.adversary_clients)]
         self._eval_model = copy.deepcopy(model)
         self.aggregator_state: dict | None = None  # the rule's Aggregate.state of the last round
+        self.buffers = model_buffers(model)  # the global model's buffers (fl/buffers.py), set by each round
 
     # ---------------------------------------------------------------- setup
     def _poisoned_data(self, adversary: Adversary, ids: list[int]) -> dict[int, Dataset]:
@@ -150,7 +162,7 @@ class Federation:
         if self.root_data is not None:
             g = [generator(cfg.seed, "server", round)]
             extras["server_update"] = local_updates(self.model, global_params, [self.root_data], cfg.local, g,
-                                                    cfg.memory_budget)[0]
+                                                    cfg.memory_budget, self.buffers)[0]
         if self.validation_data is not None:
             val = self.validation_data
 
@@ -164,13 +176,13 @@ class Federation:
 
     @torch.no_grad()
     def accuracies(self, stacked: torch.Tensor, data: Dataset, max_candidates: int = 16) -> torch.Tensor:
-        """Accuracy (m,) of each of m flat parameter vectors on data, m models evaluated together."""
+        """Accuracy (m,) of each of m flat parameter vectors (with the global buffers) on data, evaluated together."""
         out = []
         for lo in range(0, len(stacked), max_candidates):
             params = unflatten(self.model, stacked[lo:lo + max_candidates])
             correct = torch.zeros(len(params[0]))
             for s in range(0, len(data), 512):
-                logits = stacked_logits(self.model, params, data.x[s:s + 512], shared=True)
+                logits = stacked_logits(self.model, params, data.x[s:s + 512], shared=True, buffers=self.buffers)
                 correct += (logits.argmax(-1) == data.y[s:s + 512]).sum(dim=1)
             out.append(correct / max(1, len(data)))
         return torch.cat(out) if out else torch.zeros(0)
@@ -181,7 +193,8 @@ class Federation:
         cfg = self.config
         sampled = self.sample(round)
         data, malicious, masks = self._roles(round, sampled)
-        updates = self.train_clients(round, global_params, sampled, data)
+        trained = self.train_clients(round, global_params, sampled, data)
+        updates = trained.updates
         weights = torch.tensor([float(len(ds)) for ds in data])
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
                            server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed,
@@ -190,6 +203,8 @@ class Federation:
         updates = apply_adversaries(updates, masks, self.adversaries, ctx)
         new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, global_params, cfg.server_lr)
         self.aggregator_state = agg.state
+        if applied:  # FedAvg of the clients' buffers (parameters only went through the rule)
+            self.buffers = average(trained.buffers, weights, self.buffers)
         record = round_record(round, sampled, malicious, updates, agg, applied)
         if (round + 1) % cfg.eval_every == 0 or round == cfg.rounds - 1:
             for key, value in self.evaluate(new).items():
@@ -198,18 +213,20 @@ class Federation:
         return new, record
 
     def train_clients(self, round: int, global_params: torch.Tensor, sampled: torch.Tensor,
-                      data: list[Dataset]) -> torch.Tensor:
-        """The (k, d) updates of the sampled clients trained on data from global_params (the configured engine)."""
+                      data: list[Dataset]) -> LocalResult:
+        """The (k, d) updates and the buffers of the sampled clients trained on data from the global model
+        (global_params and self.buffers), with the configured engine."""
         cfg = self.config
         gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
         if cfg.engine == "reference":
-            return reference_updates(self.model, global_params, data, cfg.local, gens)
-        return local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
+            return reference_train(self.model, global_params, data, cfg.local, gens, self.buffers)
+        return local_train(self.model, global_params, data, cfg.local, gens, cfg.memory_budget, self.buffers)
 
-    def evaluate(self, params: torch.Tensor) -> dict:
-        """The model params on the test sets: clean_accuracy, loss, flips ({"s->t": count}) and
-        attack_success_rate (None without a triggered test set); the RoundRecord fields of the same names."""
-        model = self.model_with(params)
+    def evaluate(self, params: torch.Tensor, buffers: dict | None = None) -> dict:
+        """The model params (with buffers; None: the global buffers) on the test sets: clean_accuracy, loss, flips
+        ({"s->t": count}) and attack_success_rate (None without a triggered test set); the RoundRecord fields of
+        the same names."""
+        model = self.model_with(params, buffers)
         logits = predict_logits(model, self.test.x)
         pred = logits.argmax(dim=1)
         out = {"clean_accuracy": float((pred == self.test.y).float().mean()),
@@ -221,9 +238,11 @@ class Federation:
             out["attack_success_rate"] = attack_success_rate(trig, self.triggered_test.y, self.config.target)
         return out
 
-    def model_with(self, params: torch.Tensor) -> nn.Module:
-        """The engine's evaluation copy of the model holding the flat params (shared, overwritten per call)."""
+    def model_with(self, params: torch.Tensor, buffers: dict | None = None) -> nn.Module:
+        """The engine's evaluation copy of the model holding the flat params and buffers (None: the global
+        buffers), shared, overwritten per call."""
         torch.nn.utils.vector_to_parameters(params.detach().clone(), self._eval_model.parameters())
+        load_buffers(self._eval_model, self.buffers if buffers is None else buffers)
         return self._eval_model
 
     # ---------------------------------------------------------------- the loop
@@ -231,6 +250,7 @@ class Federation:
         """Run all rounds (or resume from config.checkpoint_dir); stop_after=n ends after n rounds total."""
         cfg = self.config
         params, history, first = flat_params(self.model), [], 0
+        self.buffers = model_buffers(self.model)
         if resume and cfg.checkpoint_dir:
             loaded = load_checkpoint(cfg.checkpoint_dir)
             if loaded is not None:
@@ -245,12 +265,14 @@ class Federation:
                     self._save(r, params, history)
         model = copy.deepcopy(self.model)
         torch.nn.utils.vector_to_parameters(params.clone(), model.parameters())
-        return FederationResult(history, params, model, self.adversary_clients)
+        load_buffers(model, self.buffers)
+        return FederationResult(history, params, model, self.adversary_clients, dict(self.buffers))
 
     def _save(self, round: int, params: torch.Tensor, history: list[RoundRecord]) -> None:
-        """Checkpoint: the global params and the rule's state tensors ("aggregator.<key>") as tensors;
-        the history and the state's other values (meta["aggregator"], None for a stateless rule) as meta."""
-        tensors = {"global_params": params}
+        """Checkpoint: the global params, the global buffers ("buffer.<name>") and the rule's state tensors
+        ("aggregator.<key>") as tensors; the history and the state's other values (meta["aggregator"], None for
+        a stateless rule) as meta."""
+        tensors = {"global_params": params, **{f"buffer.{n}": b for n, b in self.buffers.items()}}
         meta: dict = {"history": [r.to_dict() for r in history], "aggregator": None}
         state = self.aggregator_state
         if state is not None:
@@ -265,6 +287,13 @@ class Federation:
                 "" if bool(torch.isfinite(params).all()) else " with NaN/Inf")
             raise DataError(f"checkpoint in {self.config.checkpoint_dir}: global_params is {found}; this model"
                             f" needs {d} finite values; delete it to start over")
+        buffers = {k.removeprefix("buffer."): v for k, v in tensors.items() if k.startswith("buffer.")}
+        problem = same_layout(buffers, model_buffers(self.model))
+        if problem is None and not all(bool(torch.isfinite(b).all()) for b in buffers.values() if b.is_floating_point()):
+            problem = "a buffer holds NaN/Inf"
+        if problem is not None:
+            raise DataError(f"checkpoint in {self.config.checkpoint_dir}: {problem}; delete it to start over")
+        self.buffers = {n: buffers[n] for n in self.buffers}  # the model's order
         if meta.get("aggregator") is not None:
             agg = {k.removeprefix("aggregator."): v for k, v in tensors.items() if k.startswith("aggregator.")}
             self.aggregator_state = {**meta["aggregator"], **agg}
