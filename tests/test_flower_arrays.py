@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord  # noqa: E402
 
 from poisonlab.errors import DataError  # noqa: E402
 from poisonlab.fl.local import flat_params  # noqa: E402
-from poisonlab.flower.arrays import ArraySpec, from_record, module_to_record, to_record  # noqa: E402
+from poisonlab.flower.arrays import ArraySpec, from_record, module_to_record, read_record, to_record  # noqa: E402
 from poisonlab.models import make_model  # noqa: E402
 
 
@@ -29,6 +29,28 @@ def test_module_round_trip_matches_engine_flat_layout():
     other = make_model("cnn", (1, 8, 8), 10, seed=1)
     torch.nn.utils.vector_to_parameters(flat, other.parameters())
     assert torch.equal(flat_params(other), flat)
+
+
+def test_buffers_travel_beside_the_parameters_with_their_dtypes():
+    """A batch-norm model's record holds its running statistics (float32) and its batch counter (int64, 0-d)."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    model[1].running_mean.fill_(0.5)
+    model[1].num_batches_tracked.fill_(7)
+    spec = ArraySpec.from_module(model)
+    assert spec.buffers == (("1.running_mean", (4,), "float32"), ("1.running_var", (4,), "float32"),
+                            ("1.num_batches_tracked", (), "int64"))
+    flat, buffers = read_record(module_to_record(model), spec)
+    assert torch.equal(flat, flat_params(model))
+    assert buffers["1.num_batches_tracked"].dtype == torch.int64 and int(buffers["1.num_batches_tracked"]) == 7
+    assert torch.equal(buffers["1.running_mean"], torch.full((4,), 0.5))
+    with pytest.raises(DataError, match="buffers .* missing"):
+        to_record(flat, spec)
+    params_only = to_record(flat, ArraySpec(spec.names, spec.shapes))  # a sender that drops the buffers
+    with pytest.raises(DataError, match="missing arrays"):
+        read_record(params_only, spec)
+    broken = dict(buffers, **{"1.running_var": torch.full((4,), float("nan"))})
+    with pytest.raises(DataError, match="non-finite"):
+        read_record(to_record(flat, spec, broken), spec)
 
 
 def test_to_record_rejects_wrong_length():

@@ -15,13 +15,14 @@ to the engine's row up to float rounding, hence the tolerances on norms, accurac
 from __future__ import annotations
 
 import pytest
+import torch
 
 pytest.importorskip("flwr", reason="Flower is not installed; install poisonlab[flower]")
 
 from flwr.app import ConfigRecord, Context, RecordDict  # noqa: E402
 
 from poisonlab.flower.apps import client_app, make_strategy  # noqa: E402
-from poisonlab.flower.arrays import from_record, to_record  # noqa: E402
+from poisonlab.flower.arrays import read_record, to_record  # noqa: E402
 from poisonlab.flower.prepared import Prepared, build_federation, experiment_json, parse_experiment  # noqa: E402
 from tests.test_flower_strategy import FakeGrid, task_identity  # noqa: E402,F401  (the autouse fixture)
 
@@ -40,23 +41,27 @@ EXPERIMENT = {
 NODE = 1000  # node id of client c is NODE + c
 
 
-def engine_history() -> list[dict]:
-    config = parse_experiment(EXPERIMENT)
-    return [r.to_dict() for r in build_federation(config).run().history]
+def engine_history(experiment=EXPERIMENT, result=None) -> list[dict]:
+    config = parse_experiment(experiment)
+    run = build_federation(config).run()
+    if result is not None:
+        result["buffers"] = run.buffers
+    return [r.to_dict() for r in run.history]
 
 
-def flower_history() -> list[dict]:
+def flower_history(experiment=EXPERIMENT, result=None) -> list[dict]:
     """The rounds as Flower's Strategy.start drives them: configure_train, every ClientApp, aggregate_train,
-    then the ServerApp's centralized evaluation (the engine's)."""
-    config = parse_experiment(EXPERIMENT)
+    then the ServerApp's centralized evaluation (the engine's). The global model is parameters and buffers."""
+    config = parse_experiment(experiment)
     exp = Prepared(build_federation(config), ROUNDS)
     strategy = make_strategy(exp, min_nodes=K)
     strategy.node_clients = {NODE + c: c for c in range(K)}  # what discover() learns from the nodes
     app = client_app(source=lambda settings: exp)
-    run_config = {"experiment": experiment_json(EXPERIMENT)}
-    params = exp.initial_params()
+    run_config = {"experiment": experiment_json(experiment)}
+    params, buffers = exp.initial_params(), exp.initial_buffers()
     for server_round in range(1, ROUNDS + 1):
-        messages = strategy.configure_train(server_round, to_record(params, exp.spec), ConfigRecord(), FakeGrid([NODE + c for c in range(K)]))
+        messages = strategy.configure_train(server_round, to_record(params, exp.spec, buffers), ConfigRecord(),
+                                            FakeGrid([NODE + c for c in range(K)]))
         replies = []
         for msg in messages:
             node = int(msg.metadata.dst_node_id)
@@ -65,14 +70,25 @@ def flower_history() -> list[dict]:
             replies.append(app(msg, context))
         arrays, _ = strategy.aggregate_train(server_round, reversed(replies))  # arrival order must not matter
         if arrays is not None:
-            params = from_record(arrays, exp.spec)
-        strategy.record_evaluation(server_round, exp.evaluate(params))
+            params, buffers = read_record(arrays, exp.spec)
+        strategy.record_evaluation(server_round, exp.evaluate(params, server_round - 1, buffers))
+    if result is not None:
+        result["buffers"] = buffers
     return strategy.history
 
 
-def test_engine_and_flower_round_records_agree_field_by_field():
-    engine, flower = engine_history(), flower_history()
+@pytest.mark.parametrize("model", [{"name": "logistic"},
+                                   {"name": "resnet20", "params": {"width": 4, "blocks": 1}}])  # batch norm
+def test_engine_and_flower_round_records_agree_field_by_field(model):
+    experiment = {**EXPERIMENT, "model": model}
+    engine_end, flower_end = {}, {}
+    engine, flower = engine_history(experiment, engine_end), flower_history(experiment, flower_end)
     assert len(engine) == len(flower) == ROUNDS
+    assert list(engine_end["buffers"]) == list(flower_end["buffers"])  # the global buffers travel with the model
+    for name, value in engine_end["buffers"].items():
+        assert torch.allclose(flower_end["buffers"][name].double(), value.double(), rtol=1e-4, atol=1e-5), name
+    if model["name"] == "resnet20":
+        assert int(engine_end["buffers"]["stem.1.num_batches_tracked"]) > 0
     for e, f in zip(engine, flower):
         for key in ("round", "sampled", "malicious", "selected", "flagged", "precision", "recall", "applied"):
             assert f[key] == e[key], (e["round"], key, e[key], f[key])

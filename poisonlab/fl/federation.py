@@ -154,35 +154,41 @@ class Federation:
             masks.append(rows)
         return data, malicious, masks
 
-    def server_extras(self, round: int, global_params: torch.Tensor) -> dict:
+    def server_extras(self, round: int, global_params: torch.Tensor, buffers: dict | None = None) -> dict:
         """RoundContext.extras the server computes itself: FLTrust's "server_update" (with root_data),
-        "validate" and "base_accuracy" (with validation_data). The Flower strategy asks for them too."""
+        "validate" and "base_accuracy" (with validation_data), for the global model global_params with buffers
+        (None: self.buffers). The Flower strategy asks for them too."""
         extras = {}
         cfg = self.config
+        buffers = self.buffers if buffers is None else buffers
         if self.root_data is not None:
             g = [generator(cfg.seed, "server", round)]
             extras["server_update"] = local_updates(self.model, global_params, [self.root_data], cfg.local, g,
-                                                    cfg.memory_budget, self.buffers)[0]
+                                                    cfg.memory_budget, buffers)[0]
         if self.validation_data is not None:
             val = self.validation_data
 
             def validate(candidates: torch.Tensor) -> torch.Tensor:
                 """Accuracy (m,) on the server's validation set of global + server_lr * each candidate."""
-                return self.accuracies(global_params + cfg.server_lr * torch.atleast_2d(candidates), val)
+                return self.accuracies(global_params + cfg.server_lr * torch.atleast_2d(candidates), val,
+                                       buffers=buffers)
 
             extras["validate"] = validate
-            extras["base_accuracy"] = float(self.accuracies(global_params.unsqueeze(0), val)[0])
+            extras["base_accuracy"] = float(self.accuracies(global_params.unsqueeze(0), val, buffers=buffers)[0])
         return extras
 
     @torch.no_grad()
-    def accuracies(self, stacked: torch.Tensor, data: Dataset, max_candidates: int = 16) -> torch.Tensor:
-        """Accuracy (m,) of each of m flat parameter vectors (with the global buffers) on data, evaluated together."""
+    def accuracies(self, stacked: torch.Tensor, data: Dataset, max_candidates: int = 16,
+                   buffers: dict | None = None) -> torch.Tensor:
+        """Accuracy (m,) of each of m flat parameter vectors with buffers (None: the global buffers) on data,
+        the m models evaluated together."""
+        buffers = self.buffers if buffers is None else buffers
         out = []
         for lo in range(0, len(stacked), max_candidates):
             params = unflatten(self.model, stacked[lo:lo + max_candidates])
             correct = torch.zeros(len(params[0]))
             for s in range(0, len(data), 512):
-                logits = stacked_logits(self.model, params, data.x[s:s + 512], shared=True, buffers=self.buffers)
+                logits = stacked_logits(self.model, params, data.x[s:s + 512], shared=True, buffers=buffers)
                 correct += (logits.argmax(-1) == data.y[s:s + 512]).sum(dim=1)
             out.append(correct / max(1, len(data)))
         return torch.cat(out) if out else torch.zeros(0)

@@ -16,8 +16,9 @@ simulation passes the experiment there), the run config (``flwr run`` / pyprojec
   for; default the experiment's clients), ``timeout`` (seconds per round trip),
   ``trust-reported-roles`` (score flags against the roles the nodes report, for lab deployments).
 
-The ClientApp trains with the engine's local training (``poisonlab.fl.local.local_updates``, k=1)
-and replies with the trained model (``arrays``) and ``num-examples``; a ``query`` message is
+The ClientApp trains with the engine's local training (``poisonlab.fl.local.local_train``, k=1)
+from the global parameters and buffers it receives and replies with the trained model (``arrays``:
+parameters and buffers, flower/arrays.py) and ``num-examples``; a ``query`` message is
 answered with the node's partition id and role, which the ServerApp uses to name clients and
 to score the defense (never to decide).
 """
@@ -33,7 +34,7 @@ from typing import Any
 from poisonlab.errors import ConfigError
 from poisonlab.flower import require_flwr
 from poisonlab.flower import prepared as engine
-from poisonlab.flower.arrays import from_record, to_record
+from poisonlab.flower.arrays import read_record, to_record
 from poisonlab.flower.strategy import RobustStrategy
 
 require_flwr()
@@ -116,10 +117,11 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
         client = partition_of(s, exp)
         role = role_of(s, exp, client)
         attack = _attack(s.get("attack")) if role == "malicious" else None
-        global_params = from_record(msg.content["arrays"], exp.spec)
+        global_params, buffers = read_record(msg.content["arrays"], exp.spec)
         rnd = int(msg.content["config"]["server-round"]) - 1
-        update, n = exp.local_update(global_params, client, rnd, malicious=role == "malicious", attack=attack)
-        content = RecordDict({"arrays": to_record(global_params + update, exp.spec),
+        update, n, local_buffers = exp.local_result(global_params, client, rnd, malicious=role == "malicious",
+                                                    attack=attack, buffers=buffers)
+        content = RecordDict({"arrays": to_record(global_params + update, exp.spec, local_buffers),
                               "metrics": MetricRecord({"num-examples": n, "client-id": client})})
         return Message(content, reply_to=msg)
 
@@ -149,8 +151,8 @@ def server_app(defaults: dict | None = None, sink: Callable[[dict], None] | None
                source: Callable[[dict], engine.Prepared] = from_settings) -> ServerApp:
     """A ServerApp running the experiment's rounds with RobustStrategy and the engine's evaluation.
 
-    sink({"history": [...], "params": final flat global model}) is called when the run ends (the
-    simulation uses it);
+    sink({"history": [...], "params": final flat global model, "buffers": its buffers}) is called when the run
+    ends (the simulation uses it);
     with an 'output' setting the history is also written there as JSON (atomically).
     """
     app = ServerApp()
@@ -164,16 +166,18 @@ def server_app(defaults: dict | None = None, sink: Callable[[dict], None] | None
         discover(grid, strategy, timeout=timeout, trust_reports=bool(s.get("trust-reported-roles", False)))
 
         def evaluate(server_round: int, arrays) -> MetricRecord:
-            metrics = exp.evaluate(from_record(arrays, exp.spec), server_round - 1)
+            params, buffers = read_record(arrays, exp.spec)
+            metrics = exp.evaluate(params, server_round - 1, buffers)
             if server_round > 0:
                 strategy.record_evaluation(server_round, metrics)
             return MetricRecord({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 
-        result = strategy.start(grid, to_record(exp.initial_params(), exp.spec), num_rounds=exp.rounds,
-                                timeout=timeout, evaluate_fn=evaluate)
+        result = strategy.start(grid, to_record(exp.initial_params(), exp.spec, exp.initial_buffers()),
+                                num_rounds=exp.rounds, timeout=timeout, evaluate_fn=evaluate)
         if sink is not None:
-            final = from_record(result.arrays, exp.spec) if len(result.arrays) else exp.initial_params()
-            sink({"history": strategy.history, "params": final})
+            final, buffers = read_record(result.arrays, exp.spec) if len(result.arrays) else \
+                (exp.initial_params(), exp.initial_buffers())
+            sink({"history": strategy.history, "params": final, "buffers": buffers})
         if s.get("output"):
             write_json(Path(str(s["output"])), {"history": strategy.history})
 
@@ -183,8 +187,10 @@ def server_app(defaults: dict | None = None, sink: Callable[[dict], None] | None
 def make_strategy(exp: engine.Prepared, min_nodes: int) -> RobustStrategy:
     """RobustStrategy with the experiment's aggregator chain, sampling, server lr, seed, truth and extras."""
     fed = exp.federation
-    return RobustStrategy(fed.aggregator, exp.spec, server_lr=exp.server_lr, seed=exp.seed, malicious=exp.truth,
-                          sampler=exp.sample, extras=fed.server_extras, min_available_nodes=min_nodes)
+    strategy = RobustStrategy(fed.aggregator, exp.spec, server_lr=exp.server_lr, seed=exp.seed, malicious=exp.truth,
+                              sampler=exp.sample, min_available_nodes=min_nodes)
+    strategy.extras = lambda rnd, g: fed.server_extras(rnd, g, strategy.global_buffers)  # the round's global model
+    return strategy
 
 
 def discover(grid: Grid, strategy: RobustStrategy, timeout: float, trust_reports: bool = False) -> None:

@@ -8,6 +8,11 @@ only if it matches it exactly and every value is finite, otherwise it raises a D
 message is the reason (missing or unexpected arrays, wrong shape or dtype, NaN/Inf, bytes that
 do not decode). Decoding never unpickles (numpy ``allow_pickle=False``), and an array whose
 payload is far larger than its expected size is refused before it is decoded.
+
+A model with buffers (batch norm's running statistics, num_batches_tracked, constant buffers) has them in the
+spec too (``buffers``: name, shape, dtype each) and in every record beside the parameters, under their own
+names: the global model sent to a client and the trained model it returns are parameters AND buffers
+(``to_record(flat, spec, buffers)``, ``read_record(record, spec) -> (flat, buffers)``).
 """
 
 from __future__ import annotations
@@ -33,17 +38,22 @@ _HEADER_SLACK = 4096
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """The expected arrays: names and shapes in order (the flat vector's layout) and one dtype."""
+    """The expected arrays: the parameters' names and shapes in order (the flat vector's layout) and their one
+    dtype, then the buffers as (name, shape, dtype) each (named_buffers order; empty for a buffer-free model)."""
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     dtype: str = "float32"
+    buffers: tuple[tuple[str, tuple[int, ...], str], ...] = ()
 
     @classmethod
     def from_module(cls, model: nn.Module) -> ArraySpec:
-        """The layout of model's parameters (named_parameters order), float32."""
+        """The layout of model's parameters (named_parameters order, float32) and buffers (named_buffers order)."""
         named = list(model.named_parameters())
-        return cls(tuple(n for n, _ in named), tuple(tuple(int(s) for s in p.shape) for _, p in named))
+        buffers = tuple((n, tuple(int(s) for s in b.shape), str(b.dtype).removeprefix("torch."))
+                        for n, b in model.named_buffers())
+        return cls(tuple(n for n, _ in named), tuple(tuple(int(s) for s in p.shape) for _, p in named),
+                   buffers=buffers)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -56,8 +66,12 @@ class ArraySpec:
         return sum(self.sizes)
 
 
-def to_record(flat: torch.Tensor, spec: ArraySpec) -> ArrayRecord:
-    """The flat (d,) vector cut into spec's named arrays, as an ArrayRecord."""
+def to_record(flat: torch.Tensor, spec: ArraySpec, buffers: dict[str, torch.Tensor] | None = None) -> ArrayRecord:
+    """The flat (d,) vector cut into spec's named arrays, plus spec's buffers from buffers (name -> tensor), as an
+    ArrayRecord."""
+    missing = [n for n, _, _ in spec.buffers if n not in (buffers or {})]
+    if missing:
+        raise DataError(f"buffers {missing[:5]} are missing; this model has buffers {[n for n, _, _ in spec.buffers][:5]}")
     flat = torch.as_tensor(flat).detach().reshape(-1)
     if flat.numel() != spec.dim:
         raise DataError(f"flat vector has {flat.numel()} entries; expected d={spec.dim} for this model")
@@ -67,29 +81,44 @@ def to_record(flat: torch.Tensor, spec: ArraySpec) -> ArrayRecord:
     for name, shape, size in zip(spec.names, spec.shapes, spec.sizes):
         record[name] = Array(np.ascontiguousarray(values[start:start + size].reshape(shape)))
         start += size
+    for name, shape, dtype in spec.buffers:
+        value = buffers[name].detach().cpu().numpy()
+        if str(value.dtype) != dtype or tuple(value.shape) != tuple(shape):
+            raise DataError(f"buffer '{name}' is {value.dtype} {tuple(value.shape)}; expected {dtype} {tuple(shape)}")
+        record[name] = Array(value if value.flags.c_contiguous else value.copy())  # 0-d stays 0-d (a counter)
     return record
 
 
 def module_to_record(model: nn.Module) -> ArrayRecord:
-    """model's parameters as an ArrayRecord keyed by parameter name."""
+    """model's parameters and buffers as an ArrayRecord keyed by their names."""
     spec = ArraySpec.from_module(model)
-    return to_record(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), spec)
+    return to_record(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), spec,
+                     dict(model.named_buffers()))
 
 
 def from_record(record: object, spec: ArraySpec) -> torch.Tensor:
-    """The flat float32 (d,) vector of a record matching spec; DataError with the reason otherwise."""
+    """The flat float32 (d,) vector of a record matching spec (buffers included); DataError with the reason
+    otherwise."""
+    return read_record(record, spec)[0]
+
+
+def read_record(record: object, spec: ArraySpec) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(flat float32 (d,) parameters, buffers name -> tensor) of a record matching spec exactly; DataError with
+    the reason otherwise."""
     if not isinstance(record, ArrayRecord):
         raise DataError(f"missing arrays: expected an ArrayRecord, got {type(record).__name__}")
+    expected = list(spec.names) + [n for n, _, _ in spec.buffers]
     keys = set(record.keys())
-    missing = [n for n in spec.names if n not in keys]
+    missing = [n for n in expected if n not in keys]
     if missing:
-        raise DataError(f"missing arrays {missing[:5]} (of {len(spec.names)} expected)")
-    extra = sorted(keys - set(spec.names))
+        raise DataError(f"missing arrays {missing[:5]} (of {len(expected)} expected)")
+    extra = sorted(keys - set(expected))
     if extra:
-        raise DataError(f"unexpected arrays {extra[:5]}; expected exactly {list(spec.names)[:5]}...")
+        raise DataError(f"unexpected arrays {extra[:5]}; expected exactly {expected[:5]}...")
     parts = [_decode(name, record[name], shape, spec.dtype) for name, shape in zip(spec.names, spec.shapes)]
-    flat = torch.from_numpy(np.concatenate([p.reshape(-1) for p in parts]))
-    return flat
+    flat = torch.from_numpy(np.concatenate([p.reshape(-1) for p in parts]).astype(np.float32, copy=False))
+    buffers = {name: torch.from_numpy(_decode(name, record[name], shape, dtype)) for name, shape, dtype in spec.buffers}
+    return flat, buffers
 
 
 def _decode(name: str, array: Array, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -111,8 +140,9 @@ def _decode(name: str, array: Array, shape: tuple[int, ...], dtype: str) -> np.n
         got = (getattr(value, "dtype", type(value).__name__), getattr(value, "shape", None))
         raise DataError(f"array '{name}' decodes to dtype {got[0]} shape {got[1]};"
                         f" expected {dtype} {tuple(shape)} as declared")
-    finite = np.isfinite(value)
-    if not finite.all():
-        n_nan = int(np.isnan(value).sum())
-        raise DataError(f"array '{name}' has non-finite values ({n_nan} NaN, {int((~finite).sum()) - n_nan} Inf)")
-    return value.astype(np.float32, copy=False)
+    if np.issubdtype(value.dtype, np.floating):
+        finite = np.isfinite(value)
+        if not finite.all():
+            n_nan = int(np.isnan(value).sum())
+            raise DataError(f"array '{name}' has non-finite values ({n_nan} NaN, {int((~finite).sum()) - n_nan} Inf)")
+    return value

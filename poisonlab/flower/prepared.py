@@ -26,7 +26,8 @@ import torch
 from poisonlab.errors import ConfigError
 from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.federation import Federation
-from poisonlab.fl.local import flat_params, local_updates
+from poisonlab.fl.buffers import model_buffers
+from poisonlab.fl.local import flat_params, local_train
 from poisonlab.fl.round import apply_adversaries
 from poisonlab.fl.types import RoundContext
 from poisonlab.flower.arrays import ArraySpec
@@ -60,6 +61,10 @@ class Prepared:
         """The global model of round 0 (flat)."""
         return flat_params(self.federation.model)
 
+    def initial_buffers(self) -> dict[str, torch.Tensor]:
+        """The global model's buffers of round 0 (name -> tensor; empty for a buffer-free model)."""
+        return model_buffers(self.federation.model)
+
     # ---------------------------------------------------------------- client side
     def adversary_of(self, client: int) -> int | None:
         """Index of the adversary controlling client, or None for an honest client."""
@@ -81,15 +86,23 @@ class Prepared:
         return fed.poisoned[a].get(client, fed.clients[client])
 
     def local_update(self, global_params: torch.Tensor, client: int, rnd: int, malicious: bool | None = None,
-                     attack=None) -> tuple[torch.Tensor, int]:
-        """(update (d,), number of examples) of client in round rnd, as the engine computes its row.
+                     attack=None, buffers: dict | None = None) -> tuple[torch.Tensor, int]:
+        """(update (d,), number of examples) of client in round rnd, as the engine computes its row."""
+        return self.local_result(global_params, client, rnd, malicious, attack, buffers)[:2]
 
-        malicious=False forces honest behaviour; attack overrides the adversary's update attack.
+    def local_result(self, global_params: torch.Tensor, client: int, rnd: int, malicious: bool | None = None,
+                     attack=None, buffers: dict | None = None) -> tuple[torch.Tensor, int, dict]:
+        """(update (d,), number of examples, the client's buffers after training) of client in round rnd, trained
+        from the global model (global_params and buffers; None: the model's initial buffers) as the engine does.
+
+        malicious=False forces honest behaviour; attack overrides the adversary's update attack (parameters only).
         """
         fed = self.federation
         data = self.client_data(client, rnd, malicious)
         gen = generator(fed.config.seed, "local", rnd, client)
-        update = local_updates(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget)
+        trained = local_train(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget,
+                              buffers)
+        update = trained.updates
         a = self.adversary_of(client)
         adversary = fed.adversaries[a] if a is not None else Adversary(clients=[client])
         if attack is not None:
@@ -100,7 +113,7 @@ class Prepared:
                            global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
                            omniscient=False, seed=fed.config.seed)
         update = apply_adversaries(update, [rows], [adversary], ctx)
-        return update[0], len(data)
+        return update[0], len(data), {n: b[0] for n, b in trained.buffers.items()}
 
     # ---------------------------------------------------------------- server side
     def sample(self, rnd: int, k: int | None = None) -> list[int]:
@@ -111,9 +124,10 @@ class Prepared:
         """Clients acting maliciously in round rnd (their adversary's schedule is active)."""
         return self.federation.active_clients(rnd)
 
-    def evaluate(self, params: torch.Tensor, rnd: int | None = None) -> dict:
-        """The engine's evaluation of params: clean_accuracy, loss, attack_success_rate, flips."""
-        return self.federation.evaluate(params)
+    def evaluate(self, params: torch.Tensor, rnd: int | None = None, buffers: dict | None = None) -> dict:
+        """The engine's evaluation of params with buffers (None: the initial ones): clean_accuracy, loss,
+        attack_success_rate, flips."""
+        return self.federation.evaluate(params, self.initial_buffers() if buffers is None else buffers)
 
 
 def parse_experiment(experiment) -> object:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from poisonlab.errors import ConfigError
+from poisonlab.fl.buffers import load_buffers
 from poisonlab.flower import require_flwr
 
 require_flwr()
@@ -50,7 +51,7 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
     """Run the experiment on Flower's simulation engine.
 
     Returns {"history": [metrics.json history entries], "params": final flat global model (d,),
-    "model": a copy of the engine's model holding them, "wall_time": seconds}.
+    "buffers": its buffers, "model": a copy of the engine's model holding both, "wall_time": seconds}.
 
     num_cpus: CPUs Ray may use (its actor pool runs num_cpus / client_cpus ClientApps at once);
     client_cpus: CPUs reserved per ClientApp actor. wall_time includes Ray's start-up.
@@ -84,7 +85,9 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
         raise ConfigError("the Flower simulation ended without a history; see the Flower log above")
     model = copy.deepcopy(prepared.federation.model)
     torch.nn.utils.vector_to_parameters(histories[0]["params"].clone(), model.parameters())
+    load_buffers(model, histories[0].get("buffers", {}))
     return {"history": histories[0]["history"], "params": histories[0]["params"], "model": model,
+            "buffers": histories[0].get("buffers", {}),
             "wall_time": time.perf_counter() - started}
 
 

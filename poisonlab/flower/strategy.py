@@ -13,6 +13,11 @@ One training round, as a readable sequence of steps (Flower's ``Strategy.start``
    rule, ``global + server_lr * update``, the global model kept if that is not finite) and
    ``round_record`` (selected, flagged, precision, recall); log which nodes it flagged.
 
+A model with buffers (batch norm's running statistics) has them in every record beside the parameters
+(flower/arrays.py): the update matrix is parameters only (the rule never sees buffers), and the new global
+buffers are the weighted mean of the valid replies' buffers (weights = num-examples; poisonlab.fl.buffers
+.average, as the built-in engine), set only when the round is applied.
+
 Every round appends one entry to ``self.history`` in the shape of the built-in engine's
 metrics.json history (round, sampled, malicious, selected, flagged, update_norms, precision,
 recall, applied, seconds; clean_accuracy / attack_success_rate / loss are filled in by the
@@ -37,7 +42,8 @@ import torch
 
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.flower import require_flwr
-from poisonlab.flower.arrays import ArraySpec, from_record, to_record
+from poisonlab.fl.buffers import average
+from poisonlab.flower.arrays import ArraySpec, read_record, to_record
 from poisonlab.fl.round import aggregate_and_apply, round_record, sample_clients, sample_size
 from poisonlab.fl.history import RoundRecord
 from poisonlab.fl.types import Aggregate, RoundContext
@@ -102,6 +108,7 @@ class RobustStrategy(FedAvg):
         self.history: list[dict] = []
         self.state: dict | None = None  # the rule's Aggregate.state of the last round
         self._global: torch.Tensor | None = None
+        self._global_buffers: dict[str, torch.Tensor] = {}
         self._sent: dict[int, int] = {}
         self._started = 0.0
         self._round = 0
@@ -124,7 +131,7 @@ class RobustStrategy(FedAvg):
         chosen = self.sampler(server_round - 1, len(nodes))
         ordered = sorted(by_client)  # client ids in order; the sampler picks positions in it
         self._sent = {by_client[ordered[i]]: ordered[i] for i in chosen}
-        self._global = from_record(arrays, self.spec)
+        self._global, self._global_buffers = read_record(arrays, self.spec)
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         LOG.info("round %d: sent the global model to %d of %d nodes", server_round, len(self._sent), len(nodes))
@@ -144,9 +151,10 @@ class RobustStrategy(FedAvg):
             self._finish(entry)
             return None, None
         valid = sorted(valid, key=lambda v: self._client_of(v[0]))  # rows in client-id order, as the engine's
-        nodes = [n for n, _, _ in valid]
-        updates = torch.stack([local - self._global for _, local, _ in valid])
-        weights = torch.tensor([w for _, _, w in valid], dtype=torch.float32)
+        nodes = [n for n, _, _, _ in valid]
+        updates = torch.stack([local - self._global for _, local, _, _ in valid])
+        weights = torch.tensor([w for _, _, w, _ in valid], dtype=torch.float32)
+        client_buffers = {name: torch.stack([b[name] for _, _, _, b in valid]) for name in self._global_buffers}
         clients = torch.tensor([self._client_of(n) for n in nodes], dtype=torch.long)
         malicious = torch.tensor([int(c) in self.malicious for c in clients], dtype=torch.bool)
         ctx = RoundContext(round=server_round - 1, num_clients=max(len(self.node_clients), len(self._sent)),
@@ -163,12 +171,12 @@ class RobustStrategy(FedAvg):
             LOG.warning("round %d: the aggregate is not finite; the global model is unchanged", server_round)
             return None, None
         metrics = self._train_metrics([m for m in replies if m.metadata.src_node_id in set(nodes)])
-        return to_record(new, self.spec), metrics
+        return to_record(new, self.spec, average(client_buffers, weights, self._global_buffers)), metrics
 
     # ------------------------------------------------------------------ steps
-    def validate_replies(self, replies: list[Message]) -> tuple[list[tuple[int, torch.Tensor, float]],
+    def validate_replies(self, replies: list[Message]) -> tuple[list[tuple[int, torch.Tensor, float, dict]],
                                                                   list[tuple[int, str]]]:
-        """Split replies into valid (node, local params (d,), weight) and rejected (node, reason).
+        """Split replies into valid (node, local params (d,), weight, local buffers) and rejected (node, reason).
 
         A reply is rejected if it carries an error, comes from a node not sent this round or twice,
         lacks the ArrayRecord or the weight, or its arrays do not match the spec or are not finite.
@@ -182,15 +190,15 @@ class RobustStrategy(FedAvg):
                 if node in seen:
                     raise DataError("a second reply from the same node this round")
                 seen.add(node)
-                local, weight = self._read_reply(msg)
-                valid.append((node, local, weight))
+                local, weight, buffers = self._read_reply(msg)
+                valid.append((node, local, weight, buffers))
             except DataError as err:
                 rejected.append((node, str(err)))
                 LOG.warning("rejected the reply of node %d (client %s): %s", node, self._sent.get(node, "?"), err)
         return valid, rejected
 
-    def _read_reply(self, msg: Message) -> tuple[torch.Tensor, float]:
-        """(local params, weight) of one reply, or DataError with the reason."""
+    def _read_reply(self, msg: Message) -> tuple[torch.Tensor, float, dict]:
+        """(local params, weight, local buffers) of one reply, or DataError with the reason."""
         if msg.has_error():
             raise DataError(f"the client reported an error: {msg.error.reason}")
         if not msg.has_content():
@@ -201,7 +209,8 @@ class RobustStrategy(FedAvg):
             raise DataError(f"missing arrays: no ArrayRecord '{self.arrayrecord_key}' in the reply"
                             f" (has {sorted(content.array_records)})")
         weight = self._weight(content)
-        return from_record(arrays, self.spec), weight
+        local, buffers = read_record(arrays, self.spec)
+        return local, weight, buffers
 
     def _weight(self, content: RecordDict) -> float:
         """The reply's weight (MetricRecord value weighted_by_key): finite and > 0."""
@@ -273,6 +282,11 @@ class RobustStrategy(FedAvg):
         except Exception as err:  # noqa: BLE001 - metrics are informative; never fail the round on them
             LOG.warning("could not aggregate the training metrics: %s", err)
             return None
+
+    @property
+    def global_buffers(self) -> dict[str, torch.Tensor]:
+        """The buffers of the global model sent this round (name -> tensor; empty for a buffer-free model)."""
+        return self._global_buffers
 
     @property
     def malicious(self) -> set[int]:
