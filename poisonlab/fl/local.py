@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -29,33 +28,19 @@ from poisonlab.config.local import LocalConfig  # defined once, with the YAML's 
 from poisonlab.errors import ConfigError, PoisonlabError, ResourceError
 from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.buffers import Buffers, model_buffers, stack
-from poisonlab.fl.dropout import HIDDEN_RANDOM, DropoutMasks, dropout_modules, evaluating
+from poisonlab.fl.dropout import HIDDEN_RANDOM, DropoutMasks, evaluating
 from poisonlab.fl.program import LayerProgram, Program, compile_layers, compile_model
 from poisonlab.fl.stacked import train_stacked, views
+from poisonlab.fl.trainable import LocalResult, check_trainable, flat_params
 
-
-class LocalResult(NamedTuple):
-    """What local training returns: updates (k, d) = local params - global params (parameters only) and the
-    clients' buffers after training, name -> (k, *shape) (empty for a buffer-free model)."""
-
-    updates: torch.Tensor
-    buffers: Buffers
+__all__ = ["LocalConfig", "LocalResult", "bytes_per_client", "check_trainable", "chunk_size", "flat_params",
+           "is_fast_sequential", "local_train", "local_updates", "plan_batches", "stacked_logits", "unflatten"]
 
 
 def is_fast_sequential(model: nn.Module) -> bool:
     """True if every module of the model has a layer op (an nn.Sequential of Linear/Conv2d(groups=1)/ReLU/Tanh/
     MaxPool2d/Flatten(1, -1)): it trains with the hand-written backward."""
     return compile_layers(model) is not None
-
-
-def check_trainable(model: nn.Module) -> None:
-    """ConfigError for a model local training cannot train: no floating-point parameters to train, or a random
-    module whose draws neither engine can reproduce (fl/dropout.py)."""
-    params = list(model.parameters())
-    if not params or not all(p.is_floating_point() for p in params):
-        raise ConfigError(f"model {type(model).__name__} has {len(params)} parameters, not all floating point;"
-                          " accepted: a model with floating-point parameters to train")
-    dropout_modules(model)
 
 
 def stacked_logits(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False,
@@ -66,11 +51,6 @@ def stacked_logits(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor
     model's buffers (name -> tensor) shared by the k sets, e.g. the global model's (None: the model's own).
     """
     return compile_model(model).logits(params, x, shared, buffers)
-
-
-def flat_params(model: nn.Module) -> torch.Tensor:
-    """The model's parameters as one flat float32 vector (named_parameters order)."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float()
 
 
 def unflatten(model: nn.Module, flat: torch.Tensor) -> list[torch.Tensor]:

@@ -19,7 +19,8 @@ from torch import nn
 from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.buffers import Buffers, load_buffers, model_buffers
 from poisonlab.fl.dropout import DropoutMasks, MaskHooks, check_global_stream, global_stream, set_training_modes
-from poisonlab.fl.local import LocalConfig, LocalResult, check_trainable, flat_params
+from poisonlab.config.local import LocalConfig
+from poisonlab.fl.trainable import LocalResult, check_trainable, flat_params
 
 
 def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
