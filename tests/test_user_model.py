@@ -148,9 +148,15 @@ def test_unknown_factory_param_is_refused_when_the_config_is_checked(usermod, ca
     assert "model.name" in line and "depth" in line
 
 
-def test_a_batch_norm_user_model_in_a_federation_is_the_one_line_buffers_error(usermod, capsys):
-    line = one_line_error(usermod, {**FEDERATED, "model": {"name": "usermod_h:bn_factory"}}, capsys)
-    assert "buffers" in line and "running_mean" in line
+def test_a_batch_norm_user_model_trains_in_a_federation(usermod):
+    """Its running statistics are the global buffers (FedAvg of the clients'), saved with the final model."""
+    from safetensors.torch import load_file
+
+    assert run_cli(usermod, {**FEDERATED, "model": {"name": "usermod_h:bn_factory"}}, "bn") == 0
+    assert math.isfinite(final(usermod / "bn")["clean_accuracy"])
+    saved = load_file(str(usermod / "bn" / "model.safetensors"))
+    assert float(saved["1.running_mean"].abs().sum()) > 0  # trained statistics, not the initial zeros
+    assert int(saved["1.num_batches_tracked"]) > 0
 
 
 def tiny_net(input_shape, num_classes):

@@ -195,7 +195,6 @@ class AutogradProgram(Program):
     shapes: tuple[torch.Size, ...]
     layout: RowsLayout = ROWS_LAYOUT
     classes: int = 0
-    buffer_names: tuple[str, ...] = ()
     dropout_names: tuple[str, ...] = ()
 
     def logits(self, params, x, shared=False, buffers=None):
@@ -265,7 +264,6 @@ def compile_model(model: nn.Module) -> Program:
         return program
     named = list(model.named_parameters())
     return AutogradProgram(model, tuple(n for n, _ in named), tuple(p.shape for _, p in named),
-                           buffer_names=tuple(n for n, _ in model.named_buffers()),
                            dropout_names=tuple(n for n, _ in dropout_modules(model)))
 
 
