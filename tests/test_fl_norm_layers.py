@@ -298,3 +298,93 @@ def test_evaluation_uses_the_global_buffers():
     assert torch.allclose(logits, expected, atol=1e-5)
     initial = stacked_logits(fed.model, unflatten(fed.model, result.params.unsqueeze(0)), x, shared=True)[0]
     assert not torch.allclose(initial, expected, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------- FedBN
+def _fedbn(rounds=3, engine="vectorized", **cfg):
+    from poisonlab.fl.federation import Federation, FederationConfig
+
+    clients = [_data(n, FEATURES, i) for i, n in enumerate([19, 8, 13, 5])]
+    model = _seeded(lambda: nn.Sequential(nn.Linear(10, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 4)))
+    config = FederationConfig(rounds=rounds, sample=0.5, seed=2, quiet=True, engine=engine, batch_norm="local",
+                              local=LocalConfig(epochs=1, batch_size=8, lr=0.1, momentum=0.5), **cfg)
+    return Federation(model, clients, _data(30, FEATURES, 99), config)
+
+
+def test_fedbn_clients_keep_their_batch_norm_and_the_rule_never_sees_it():
+    """FedBN (Li et al. 2021): a client trains from the shared layers and ITS OWN batch norm, stores its batch norm
+    back, and the update matrix is zero on batch-norm entries; the evaluated model carries the clients' weighted
+    mean batch norm."""
+    fed = _fedbn(rounds=1)
+    seen = {}
+
+    def spy(updates, weights, ctx):
+        seen["updates"] = updates.clone()
+        return fed_default(updates, weights, ctx)
+
+    from poisonlab.fl.federation import default_aggregator
+
+    fed_default = default_aggregator()
+    fed.aggregator = spy
+    norm = fed._local_norm()
+    initial = norm.params.clone()
+    result = fed.run()
+    norm = fed.local_norm
+    trained = fed.sample(0).tolist()
+    assert float(seen["updates"][:, norm.mask].abs().sum()) == 0  # batch norm never reaches the rule
+    assert float(seen["updates"][:, ~norm.mask].abs().sum()) > 0
+    others = [c for c in range(4) if c not in trained]
+    assert torch.equal(norm.params[others], initial[others])  # not sampled: still the initial layers
+    assert not torch.allclose(norm.params[trained], initial[trained])  # sampled: their own trained layers
+    assert torch.equal(norm.buffers["1.num_batches_tracked"][others], torch.zeros(len(others), dtype=torch.long))
+    w = torch.tensor([19.0, 8, 13, 5])
+    mean = (w.unsqueeze(1) * norm.params).sum(0) / w.sum()
+    assert torch.allclose(result.params[norm.mask], mean, atol=1e-6)  # the evaluated model's batch norm
+    expected = (w.unsqueeze(1).double() * norm.buffers["1.running_mean"].double()).sum(0) / w.sum()
+    assert torch.allclose(result.buffers["1.running_mean"].double(), expected, atol=1e-6)
+
+
+def test_fedbn_second_round_starts_from_the_clients_own_batch_norm_in_both_engines():
+    fedbn = _fedbn(rounds=3)
+    fast, ref = fedbn.run(), _fedbn(rounds=3, engine="reference").run()
+    assert torch.allclose(fast.params, ref.params, atol=1e-4)
+    assert any(len(set(fedbn.sample(r).tolist()) & set(fedbn.sample(r + 1).tolist())) for r in range(2))  # re-sampled
+    shared = _fedbn(rounds=3)
+    shared.config = shared.config.model_copy(update={"batch_norm": "shared"})
+    assert not torch.allclose(shared.run().params, fast.params, atol=1e-4)  # keeping batch norm local matters
+
+
+def test_fedbn_checkpoint_resume_equals_uninterrupted(tmp_path):
+    from tests.support import history_without_times
+
+    full = _fedbn(rounds=4).run()
+    _fedbn(rounds=4, checkpoint_every=2, checkpoint_dir=str(tmp_path)).run(stop_after=2)
+    fed = _fedbn(rounds=4, checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    resumed = fed.run(resume=True)
+    assert history_without_times(resumed.history) == history_without_times(full.history)
+    assert torch.equal(resumed.params, full.params)
+
+
+def test_fedbn_needs_batch_norm_and_the_built_in_engine():
+    from poisonlab.fl.federation import Federation, FederationConfig
+
+    config = FederationConfig(rounds=1, quiet=True, batch_norm="local")
+    with pytest.raises(ConfigError, match="batch_norm='local'.*has none"):
+        Federation(nn.Sequential(nn.Linear(10, 4)), [_data(8, FEATURES, 0)], _data(8, FEATURES, 1), config)
+    pytest.importorskip("flwr")
+    from poisonlab.flower.prepared import Prepared
+
+    with pytest.raises(ConfigError, match="built-in engine only"):
+        Prepared(_fedbn(rounds=1), 1)
+
+
+def test_fedbn_from_yaml_and_a_wrong_value_is_one_line():
+    from poisonlab.builders import federation_config
+    from poisonlab.config.load import parse
+
+    doc = {"name": "bn", "data": {"dataset": "digits"}, "model": {"name": "resnet20"},
+           "federated": {"clients": 4, "rounds": 1, "batch_norm": "local"}}
+    assert federation_config(parse(doc), None, True, None, None).batch_norm == "local"
+    with pytest.raises(ConfigError, match="batch_norm") as err:
+        parse({**doc, "federated": {**doc["federated"], "batch_norm": "personal"}})
+    assert "\n" not in str(err.value)

@@ -15,7 +15,10 @@ statistics, constant buffers; fl/buffers.py). The update matrix (k, d) is parame
 aggregators act on parameters only. Each client trains its own copy of the buffers; when the round is
 applied the server sets the new global buffers to the weighted mean of the sampled clients' buffers
 (weights = local sample counts, as FedAvg; num_batches_tracked: the mean count, rounded), whichever rows
-the aggregator kept. Evaluation, candidate evaluation and checkpoints use the global buffers. Every draw comes from poisonlab.rng streams
+the aggregator kept. Evaluation, candidate evaluation and checkpoints use the global buffers.
+With config.batch_norm="local" (FedBN, fl/fedbn.py) each client keeps its own batch-norm parameters and
+buffers instead: they are zero in the update matrix, and the evaluated global model carries the weighted
+mean of all clients' batch-norm layers. Every draw comes from poisonlab.rng streams
 keyed by (seed, purpose, round, client), so the same config and seed give the same history, and a
 resumed run (checkpoint_every, run(resume=True)) continues exactly as an uninterrupted one.
 
@@ -47,6 +50,7 @@ from poisonlab.errors import ConfigError, DataError
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.buffers import average, load_buffers, model_buffers, same_layout
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
+from poisonlab.fl.fedbn import LocalNorm
 from poisonlab.fl.history import RoundRecord
 from poisonlab.fl.reference import reference_train
 from poisonlab.fl.local import LocalResult, check_trainable, flat_params, local_train, local_updates, stacked_logits, \
@@ -109,8 +113,15 @@ class Federation:
         self._eval_model = copy.deepcopy(model)
         self.aggregator_state: dict | None = None  # the rule's Aggregate.state of the last round
         self.buffers = model_buffers(model)  # the global model's buffers (fl/buffers.py), set by each round
+        self.local_norm = self._local_norm()  # FedBN's per-client batch-norm layers, or None
 
     # ---------------------------------------------------------------- setup
+    def _local_norm(self) -> LocalNorm | None:
+        """Fresh FedBN state (every client holds the initial batch-norm layers) with batch_norm="local"."""
+        if self.config.batch_norm != "local":
+            return None
+        return LocalNorm(self.model, [len(c) for c in self.clients])
+
     def _poisoned_data(self, adversary: Adversary, ids: list[int]) -> dict[int, Dataset]:
         out = {}
         for cid in ids:  # once per attacker at setup
@@ -163,8 +174,9 @@ class Federation:
         buffers = self.buffers if buffers is None else buffers
         if self.root_data is not None:
             g = [generator(cfg.seed, "server", round)]
-            extras["server_update"] = local_updates(self.model, global_params, [self.root_data], cfg.local, g,
-                                                    cfg.memory_budget, buffers)[0]
+            server = local_updates(self.model, global_params, [self.root_data], cfg.local, g, cfg.memory_budget,
+                                   buffers)
+            extras["server_update"] = (server if self.local_norm is None else self.local_norm.shared_only(server))[0]
         if self.validation_data is not None:
             val = self.validation_data
 
@@ -211,6 +223,8 @@ class Federation:
         self.aggregator_state = agg.state
         if applied:  # FedAvg of the clients' buffers (parameters only went through the rule)
             self.buffers = average(trained.buffers, weights, self.buffers)
+        if self.local_norm is not None:  # FedBN: the evaluated model carries the clients' mean batch norm
+            new, self.buffers = self.local_norm.global_view(new, self.buffers)
         record = round_record(round, sampled, malicious, updates, agg, applied)
         if (round + 1) % cfg.eval_every == 0 or round == cfg.rounds - 1:
             for key, value in self.evaluate(new).items():
@@ -221,12 +235,21 @@ class Federation:
     def train_clients(self, round: int, global_params: torch.Tensor, sampled: torch.Tensor,
                       data: list[Dataset]) -> LocalResult:
         """The (k, d) updates and the buffers of the sampled clients trained on data from the global model
-        (global_params and self.buffers), with the configured engine."""
+        (global_params and self.buffers), with the configured engine. FedBN: each client starts from its own
+        batch-norm layers, which are stored back, and the updates' batch-norm entries are zero."""
         cfg = self.config
         gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
+        ids = sampled.tolist()
+        starts = self.local_norm.starts(global_params, self.buffers, ids) if self.local_norm is not None else None
         if cfg.engine == "reference":
-            return reference_train(self.model, global_params, data, cfg.local, gens, self.buffers)
-        return local_train(self.model, global_params, data, cfg.local, gens, cfg.memory_budget, self.buffers)
+            trained = reference_train(self.model, global_params, data, cfg.local, gens, self.buffers, starts)
+        else:
+            trained = local_train(self.model, global_params, data, cfg.local, gens, cfg.memory_budget, self.buffers,
+                                  starts)
+        if starts is None:
+            return trained
+        self.local_norm.store(ids, starts.params + trained.updates, trained.buffers)
+        return LocalResult(self.local_norm.shared_only(trained.updates), trained.buffers)
 
     def evaluate(self, params: torch.Tensor, buffers: dict | None = None) -> dict:
         """The model params (with buffers; None: the global buffers) on the test sets: clean_accuracy, loss, flips
@@ -256,7 +279,7 @@ class Federation:
         """Run all rounds (or resume from config.checkpoint_dir); stop_after=n ends after n rounds total."""
         cfg = self.config
         params, history, first = flat_params(self.model), [], 0
-        self.buffers = model_buffers(self.model)
+        self.buffers, self.local_norm = model_buffers(self.model), self._local_norm()
         if resume and cfg.checkpoint_dir:
             loaded = load_checkpoint(cfg.checkpoint_dir)
             if loaded is not None:
@@ -279,6 +302,8 @@ class Federation:
         ("aggregator.<key>") as tensors; the history and the state's other values (meta["aggregator"], None for
         a stateless rule) as meta."""
         tensors = {"global_params": params, **{f"buffer.{n}": b for n, b in self.buffers.items()}}
+        if self.local_norm is not None:
+            tensors.update(self.local_norm.state())
         meta: dict = {"history": [r.to_dict() for r in history], "aggregator": None}
         state = self.aggregator_state
         if state is not None:
@@ -300,6 +325,10 @@ class Federation:
         if problem is not None:
             raise DataError(f"checkpoint in {self.config.checkpoint_dir}: {problem}; delete it to start over")
         self.buffers = {n: buffers[n] for n in self.buffers}  # the model's order
+        problem = self.local_norm.load(tensors) if self.local_norm is not None else None
+        if problem is not None:
+            raise DataError(f"checkpoint in {self.config.checkpoint_dir}: {problem} (batch_norm: local);"
+                            " delete it to start over")
         if meta.get("aggregator") is not None:
             agg = {k.removeprefix("aggregator."): v for k, v in tensors.items() if k.startswith("aggregator.")}
             self.aggregator_state = {**meta["aggregator"], **agg}

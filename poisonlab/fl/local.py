@@ -31,7 +31,7 @@ from poisonlab.fl.buffers import Buffers, model_buffers, stack
 from poisonlab.fl.dropout import HIDDEN_RANDOM, DropoutMasks, evaluating
 from poisonlab.fl.program import LayerProgram, Program, compile_layers, compile_model
 from poisonlab.fl.stacked import train_stacked, views
-from poisonlab.fl.trainable import LocalResult, check_trainable, flat_params
+from poisonlab.fl.trainable import ClientStarts, LocalResult, check_trainable, flat_params
 
 __all__ = ["LocalConfig", "LocalResult", "bytes_per_client", "check_trainable", "chunk_size", "flat_params",
            "is_fast_sequential", "local_train", "local_updates", "plan_batches", "stacked_logits", "unflatten"]
@@ -103,11 +103,13 @@ def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list,
 
 def local_train(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
                 generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET,
-                buffers: Buffers | None = None) -> LocalResult:
+                buffers: Buffers | None = None, starts: ClientStarts | None = None) -> LocalResult:
     """k clients trained from the global model (global_params and buffers; None: the model's own buffers).
 
     datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per client for
-    its batch order and then its dropout masks; memory_budget: bytes for one chunk of clients trained together.
+    its batch order and then its dropout masks; memory_budget: bytes for one chunk of clients trained together;
+    starts: each client's own starting params and buffers instead of the global model's (updates are then
+    trained - starts.params).
     """
     check_trainable(model)
     buffers = model_buffers(model) if buffers is None else buffers
@@ -117,7 +119,7 @@ def local_train(model: nn.Module, global_params: torch.Tensor, datasets: list, c
     if datasets and not _vectorizable(model, program, global_params, buffers, dropout, sample_shape):
         from poisonlab.fl.reference import reference_train
 
-        return reference_train(model, global_params, datasets, cfg, generators, buffers)
+        return reference_train(model, global_params, datasets, cfg, generators, buffers, starts)
     sizes = [len(ds) for ds in datasets]
     plan = plan_batches(sizes, cfg, generators)
     x = torch.cat([ds.x for ds in datasets])
@@ -130,18 +132,20 @@ def local_train(model: nn.Module, global_params: torch.Tensor, datasets: list, c
         _CHUNKS[key] = min(per, CONV_CHUNK) if has_conv and isinstance(program, LayerProgram) else per
     per_chunk = _CHUNKS[key]
     updates = torch.empty(k, d, dtype=torch.float32)  # every row is written below
-    state = stack(buffers, k)  # each client's own buffers, trained in place chunk by chunk
+    rows = global_params.expand(k, d) if starts is None else starts.params
+    # each client's own buffers, trained in place chunk by chunk
+    state = stack(buffers, k) if starts is None else {n: b.clone() for n, b in starts.buffers.items()}
     for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
         hi = min(k, lo + per_chunk)
         part = {n: b[lo:hi] for n, b in state.items()}  # views into state
         try:
-            trained = train_stacked(program, global_params.expand(hi - lo, d), x, y, plan.clients(lo, hi), cfg,
-                                    part, dropout, generators[lo:hi])
+            trained = train_stacked(program, rows[lo:hi], x, y, plan.clients(lo, hi), cfg, part, dropout,
+                                    generators[lo:hi])
         except RuntimeError as err:
             if _random_in_vmap(err):
                 raise ConfigError(HIDDEN_RANDOM) from None
             raise
-        torch.sub(trained, global_params, out=updates[lo:hi])
+        torch.sub(trained, rows[lo:hi], out=updates[lo:hi])
     return LocalResult(updates, state)
 
 

@@ -20,7 +20,7 @@ from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.buffers import Buffers, load_buffers, model_buffers
 from poisonlab.fl.dropout import DropoutMasks, MaskHooks, check_global_stream, global_stream, set_training_modes
 from poisonlab.config.local import LocalConfig
-from poisonlab.fl.trainable import LocalResult, check_trainable, flat_params
+from poisonlab.fl.trainable import ClientStarts, LocalResult, check_trainable, flat_params
 
 
 def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
@@ -30,9 +30,10 @@ def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: l
 
 
 def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                    generators: list[torch.Generator], buffers: Buffers | None = None) -> LocalResult:
+                    generators: list[torch.Generator], buffers: Buffers | None = None,
+                    starts: ClientStarts | None = None) -> LocalResult:
     """Updates (k, d) and buffers (name -> (k, *shape)) of k clients trained one after the other from the global
-    model (global_params and buffers; None: the model's own buffers)."""
+    model (global_params and buffers; None: the model's own buffers), or each from its own starts."""
     check_trainable(model)
     buffers = model_buffers(model) if buffers is None else buffers
     plan = plan_batches([len(ds) for ds in datasets], cfg, generators)
@@ -42,8 +43,9 @@ def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: lis
     rows, states = [], []
     for i in range(len(datasets)):  # the per-client loop this module exists to show
         local = copy.deepcopy(model)
-        torch.nn.utils.vector_to_parameters(global_params.clone(), local.parameters())
-        load_buffers(local, buffers)
+        start = global_params if starts is None else starts.params[i]
+        torch.nn.utils.vector_to_parameters(start.clone(), local.parameters())
+        load_buffers(local, buffers if starts is None else {n: b[i] for n, b in starts.buffers.items()})
         opt = torch.optim.SGD(local.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         set_training_modes(local)  # train mode; dropout modules apply the drawn masks through hooks
         hooks = MaskHooks(local, dropout.names)
@@ -56,7 +58,7 @@ def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: lis
             F.cross_entropy(local(x[idx]), y[idx]).backward()
             check_global_stream(stream, x.device)  # a random op the masks do not cover is refused
             opt.step()
-        rows.append(flat_params(local) - global_params)
+        rows.append(flat_params(local) - start)
         states.append(model_buffers(local))
     updates = torch.stack(rows) if rows else torch.zeros(0, global_params.numel())
     stacked = {n: torch.stack([s[n] for s in states]) if states else b.new_zeros(0, *b.shape)

@@ -21,6 +21,14 @@ class LocalResult(NamedTuple):
     buffers: Buffers
 
 
+class ClientStarts(NamedTuple):
+    """Where each of k clients starts local training when it is not the global model (FedBN: each client's own
+    batch-norm layers, fl/fedbn.py): params (k, d) and buffers name -> (k, *shape)."""
+
+    params: torch.Tensor
+    buffers: Buffers
+
+
 def check_trainable(model: nn.Module) -> None:
     """ConfigError for a model local training cannot train: no floating-point parameters to train, or a random
     module whose draws neither engine can reproduce (fl/dropout.py)."""

@@ -41,6 +41,11 @@ class Prepared:
     federation: Federation
     rounds: int
 
+    def __post_init__(self) -> None:
+        if self.federation.config.batch_norm != "shared":  # a ClientApp keeps no state between rounds
+            raise ConfigError("federated.batch_norm='local' (FedBN) runs on the built-in engine only; accepted on"
+                              " Flower: 'shared'")
+
     @property
     def seed(self) -> int:
         return self.federation.config.seed
