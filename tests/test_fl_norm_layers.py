@@ -388,3 +388,17 @@ def test_fedbn_from_yaml_and_a_wrong_value_is_one_line():
     with pytest.raises(ConfigError, match="batch_norm") as err:
         parse({**doc, "federated": {**doc["federated"], "batch_norm": "personal"}})
     assert "\n" not in str(err.value)
+
+
+def test_batch_norm_in_chunks_of_one_client_equals_all_at_once():
+    from poisonlab.fl.local import bytes_per_client
+
+    model = _seeded(lambda: bn_cnn())
+    datasets = [_data(n, IMAGE, i) for i, n in enumerate(SIZES)]
+    gp = flat_params(model)
+    whole = local_train(model, gp, datasets, CFG, _gens(len(SIZES)))
+    one = local_train(model, gp, datasets, CFG, _gens(len(SIZES)),
+                      memory_budget=bytes_per_client(model, IMAGE, CFG.batch_size))
+    assert torch.allclose(whole.updates, one.updates, atol=1e-5)
+    for name in whole.buffers:
+        assert torch.allclose(whole.buffers[name].double(), one.buffers[name].double(), atol=1e-5), name
