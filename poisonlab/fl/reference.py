@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from poisonlab.data.augment import apply as augment_apply
 from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.local import LocalConfig, flat_params
 
@@ -33,7 +34,8 @@ def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: l
             real = plan.weight[t, i] > 0
             idx = plan.index[t, i][real]
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(local(x[idx]), y[idx]).backward()
+            xb = x[idx] if plan.augment is None else augment_apply(x[idx], plan.augment[t, i][real])
+            F.cross_entropy(local(xb), y[idx]).backward()
             opt.step()
         rows.append(flat_params(local) - global_params)
     return torch.stack(rows) if rows else torch.zeros(0, global_params.numel())
