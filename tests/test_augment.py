@@ -172,3 +172,30 @@ def test_vectorized_equals_reference_with_augmentation(name):
     assert torch.allclose(fast, ref, atol=2e-5, rtol=1e-4)
     plain = reference_updates(model, gp, datasets, LocalConfig(epochs=2, batch_size=8, lr=0.05, momentum=0.9), _gens(4))
     assert float((ref - plain).norm(dim=1).min()) > 1e-4  # augmentation changed every client's update
+
+
+def test_federated_augmentation_of_tabular_data_is_refused_before_training():
+    from poisonlab.builders import build_federation, load_split
+
+    config = parse({"name": "x", "data": {"dataset": "breast_cancer"},
+                    "federated": {"clients": 2, "rounds": 1, "local": {"augment": {"crop_padding": 2}}}})
+    train_set, test_set = load_split(config)
+    with pytest.raises(ConfigError, match=r"^federated.local.augment: random crop and flip need image samples"):
+        build_federation(config, train_set, test_set)
+
+
+def test_a_yaml_federation_augments_its_clients_the_same_in_both_engines():
+    from poisonlab.builders import build_federation, load_split
+
+    def final(augment, engine="vectorized"):
+        config = parse({"name": "x", "data": {"dataset": "digits"}, "model": {"name": "cnn"},
+                        "federated": {"clients": 3, "rounds": 2, "local": {"epochs": 1, "batch_size": 16, "lr": 0.05,
+                                                                          "augment": augment}}})
+        fed = build_federation(config, *load_split(config))
+        fed.config = fed.config.model_copy(update={"engine": engine})
+        assert fed.config.local.augment == (None if augment is None else config.federated.local.augment)
+        return fed.run().params
+
+    on = final({"crop_padding": 1, "flip": False})
+    assert torch.allclose(on, final({"crop_padding": 1, "flip": False}, "reference"), atol=1e-5)
+    assert not torch.allclose(on, final(None), atol=1e-3)
