@@ -67,8 +67,8 @@ AC = Setting("resnet20", {"width": 8, "blocks": 1},
              TrainConfig(epochs=5, batch_size=64, lr=0.02, momentum=0.9))
 """Full setting: the ResNet-8 of docs/detection.md (35 s on 2 CPU cores)."""
 
-SMOKE = {"resnet18": replace(RESNET18, params={"width": 8}, train=RESNET18.train.model_copy(update={"epochs": 1}),
-                             train_samples=1000),
+SMOKE = {"resnet18": replace(RESNET18, params={"width": 8}, train=RESNET18.train.model_copy(update={"epochs": 2}),
+                             train_samples=2000),
          "ac": replace(AC, train=AC.train.model_copy(update={"epochs": 3}), train_samples=2000)}
 """Tiny CPU settings: the same code paths, in seconds; accuracies far below the targets."""
 
@@ -138,6 +138,17 @@ def ac_section(setting: Setting, device: str, data_dir: Path | str = DATA_DIR, l
     return result
 
 
+def overridden(setting: Setting, args) -> Setting:
+    """setting with the command line's --epochs, --width and --train-samples applied."""
+    if args.epochs is not None:
+        setting = replace(setting, train=setting.train.model_copy(update={"epochs": args.epochs}))
+    if args.width is not None:
+        setting = replace(setting, params={**setting.params, "width": args.width})
+    if args.train_samples is not None:
+        setting = replace(setting, train_samples=args.train_samples)
+    return setting
+
+
 SECTIONS = {"resnet18": (RESNET18, resnet18_section), "ac": (AC, ac_section)}
 
 
@@ -147,12 +158,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="folder with the MNIST test-set idx files")
     parser.add_argument("--only", choices=sorted(SECTIONS), help="run one section")
     parser.add_argument("--smoke", action="store_true", help="tiny settings (seconds on a CPU), not the targets")
+    parser.add_argument("--epochs", type=int, help="override the setting's epochs")
+    parser.add_argument("--width", type=int, help="override the model's width")
+    parser.add_argument("--train-samples", type=int, help="train on the first N samples of the split only")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     results = {}
     for name, (full, section) in SECTIONS.items():
         if args.only in (None, name):
-            results[name] = section(SMOKE[name] if args.smoke else full, args.device, args.data_dir)
+            results[name] = section(overridden(SMOKE[name] if args.smoke else full, args), args.device, args.data_dir)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results
