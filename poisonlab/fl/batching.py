@@ -17,6 +17,7 @@ import torch
 from poisonlab.data.augment import Draws, draw
 
 if TYPE_CHECKING:
+    from poisonlab.config.augment import Augment
     from poisonlab.fl.local import LocalConfig
 
 
@@ -59,7 +60,7 @@ def plan_batches(sizes: list[int], cfg: LocalConfig, generators: list[torch.Gene
 
 
 def _plan_draws(sizes: list[int], E: int, generators: list[torch.Generator], slots: torch.Tensor,
-                shape: torch.Size, augment) -> Draws:
+                shape: torch.Size, augment: Augment) -> Draws:
     """Each slot's crop and flip, (S, k, B): client i draws for its E * n_i samples (in cat(perms) order) from
     generators[i]; padding slots keep the identity (shift 0, no flip)."""
     shift = torch.zeros(shape.numel(), 2, dtype=torch.long)
