@@ -17,6 +17,7 @@ from poisonlab.config.adversary import AdversaryConfig
 from poisonlab.config.federation import FederatedTraining
 from poisonlab.config.schema import AdversarySpec, ExperimentConfig, FederatedSpec
 from poisonlab.data import load
+from poisonlab.data.augment import check_images
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
 from poisonlab.rng import derive_seed, generator
@@ -41,6 +42,8 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
     from poisonlab.model_spec import build_model
 
     fed = config.federated
+    if fed.local.augment is not None:  # refused before any round runs, not at the first local step
+        check_images(train_set.input_shape, "federated.local.augment")
     train_set, root, validation = carve_server_data(fed, train_set, config.seed)
     clients = partition_clients(fed, train_set, config.seed)
     adversaries, probe = build_adversaries(fed, config.seed)

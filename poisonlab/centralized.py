@@ -114,7 +114,8 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
     else:
         ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
-                             weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
+                             weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule,
+                             augment=None if inj.head_only else cfg.augment)  # a head trains on features, not images
         ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
         poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed, inj.feature_layer) if inj.head_only
                           else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))

@@ -1,7 +1,8 @@
 """Centralized training, fine-tuning, prediction and evaluation; seeded and deterministic.
 
-Mini-batch order comes from a generator derived from the seed, so the same model, data,
-config and seed give bit-identical weights. ``train`` updates the model it is given (as
+Mini-batch order comes from a generator derived from the seed (and, with ``cfg.augment``, each batch's random
+crop and flip from another: ``generator(seed, "augment", epoch)``), so the same model, data, config and seed
+give bit-identical weights. ``train`` updates the model it is given (as
 PyTorch does); ``fine_tune`` returns a fine-tuned copy and leaves the original intact.
 """
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from poisonlab.config.train import TrainConfig  # defined once, with the YAML's train section
+from poisonlab.data.augment import augment, check_images
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
 from poisonlab.metrics import accuracy, confusion_matrix, per_class_accuracy
@@ -41,9 +43,16 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), seed: int = 0) -> list[float]:
-    """Train model in place with cross-entropy; returns the mean loss of each epoch."""
+    """Train model in place with cross-entropy; returns the mean loss of each epoch.
+
+    With cfg.augment each batch is randomly cropped and flipped (data/augment.py) with draws from
+    generator(seed, "augment", epoch), never from global random state.
+    """
     if len(data) == 0:
         raise ConfigError(f"dataset '{data.name}' is empty; cannot train on 0 samples")
+    aug = cfg.augment
+    if aug is not None:
+        check_images(data.input_shape, "train.augment")
     opt = _optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
     losses = []
@@ -51,6 +60,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), see
     steps, step = cfg.epochs * math.ceil(len(data) / cfg.batch_size), 0
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(data), generator=generator(seed, "batches", epoch))
+        aug_rng = generator(seed, "augment", epoch) if aug is not None else None
         total = 0.0
         for start in range(0, len(data), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
@@ -58,7 +68,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), see
                 group["lr"] = lr_at(cfg, step, steps)
             step += 1
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(data.x[idx]), data.y[idx])
+            xb = data.x[idx] if aug is None else augment(data.x[idx], aug_rng, aug.crop_padding, aug.flip)
+            loss = loss_fn(model(xb), data.y[idx])
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)

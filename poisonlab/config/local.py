@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from poisonlab.config.augment import Augment
 from poisonlab.config.base import Section
 
 
 class LocalConfig(Section):
-    """Client-side SGD: E local epochs of mini-batches of B, learning rate, momentum, weight decay."""
+    """Client-side SGD: E local epochs of mini-batches of B, learning rate, momentum, weight decay.
+
+    augment: random crop and flip of each client batch, drawn from the client's own generator (fl/batching.py);
+    None (the default) is off.
+    """
 
     label = "local"
 
@@ -17,3 +22,4 @@ class LocalConfig(Section):
     lr: float = Field(0.01, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    augment: Augment | None = None

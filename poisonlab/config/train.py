@@ -6,13 +6,15 @@ from typing import Literal
 
 from pydantic import Field
 
+from poisonlab.config.augment import Augment
 from poisonlab.config.base import Section
 
 
 class TrainConfig(Section):
     """SGD (with momentum) or Adam hyper-parameters for centralized training.
 
-    lr_schedule cosine: lr annealed to 0 over all steps (training.lr_at).
+    lr_schedule cosine: lr annealed to 0 over all steps (training.lr_at). augment: random crop and flip of each
+    batch (config/augment.py, data/augment.py); None (the default) is off.
     """
 
     epochs: int = Field(5, ge=1)
@@ -22,3 +24,4 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    augment: Augment | None = None

@@ -2,7 +2,8 @@
 
 Clients take their own number of steps (epochs * ceil(n_i / B)). Short last batches are padded and the
 padding gets zero loss weight, so each client's loss is the mean over its real samples, as in the plain
-loop (reference.py); the same plan drives the vectorized and the plain loop.
+loop (reference.py); the same plan drives the vectorized and the plain loop. With ``cfg.augment`` the plan also
+holds each sample's random crop and flip (data/augment.py), so both engines apply identical draws.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from poisonlab.data.augment import Draws, draw
+
 if TYPE_CHECKING:
+    from poisonlab.config.augment import Augment
     from poisonlab.fl.local import LocalConfig
 
 
@@ -23,23 +27,27 @@ class BatchPlan:
 
     index: (S, k, B) int64 rows of the concatenated client data (padding points at row 0);
     weight: (S, k, B) float32 loss weights, 1/len(batch) for real samples and 0 for padding;
-    steps: (k,) int64 steps each client takes (S = steps.max()).
+    steps: (k,) int64 steps each client takes (S = steps.max());
+    augment: None (no augmentation) or the (S, k, B) Draws of each slot's crop and flip (padding: the identity).
     """
 
     index: torch.Tensor
     weight: torch.Tensor
     steps: torch.Tensor
+    augment: Draws | None = None
 
     def clients(self, lo: int, hi: int) -> BatchPlan:
         """The plan of clients lo..hi-1 (views)."""
-        return BatchPlan(self.index[:, lo:hi], self.weight[:, lo:hi], self.steps[lo:hi])
+        aug = None if self.augment is None else self.augment[:, lo:hi]
+        return BatchPlan(self.index[:, lo:hi], self.weight[:, lo:hi], self.steps[lo:hi], aug)
 
 
 def plan_batches(sizes: list[int], cfg: LocalConfig, generators: list[torch.Generator]) -> BatchPlan:
     """Per-client shuffled mini-batches for cfg.epochs epochs, one generator per client.
 
     Client i's rows in the concatenated data start at sum(sizes[:i]). Each epoch is one
-    torch.randperm(n_i, generator=generators[i]); the last batch of an epoch may be short.
+    torch.randperm(n_i, generator=generators[i]); the last batch of an epoch may be short. With cfg.augment,
+    client i then draws the crop and flip of its E * n_i samples from the same generator, after its permutations.
     """
     E = cfg.epochs
     slots, offset, weight, steps = _batch_layout(tuple(sizes), cfg.batch_size, E)
@@ -47,7 +55,21 @@ def plan_batches(sizes: list[int], cfg: LocalConfig, generators: list[torch.Gene
     perms = [torch.randperm(m, generator=g) for m, g in zip(sizes, generators) for _ in range(E)]
     if perms and slots.numel():
         index[slots] = torch.cat(perms) + offset
-    return BatchPlan(index.reshape(weight.shape), weight, steps)
+    aug = None if cfg.augment is None else _plan_draws(sizes, E, generators, slots, weight.shape, cfg.augment)
+    return BatchPlan(index.reshape(weight.shape), weight, steps, aug)
+
+
+def _plan_draws(sizes: list[int], E: int, generators: list[torch.Generator], slots: torch.Tensor,
+                shape: torch.Size, augment: Augment) -> Draws:
+    """Each slot's crop and flip, (S, k, B): client i draws for its E * n_i samples (in cat(perms) order) from
+    generators[i]; padding slots keep the identity (shift 0, no flip)."""
+    shift = torch.zeros(shape.numel(), 2, dtype=torch.long)
+    flip = torch.zeros(shape.numel(), dtype=torch.bool)
+    drawn = [draw(E * m, g, augment.crop_padding, augment.flip) for m, g in zip(sizes, generators)]
+    if drawn and slots.numel():
+        shift[slots] = torch.cat([d.shift for d in drawn])
+        flip[slots] = torch.cat([d.flip for d in drawn])
+    return Draws(shift.reshape(*shape, 2), flip.reshape(shape))
 
 
 @functools.lru_cache(maxsize=64)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from poisonlab.data.augment import Draws
+from poisonlab.data.augment import apply as augment_apply
 from poisonlab.errors import ConfigError
 from poisonlab.fl.dropout import MaskHooks, dropout_modules, evaluating, training
 from poisonlab.fl.layers import COLUMNS, GROUPED, ROWS, SHARED, Flatten, LayerOp, Linear, MaxPool2d, Pass, ReLU, \
@@ -117,18 +119,21 @@ class Program(abc.ABC):
         """
 
     def batches(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
-                active: list[int]) -> Iterator[tuple[int, tuple]]:
+                active: list[int], augment: Draws | None = None) -> Iterator[tuple[int, tuple]]:
         """(a, batch) per step t: the a active clients' rows index[t, :a] of x, y and their loss weights, in the
-        layout's form; gathered for all steps at once when the layout wants it and it fits GATHER_LIMIT_BYTES."""
+        layout's form; gathered for all steps at once when the layout wants it and it fits GATHER_LIMIT_BYTES.
+        augment: the plan's (S, k, B) crop-and-flip draws (data/augment.py), applied to the gathered images."""
         lay = self.layout
         if lay.gathers_whole and index.numel() * (x[:1].numel() + self.classes) * 4 <= GATHER_LIMIT_BYTES:
-            whole = lay.inputs(x[index], y[index], weight, self.classes)
+            xs = x[index] if augment is None else augment_apply(x[index], augment)
+            whole = lay.inputs(xs, y[index], weight, self.classes)
             for t, a in enumerate(active):
                 yield a, tuple(v[t, :a] for v in whole)
         else:
             for t, a in enumerate(active):
                 idx = index[t, :a]
-                yield a, lay.inputs(x[idx], y[idx], weight[t, :a], self.classes)
+                xs = x[idx] if augment is None else augment_apply(x[idx], augment[t, :a])
+                yield a, lay.inputs(xs, y[idx], weight[t, :a], self.classes)
 
 
 @dataclass(frozen=True, eq=False)

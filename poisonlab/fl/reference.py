@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from poisonlab.data.augment import apply as augment_apply
 from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.buffers import Buffers, load_buffers, model_buffers
 from poisonlab.fl.dropout import DropoutMasks, MaskHooks, check_global_stream, global_stream, set_training_modes
@@ -55,7 +56,8 @@ def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: lis
             hooks.masks = dropout.draw(generators[i], len(idx))
             opt.zero_grad(set_to_none=True)
             stream = global_stream(x.device)
-            F.cross_entropy(local(x[idx]), y[idx]).backward()
+            xb = x[idx] if plan.augment is None else augment_apply(x[idx], plan.augment[t, i][real])
+            F.cross_entropy(local(xb), y[idx]).backward()
             check_global_stream(stream, x.device)  # a random op the masks do not cover is refused
             opt.step()
         rows.append(flat_params(local) - start)

@@ -54,7 +54,8 @@ def train_stacked(program: Program, start: torch.Tensor, x: torch.Tensor, y: tor
     index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
     S = int(steps.max()) if len(steps) else 0
     active = (steps.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
-    for t, (a, batch) in enumerate(program.batches(x, y, index, weight, active)):
+    augment = None if plan.augment is None else plan.augment[:, order]  # crop-and-flip draws, same order
+    for t, (a, batch) in enumerate(program.batches(x, y, index, weight, active, augment)):
         masks = _draw_masks(dropout, gens[:a], weight[t, :a]) if dropout else None
         grads = program.grads([p[:a] for p in params], batch, {n: b[:a] for n, b in state.items()}, masks)
         _sgd_step(params, grads, bufs, a, t == 0, cfg)
