@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         set_threads(args.threads)
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except PoisonlabError as err:
         print(f"poisonlab: error: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ Three rules (issue #20, class 4):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -85,14 +86,14 @@ def written_by_poisonlab(directory: Path) -> bool:
     return (directory / "metrics.json").is_file() and (directory / "config.yaml").is_file()
 
 
-def claim(directory: Path, kind: str, flag: str = "--out", extra: dict | None = None) -> Path:
+def claim(directory: Path, kind: str, flag: str = "output directory", extra: dict | None = None) -> Path:
     """Make directory poisonlab's output directory of this kind, or refuse in one line (ConfigError).
 
     Refused: an existing file; a directory holding files poisonlab did not write; a place that
     cannot be created or written (read-only, permissions, a file on the way). The marker is
     (re)written with {"kind": kind, **extra}.
     """
-    directory = Path(directory)
+    directory = usable(directory, flag)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{flag} {directory} is an existing file; accepted: a directory (new, empty, or"
                           " written by poisonlab)")
@@ -101,7 +102,7 @@ def claim(directory: Path, kind: str, flag: str = "--out", extra: dict | None = 
         if foreign is not None:
             raise ConfigError(f"{flag} {directory} holds files poisonlab did not write (e.g. '{foreign}');"
                               " poisonlab never writes over them; accepted: a new or empty directory (choose"
-                              " another --out)")
+                              " another --out or output.dir)")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / MARKER, json.dumps({"kind": kind, **(extra or {})}, sort_keys=True))
@@ -109,6 +110,20 @@ def claim(directory: Path, kind: str, flag: str = "--out", extra: dict | None = 
         raise ConfigError(f"{flag} {directory} cannot be written ({err.strerror or type(err).__name__});"
                           " accepted: a writable directory") from None
     return directory
+
+
+def usable(path: Path, flag: str = "output directory") -> Path:
+    """path, after checking it can be looked at (a name too long for the filesystem, a loop of links...)."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        if err.errno != errno.ENOTDIR:  # a file on the way: claim's mkdir says so
+            raise ConfigError(f"{flag} {path} cannot be written ({err.strerror or type(err).__name__});"
+                              " accepted: a writable directory") from None
+    return path
 
 
 def _first_entry(directory: Path) -> str | None:

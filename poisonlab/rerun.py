@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab.errors import ConfigError
-from poisonlab.outdir import claim, marker_of, written_by_poisonlab
+from poisonlab.outdir import claim, marker_of, usable, written_by_poisonlab
 
 RUN_FILES = ("config.yaml", "metrics.json", "history.csv", "model.safetensors", "report.html", "manifest.json")
 """The files a run writes (outputs.write_run_dir); with checkpoints/ they are what --force removes."""
@@ -33,7 +33,7 @@ def run_identity(config, engine: str) -> dict:
 
 def prepare_run_dir(out: Path, config, engine: str = "builtin", force: bool = False) -> str:
     """Claim out for this run; return 'new', 'resume' or 'complete' (see the module docstring)."""
-    out = Path(out)
+    out = usable(out)
     identity = run_identity(config, engine)
     state = "new"
     if out.is_dir() and written_by_poisonlab(out):
