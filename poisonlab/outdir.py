@@ -97,6 +97,10 @@ def claim(directory: Path, kind: str, flag: str = "output directory", extra: dic
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{flag} {directory} is an existing file; accepted: a directory (new, empty, or"
                           " written by poisonlab)")
+    held = marker_of(directory) if directory.is_dir() else None
+    if held is not None and held.get("kind") != kind:
+        raise ConfigError(f"{flag} {directory} holds a poisonlab {held.get('kind')!s} output, not a {kind};"
+                          " accepted: another --out (or output.dir)")
     if directory.is_dir() and not written_by_poisonlab(directory):
         foreign = _first_entry(directory)
         if foreign is not None:

@@ -61,6 +61,12 @@ def test_claim_refuses_files_and_user_directories_without_touching_them(tmp_path
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["thesis.tex"]
 
 
+def test_claim_refuses_a_directory_of_another_kind(tmp_path):
+    claim(tmp_path / "r", "run")
+    with pytest.raises(ConfigError, match="holds a poisonlab run output, not a sweep"):
+        claim(tmp_path / "r", "sweep")
+
+
 def test_older_run_directories_and_killed_runs_count_as_poisonlabs(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metrics.json").write_text("{}")
