@@ -295,17 +295,20 @@ def test_federated_report_config_leaves_out_unused_centralized_sections():
     assert set(used_config(central)) == {"name", "train", "federated"}
 
 
-def test_demo_table_shows_the_reports_precision_and_recall(tmp_path):
-    code, out, _ = cli(["demo", "--out", str(tmp_path / "demo"), "--rounds", "1", "--quiet"])
-    assert code == 0
-    header = out.split("┡")[0]  # the table's header (rich wraps long column names over two lines)
-    assert "precision" in header and "recall" in header and "honest" not in header
-    from poisonlab.report.data import flag_tally
+@pytest.mark.parametrize("flagged", [[[5], [5, 1]], [[], []], [[1], [2]]])
+def test_demo_row_shows_the_reports_precision_and_recall(flagged):
+    from poisonlab.commands.demo_cmd import _row
+    from poisonlab.report.html import _flag_rates
 
-    krum_dir = next(p for p in (tmp_path / "demo").iterdir() if p.is_dir() and "krum" in p.name)
-    tally = flag_tally(json.loads((krum_dir / "metrics.json").read_text()))
-    krum_row = next(line for line in out.splitlines() if "│ krum" in line)
-    assert (f"{100 * tally.precision:.2f}%" if tally.tp + tally.fp else "nobody flagged") in krum_row
+    history = [{"round": r, "sampled": [1, 2, 5], "malicious": [5], "flagged": f} for r, f in enumerate(flagged)]
+    metrics = {"final": {"clean_accuracy": 0.9, "attack_success_rate": 0.1}, "history": history, "wall_time": 1.0}
+    _, _, _, precision, recall, _ = _row("krum", metrics)
+    report_precision, report_recall, _ = _flag_rates(metrics)
+    if "nobody flagged" in report_precision:
+        assert precision == "nobody flagged"
+    else:
+        assert precision == report_precision
+    assert recall == report_recall
 
 
 def test_a_non_latin_run_name_draws_without_font_warnings():
