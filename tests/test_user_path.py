@@ -81,7 +81,25 @@ def test_run_writes_a_model_that_scan_load_checkpoint_and_fine_tuning_take(tmp_p
     assert code == 0, err
     assert "lacks metadata" not in err
     record = json.loads((tmp_path / "scan" / "detection.json").read_text())
-    assert record["n"] == len(test_set) if "n" in record else (tmp_path / "scan" / "scores.png").is_file()
+    assert len(record["scores"]) == len(test_set) and (tmp_path / "scan" / "scores.png").is_file()
+
+
+def test_train_out_writes_the_same_model_format(tmp_path):
+    from poisonlab.data import load
+    from poisonlab.data.sources import save_npz
+    from poisonlab.model_checkpoint import load_checkpoint
+    from poisonlab.training import evaluate
+
+    code, out, err = cli(["train", "--dataset", "digits", "--model", "logistic", "--epochs", "1",
+                          "--out", str(tmp_path / "t")])
+    assert code == 0, err
+    model = load_checkpoint(tmp_path / "t" / "model.safetensors")
+    _, test_set = load("digits").split(0.2, seed=0)
+    accuracy = evaluate(model, test_set).accuracy
+    assert f"test accuracy: {100 * accuracy:.2f}%" in out  # the file holds the model the command evaluated
+    save_npz(test_set, tmp_path / "test.npz")
+    assert cli(["scan", "--dataset", str(tmp_path / "test.npz"), "--detector", "spectral_signatures",
+                "--model", str(tmp_path / "t" / "model.safetensors"), "--out", str(tmp_path / "scan")])[0] == 0
 
 
 def test_a_checkpoint_of_a_user_factory_is_refused_in_one_line_never_imported(tmp_path):
