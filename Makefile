@@ -8,11 +8,16 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test setup clean
 
+# Set-up says what it installs and shows pip's progress (a first install downloads about 1 GB: minutes).
 $(STAMP): pyproject.toml
+	@echo "poisonlab set-up 1/3: creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[dev,flower,mlflow]"
+	@echo "poisonlab set-up 2/3: installing PyTorch ($(TORCH_SPEC)); the largest download, a few minutes"
+	$(BIN)/pip install --progress-bar on $(TORCH_SPEC)
+	@echo "poisonlab set-up 3/3: installing poisonlab with its test, Flower and MLflow extras"
+	$(BIN)/pip install --progress-bar on -e ".[dev,flower,mlflow]"
 	touch $(STAMP)
+	@echo "poisonlab set-up done; next time 'make' skips it"
 
 setup: $(STAMP)
 

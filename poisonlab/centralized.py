@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from poisonlab import progress
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
 from poisonlab.metrics import attack_success_rate
@@ -105,20 +106,25 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
     fresh = partial(build_model, model, train_set.input_shape, train_set.num_classes, seed, **params)
     if clean_model is None:
         clean_model = fresh()
-        train(clean_model, train_set, cfg, seed=seed)
+        with progress.phase("clean model"):
+            train(clean_model, train_set, cfg, seed=seed)
     poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
+    progress.step(f"{poisoned.count} of {len(poisoned.data)} training samples poisoned; training the poisoned model",
+                  last=True)
     if inj.mode == "concat":
         poisoned_model = fresh()
         check_same_architecture(clean_model, poisoned_model, spec_label(model))
-        train(poisoned_model, poisoned.data, cfg, seed=seed)
+        with progress.phase("poisoned model"):
+            train(poisoned_model, poisoned.data, cfg, seed=seed)
     else:
         ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule,
                              augment=None if inj.head_only else cfg.augment)  # a head trains on features, not images
         ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
-        poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed, inj.feature_layer) if inj.head_only
-                          else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
+        with progress.phase("poisoned model (fine-tuned)"):
+            poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed, inj.feature_layer) if inj.head_only
+                              else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
     ev, ev0 = evaluate(poisoned_model, test_set), evaluate(clean_model, test_set)
     asr, asr0 = _asr(built, test_set, poisoned_model, seed), _asr(built, test_set, clean_model, seed)
     pairs = source_target_pairs(built, train_set.num_classes)

@@ -48,23 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def set_threads(threads: int | None) -> None:
-    """Apply --threads (or $POISONLAB_THREADS) to PyTorch's intra-op thread pool."""
-    import os
+    """Apply --threads (or $POISONLAB_THREADS) to PyTorch's intra-op thread pool (poisonlab.threads)."""
+    from poisonlab.threads import apply_threads
 
-    from poisonlab.errors import ConfigError
-
-    value = threads if threads is not None else os.environ.get("POISONLAB_THREADS")
-    if value is None:
-        return
-    try:
-        count = int(value)
-    except ValueError:
-        raise ConfigError(f"POISONLAB_THREADS={value!r} is not a whole number; accepted: 1 or more") from None
-    if count < 1:
-        raise ConfigError(f"--threads={count} is not valid; accepted: 1 or more")
-    import torch
-
-    torch.set_num_threads(count)
+    apply_threads(threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,16 +63,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         set_threads(args.threads)
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except PoisonlabError as err:
         print(f"poisonlab: error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
         print(f"poisonlab: error: file not found: {err.filename or err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    except OSError as err:  # a place that cannot be read or written: permissions, read-only, a full disk
+        where = f" {err.filename}" if err.filename else ""
+        print(f"poisonlab: error: cannot use{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("poisonlab: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_broken_pipe() -> int:
+    """Output piped into a reader that closed (`poisonlab list | head`): end quietly, as Unix tools do.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise a second time.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured in tests): nothing left to flush
+        pass
+    return 1  # what rich's Console does on a broken pipe, so every output path ends alike
 
 
 if __name__ == "__main__":

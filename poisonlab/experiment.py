@@ -11,29 +11,54 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
+from poisonlab import progress
+from poisonlab.attack_window import unfired_adversaries
 from poisonlab.builders import built_poisons, build_federation, load_split
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
 from poisonlab.outputs import base_metrics, write_run_dir
+from poisonlab.rerun import changed_keys, prepare_run_dir, stored_metrics
 from poisonlab.rundir import write_json
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
                    quiet: bool = False, report: bool | None = None, engine: str = "builtin",
-                   memory_budget: int | None = None) -> dict:
+                   memory_budget: int | None = None, force: bool = False) -> dict:
     """Run the experiment, write its run directory (if out_dir), and return the metrics document.
 
     memory_budget: bytes; an experiment estimated above it is refused up front (default: 75% of RAM).
+    An existing out_dir is handled by rerun.prepare_run_dir: the same config resumes (or, complete,
+    returns its stored metrics without recomputing), another config is refused unless force.
+    quiet: no progress lines on stderr. $POISONLAB_THREADS is honoured as by the CLI (threads.py).
     """
+    from poisonlab.threads import apply_threads
+
+    apply_threads()
+    with progress.shown(not quiet):
+        return _run(config, out_dir, resume=resume, quiet=quiet, report=report, engine=engine,
+                    memory_budget=memory_budget, force=force)
+
+
+def _run(config: ExperimentConfig, out_dir, *, resume: bool, quiet: bool, report: bool | None, engine: str,
+         memory_budget: int | None, force: bool) -> dict:
     start = time.perf_counter()
     if engine not in ("builtin", "flower"):
         raise ConfigError(f"engine '{engine}' is not known; accepted: builtin, flower")
     if engine == "flower" and config.kind != "federated":
         raise ConfigError("--engine flower runs federated experiments; this config has no 'federated' section")
     out = Path(out_dir) if out_dir is not None else None
+    warnings = unfired_adversaries(config)
+    if out is not None:
+        state = prepare_run_dir(out, config, engine, force)
+        if state == "complete":
+            progress.step(f"{out} holds this config's finished run; nothing to recompute (--force runs it again)",
+                          last=True)
+            return stored_metrics(out)
+        resume = resume_decision(config, out, resume, state)
+    for text in warnings:
+        progress.warn(text)
     train_set, test_set = load_split(config)
     from poisonlab.resources import check_budget, default_budget
 
@@ -42,10 +67,39 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
         metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet, engine=engine)
     else:
         metrics, model = run_centralized_experiment(config, train_set, test_set)
+    if warnings:
+        metrics["warnings"] = warnings
     metrics["wall_time"] = time.perf_counter() - start
     if out is not None:
-        write_run_dir(out, config, metrics, model, report=config.output.report if report is None else report)
+        write_run_dir(out, config, metrics, model, report=config.output.report if report is None else report,
+                      input_shape=train_set.input_shape, num_classes=train_set.num_classes)
     return metrics
+
+
+def resume_decision(config: ExperimentConfig, out: Path, resume: bool, state: str) -> bool:
+    """Whether the federated run continues from out/checkpoints; says so, or warns that --resume cannot.
+
+    A same-config run that did not finish resumes from its checkpoint by itself; --resume with no
+    checkpoint to resume from (or on a centralized run, which has none) is a warning line, not a
+    silent restart (issue #23.7).
+    """
+    has_checkpoint = config.kind == "federated" and checkpoint_exists(out / "checkpoints")
+    if has_checkpoint and (resume or state == "resume"):
+        progress.step(f"resuming the unfinished run in {out} from its last checkpoint", last=True)
+        return True
+    if resume:
+        why = "centralized runs have no checkpoints" if config.kind != "federated" else (
+            "set federated.checkpoint_every to write them" if not config.federated.checkpoint_every
+            else "none was written yet")
+        progress.warn(f"--resume: no checkpoint in {out / 'checkpoints'} ({why}); starting from round 0")
+    return False
+
+
+def checkpoint_exists(directory: Path) -> bool:
+    """True when a federated round checkpoint (fl/checkpoint.py's files) is in directory."""
+    from poisonlab.fl.checkpoint import TENSORS
+
+    return (directory / TENSORS).is_file()
 
 
 # ------------------------------------------------------------------ centralized
@@ -91,19 +145,11 @@ def check_resumed_config(config: ExperimentConfig, checkpoint_dir: Path, resume:
             stored = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise ConfigError(f"{path} is unreadable ({type(err).__name__}); delete {checkpoint_dir} to start over") from None
-        changed = _changed_keys(stored, current)
+        changed = changed_keys(stored, current)
         if changed:
             raise ConfigError(f"{checkpoint_dir} was written under another config (it differs at {', '.join(changed[:3])});"
                               " accepted: the same config to resume, or another --out to start a new run")
     write_json(path, current)
-
-
-def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted key paths where two JSON documents differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [k for key in sorted(set(old) | set(new))
-                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if old == new else [prefix.rstrip(".") or "(root)"]
 
 
 def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None,

@@ -48,6 +48,10 @@ def load_checkpoint(path) -> torch.nn.Sequential:
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise DataError(f"{path} lacks metadata {', '.join(missing)}; write checkpoints with save_checkpoint")
+    if ":" in meta["poisonlab.model"]:
+        raise DataError(f"{path} holds a model built by the factory '{meta['poisonlab.model']}'; a checkpoint never"
+                        " imports code; accepted: checkpoints of registered models (in Python: build_model(factory,"
+                        " ...) then model.load_state_dict(safetensors.torch.load_file(path)))")
     model = make_model(meta["poisonlab.model"], tuple(json.loads(meta["poisonlab.input_shape"])),
                        int(meta["poisonlab.num_classes"]), **json.loads(meta["poisonlab.params"]))
     try:

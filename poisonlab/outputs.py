@@ -21,11 +21,22 @@ def base_metrics(config: ExperimentConfig) -> dict:
             "detections": [], "config": config.model_dump(mode="json")}
 
 
-def write_run_dir(out: Path, config: ExperimentConfig, metrics: dict, model, report: bool = True) -> None:
-    """Write the run directory atomically: config, metrics, history, model, report, manifest."""
+def write_run_dir(out: Path, config: ExperimentConfig, metrics: dict, model, report: bool = True,
+                  input_shape=None, num_classes: int | None = None) -> None:
+    """Write the run directory atomically: config, metrics, history, model, report, manifest.
+
+    With input_shape and num_classes the model is written in the checkpoint format of
+    model_checkpoint.py (weights plus the metadata that rebuilds it), so `poisonlab scan --model
+    runs/<run>/model.safetensors`, load_checkpoint, fine-tuning and mitigation take it as it is.
+    """
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    if model is not None:
+    if model is not None and input_shape is not None and num_classes is not None:
+        from poisonlab.model_checkpoint import save_checkpoint
+
+        save_checkpoint(model, out / "model.safetensors", config.model.name, input_shape, num_classes,
+                        config.model.params)
+    elif model is not None:
         tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         atomic_write_bytes(out / "model.safetensors", save_safetensors(tensors))
     if metrics.get("history"):

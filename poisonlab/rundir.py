@@ -18,8 +18,8 @@ from typing import Any
 from poisonlab.hashing import sha256_file
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write data to path atomically (temp file in the same directory, fsync, rename)."""
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
+    """Write data to path atomically (temp file in the same directory, fsync, rename); mode 0o600 for secrets."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,7 +28,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read and shared
+        os.chmod(tmp, mode)  # mkstemp makes 0600; results are meant to be read and shared (keys are not)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 from poisonlab.config.load import parse, set_path
 from poisonlab.config.validate import check_components
 from poisonlab.errors import ConfigError
+from poisonlab.outdir import claim
+from poisonlab.progress import duration, eta
 from poisonlab.rundir import atomic_write_text, write_csv
 
 SUMMARY_METRICS = ("clean_accuracy", "attack_success_rate", "flag_precision", "flag_recall")
@@ -87,19 +90,36 @@ def run_sweep(doc: dict, out_dir: Path, run_one: Callable[[Any, Path], dict],
     configs = [parse(cell.doc) for cell in cells]  # validate every cell before running any
     for config in configs:
         check_components(config)
+    claim(out_dir, "sweep")
+    finished = [finished_metrics(out_dir / cell.slug, cell.doc) for cell in cells]
+    todo, done, started = finished.count(None), 0, time.perf_counter()
     rows = []
-    for i, (cell, config) in enumerate(zip(cells, configs), 1):
+    for i, (cell, config, metrics) in enumerate(zip(cells, configs, finished), 1):
         cell_dir = out_dir / cell.slug
-        metrics = finished_metrics(cell_dir, cell.doc)
         if metrics is None:
             log(f"[{i}/{len(cells)}] running {cell.slug}")
+            cell_start = time.perf_counter()
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            metrics = run_one(config, cell_dir)
             atomic_write_text(cell_dir / "cell.json", json.dumps({"settings": cell.settings,
                                                                    "digest": config_digest(cell.doc)}, default=str))
-            metrics = run_one(config, cell_dir)
+            done += 1
+            log(f"[{i}/{len(cells)}] done in {duration(time.perf_counter() - cell_start)}: "
+                f"{cell_result(metrics)}" + (f"; {todo - done} to go, {eta(done, todo, time.perf_counter() - started)}"
+                                             if done < todo else ""))
         else:
             log(f"[{i}/{len(cells)}] finished already: {cell.slug}")
         rows.append({**{k: _short(v) for k, v in cell.settings.items()}, **final_figures(metrics)})
     return rows
+
+
+def cell_result(metrics: dict) -> str:
+    """A finished cell's figures in one line: clean accuracy, ASR, flag precision/recall (where measured)."""
+    figures = final_figures(metrics)
+    names = {"clean_accuracy": "clean acc.", "attack_success_rate": "ASR", "flag_precision": "flag precision",
+             "flag_recall": "flag recall"}
+    parts = [f"{label} {100 * figures[key]:.1f}%" for key, label in names.items() if figures.get(key) is not None]
+    return ", ".join(parts) or "no figures measured"
 
 
 def finished_metrics(cell_dir: Path, doc: dict) -> dict | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from poisonlab import progress
 from poisonlab.config.train import TrainConfig  # defined once, with the YAML's train section
 from poisonlab.data.augment import augment, check_images
 from poisonlab.data.dataset import Dataset
@@ -74,6 +75,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), see
             opt.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(data))
+        progress.step(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}")
     model.eval()
     return losses
 

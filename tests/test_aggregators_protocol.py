@@ -22,7 +22,7 @@ def test_a_rule_runs_without_a_round_context():
     x = rows()
     assert torch.equal(get("mean")(x, torch.ones(9)).update, (torch.ones(9) / 9) @ x)
     assert get("median")(x, torch.ones(9)).selected.all()
-    with pytest.raises(ConfigError, match=r"^fltrust needs ctx.extras\['server_update'\]"):
+    with pytest.raises(ConfigError, match=r"^fltrust needs .*set federated\.server_data\.root_size"):
         get("fltrust")(x, torch.ones(9))
 
 

@@ -129,7 +129,7 @@ def test_fltrust_by_hand():
     torch.testing.assert_close(out.update, expected)
     assert out.selected.tolist() == [True, False, True, False]
     torch.testing.assert_close(out.scores, t([0, 1, 1 - c, 1]))
-    with pytest.raises(ConfigError, match=r"fltrust needs ctx.extras\['server_update'\].*server root"):
+    with pytest.raises(ConfigError, match=r"fltrust needs the server's update .*set federated\.server_data\.root_size"):
         get("fltrust")(x, ones(4), CTX)
 
 
@@ -220,5 +220,5 @@ def test_validation_rejection_by_hand_and_chained():
     med = chain(validation(epsilon=0.05), median())(x, ones(4), ctx)
     torch.testing.assert_close(med.update, t([1.0]))  # median of 0, 1, 3
     assert med.selected.tolist() == [True, True, False, True]
-    with pytest.raises(ConfigError, match=r"validation needs ctx.extras\['validate'\]"):
+    with pytest.raises(ConfigError, match=r"validation needs .*set federated\.server_data\.validation_size"):
         get("validation")(x, ones(4), CTX)

@@ -392,7 +392,7 @@ CASES = [
       lambda t: checkpoint_args(t, tensors=safetensors_with_round(0), meta='{"round": 0, "hist'),
       "run/checkpoints", bug="fl/checkpoint.load_checkpoint lets json.JSONDecodeError out: traceback"),
     C("checkpoint-other-config", "checkpoint", resumed_with_another_config,
-      "written under another config", "federated.rounds", "another --out",
+      "holds a run of another config", "federated.rounds", "--out DIR", "--force to replace it",
       bug="run --resume spliced the checkpoint of one config into a run of another, silently"),
     C("checkpoint-round-mismatch", "checkpoint", lambda t: checkpoint_args(t, tensors=safetensors_with_round(5)),
       "inconsistent", "round 5", "round 0"),
@@ -627,9 +627,16 @@ def check_flower_update_nan(tmp: Path) -> None:
 
 
 def check_resume_without_checkpoint(tmp: Path) -> None:
-    """--resume on an empty run directory starts from round 0 (nothing to resume is not an error)."""
-    code = cli(run_args(tmp, config_with(tmp, ("federated.checkpoint_every", 1)), "--resume"))
+    """--resume on an empty run directory: one warning line saying so, then a run from round 0 (exit 0)."""
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli(run_args(tmp, config_with(tmp, ("federated.checkpoint_every", 1)), "--resume"))
     assert code == 0 and json.loads((tmp / "run" / "metrics.json").read_text())["history"][0]["round"] == 0
+    warnings = [line for line in err.getvalue().splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--resume: no checkpoint in" in warnings[0], err.getvalue()
+    assert "starting from round 0" in warnings[0]
 
 
 def check_tampered_dataset_reported(tmp: Path) -> None:

@@ -62,4 +62,6 @@ def test_demo_prints_a_row_per_rule_and_writes_the_report(tmp_path, capsys):
     out = capsys.readouterr().out
     for rule in ("mean", "median", "trimmed_mean", "krum", "norm_clip", "flame", "foolsgold"):
         assert f"│ {rule}" in out, rule
+    header = out.split("┡")[0]  # the report's flag columns (rich may wrap a column name over two lines)
+    assert "precision" in header and "recall" in header and "honest" not in header
     assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000

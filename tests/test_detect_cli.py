@@ -43,7 +43,7 @@ def test_scan_prints_and_writes_a_report(tmp_path, capsys):
     assert record["detector"] == "spectral_signatures" and len(record["scores"]) == len(poisoned)
     assert record["tpr"] >= 0.9
     assert (tmp_path / "rep" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((tmp_path / "rep").glob(".*"))  # no temp files left behind
+    assert [p.name for p in (tmp_path / "rep").glob(".*")] == [".poisonlab"]  # its marker; no temp files left
 
 
 def test_scan_errors_are_one_line(tmp_path, capsys):

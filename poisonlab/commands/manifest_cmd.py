@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from poisonlab.commands._options import load_dataset
 from poisonlab.console import console, table
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.outdir import check_new_file
 from poisonlab.rundir import atomic_write_bytes
 
 NAME = "manifest"
@@ -30,6 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--part", help="which part to load, e.g. 'test'")
     parser.add_argument("--manifest", help="manifest path (default <target>.manifest.signed.json)")
     parser.add_argument("--key", help="HMAC secret file, or Ed25519 private (create) / public (verify) key PEM")
+    parser.add_argument("--force", action="store_true",
+                        help="keygen: replace existing key files; create: replace a file that is not a manifest")
 
 
 def read_key(path: str | None, private: bool):
@@ -61,25 +64,48 @@ def build(args) -> dict:
     return dataset_manifest(load_dataset(args.target, args), lineage={"source": args.target})
 
 
-def keygen(prefix: str) -> int:
-    """Write <prefix>.pem (Ed25519 private) and <prefix>.pub.pem (public)."""
+def keygen(prefix: str, force: bool = False) -> int:
+    """Write <prefix>.pem (Ed25519 private, mode 0600) and <prefix>.pub.pem (public).
+
+    An existing key file is never overwritten without --force: losing a private key loses every
+    signature made with it.
+    """
+    private, public = Path(prefix + ".pem"), Path(prefix + ".pub.pem")
+    for path in (private, public):
+        check_new_file(path, "keygen", force)
     key = Ed25519PrivateKey.generate()
-    atomic_write_bytes(Path(prefix + ".pem"), key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                               serialization.NoEncryption()))
-    atomic_write_bytes(Path(prefix + ".pub.pem"), key.public_key().public_bytes(serialization.Encoding.PEM,
+    atomic_write_bytes(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()), mode=0o600)
+    atomic_write_bytes(public, key.public_key().public_bytes(serialization.Encoding.PEM,
                                                                               serialization.PublicFormat.SubjectPublicKeyInfo))
     console.print(f"wrote {prefix}.pem (private, keep secret) and {prefix}.pub.pem (public)")
     return 0
+
+
+def check_manifest_target(path: Path, force: bool) -> None:
+    """Refuse to write a manifest over a file that is not one (the user's own file), unless --force."""
+    if path.is_dir():
+        raise ConfigError(f"--manifest {path} is a directory; accepted: a file path")
+    if not path.exists() or force:
+        return
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        existing = None
+    if not (isinstance(existing, dict) and existing.get("kind") in ("dataset", "checkpoint") and "samples" in existing):
+        raise ConfigError(f"--manifest {path} exists and is not a poisonlab manifest; poisonlab does not overwrite"
+                          " it; accepted: another --manifest path, or --force to replace it")
 
 
 def run(args) -> int:
     from poisonlab.detect.provenance import diff, sign, verify_signature
 
     if args.action == "keygen":
-        return keygen(args.target)
+        return keygen(args.target, args.force)
     path = Path(args.manifest or args.target + ".manifest.signed.json")
     current = build(args)
     if args.action == "create":
+        check_manifest_target(path, args.force)
         key = read_key(args.key, private=True)
         manifest = sign(current, key) if key is not None else current
         atomic_write_bytes(path, json.dumps(manifest, indent=1).encode())

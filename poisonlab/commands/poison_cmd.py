@@ -27,6 +27,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--params", default="{}", help='attack parameters as JSON, e.g. \'{"source": 7, "target": 1, "fraction": 0.5}\'')
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output .npz path; the manifest goes to <out>.manifest.json")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file poisonlab did not write")
+
+
+def check_poison_out(out: Path, source: str | None, force: bool) -> None:
+    """Refuse an --out that is the input dataset itself, a directory, or a file poisonlab did not write
+    (one without its <out>.manifest.json) unless --force: a user's data is never overwritten."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; accepted: a .npz file path")
+    if not out.exists():
+        return
+    if source is not None and Path(source).exists() and out.resolve() == Path(source).resolve():
+        raise ConfigError(f"--out {out} is the input dataset; poisonlab never overwrites its input;"
+                          " accepted: another --out path")
+    if not out.with_name(out.name + ".manifest.json").is_file() and not force:
+        raise ConfigError(f"--out {out} exists and was not written by 'poisonlab poison' (no {out.name}.manifest.json"
+                          " beside it); accepted: another --out path, or --force to replace it")
 
 
 def run(args) -> int:
@@ -36,6 +52,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out} should end in .npz")
+    check_poison_out(out, args.data_dir, args.force)
     poison = make_poison({"name": args.attack, "params": json_params(args.params)})
     if poison.requires_model:
         raise ConfigError(f"attack '{args.attack}' needs a trained model; run it through 'poisonlab run' instead")

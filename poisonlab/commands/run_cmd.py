@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from poisonlab.config import load_config
 from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
 from poisonlab.console import console, percent, table
+from poisonlab.outdir import output_dir
 
 NAME = "run"
 HELP = "Run one experiment from a YAML config and write its run directory (metrics, history, report)."
@@ -17,7 +16,9 @@ def add_arguments(parser) -> None:
                          "run directory (default: output.dir or runs/<name>)",
                          "override a config value, e.g. --set federated.rounds=5 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a run of another config in the run directory (a user's own files are kept)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     parser.add_argument("--engine", choices=["builtin", "flower"], default="builtin",
                         help="federated engine: poisonlab's vectorized one, or Flower's simulation (needs poisonlab[flower])")
     add_track(parser)
@@ -29,9 +30,9 @@ def run(args) -> int:
 
     check_tracker(args.track)
     config = load_config(args.config, args.overrides)
-    out = Path(args.out or config.output.dir or Path("runs") / config.name)
+    out = output_dir(args.out, config.output.dir, config.name)
     metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine,
-                             memory_budget=memory_budget_bytes(args.memory_budget))
+                             memory_budget=memory_budget_bytes(args.memory_budget), force=args.force)
     print_summary(metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.html'})")
     if args.track:

@@ -22,6 +22,7 @@ from poisonlab.console import console, percent, table
 from poisonlab.data import load
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.model_checkpoint import load_checkpoint
+from poisonlab.outdir import claim, output_dir
 from poisonlab.rundir import atomic_write_bytes
 
 NAME = "scan"
@@ -80,6 +81,7 @@ def run(args) -> int:
 
     detector = detect.build(args.detector, json_params(args.params), detect.FROM_FILES, "detector ",
                             "in 'poisonlab scan' (probes: use the Python API, poisonlab.detect.get)")
+    out = claim(output_dir(args.out, None, f"scan-{args.detector}"), "scan")  # before any work: refused early
     data = load_dataset(args.dataset, args)
     model = load_checkpoint(args.model) if args.model else None
     clean = load("npz", path=args.clean) if args.clean else None
@@ -88,7 +90,6 @@ def run(args) -> int:
     with console.status(f"scanning {data.name} ({len(data)} samples) with {args.detector}"):
         det = detect.scan(args.detector, detector, inputs, how=FLAGS)
     truth = _truth(args.truth, len(det)) if args.truth else None
-    out = Path(args.out or f"runs/scan-{args.detector}")
     record = detection_record(args.detector, det, truth)
     rows = [("scanned", len(det)), ("flagged", det.num_flagged)]
     if truth is not None:

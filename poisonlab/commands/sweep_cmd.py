@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from poisonlab.config import apply_overrides, read_yaml
 from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
 from poisonlab.console import console
+from poisonlab.outdir import output_dir
 
 NAME = "sweep"
 HELP = "Run the grid of a YAML config (e.g. attacks x defenses x seeds); finished cells are skipped on rerun."
@@ -17,6 +16,8 @@ def add_arguments(parser) -> None:
                          "sweep directory (default: output.dir or runs/<name>)",
                          "override a base config value before the grid is applied (repeatable)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-cell HTML reports")
+    parser.add_argument("--force", action="store_true",
+                        help="replace cells run under another config (a user's own files are kept)")
     add_track(parser)  # cells finished in an earlier invocation are not logged again
 
 
@@ -28,10 +29,12 @@ def run(args) -> int:
     check_tracker(args.track)
     budget = memory_budget_bytes(args.memory_budget)
     doc = apply_overrides(read_yaml(args.config), args.overrides)
-    out = Path(args.out or (doc.get("output") or {}).get("dir") or Path("runs") / str(doc.get("name", "sweep")))
+    output = doc.get("output") if isinstance(doc.get("output"), dict) else {}
+    out = output_dir(args.out, output.get("dir"), str(doc.get("name", "sweep")))
 
     def run_one(config, cell_dir):
-        metrics = run_experiment(config, cell_dir, quiet=True, report=not args.no_report, memory_budget=budget)
+        metrics = run_experiment(config, cell_dir, quiet=True, report=not args.no_report, memory_budget=budget,
+                                 force=args.force)
         if args.track:
             tags = {"poisonlab.sweep": str(doc.get("name", out.name)), "poisonlab.cell": cell_dir.name}
             console.print(f"  tracked: {track_run(args.track, cell_dir, config.model_dump(mode='json'), metrics, tags, cell_dir.name)}")

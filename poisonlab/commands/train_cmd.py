@@ -7,6 +7,7 @@ from poisonlab.data import load
 from poisonlab.data.sources import SOURCES
 from poisonlab.errors import ConfigError
 from poisonlab.model_spec import build_model
+from poisonlab.outdir import claim, output_dir
 from poisonlab.registry import check_params
 from poisonlab.training import TrainConfig, evaluate, train
 
@@ -25,6 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the trained model as DIR/model.safetensors (the checkpoint format"
+                                      " 'poisonlab scan --model' and load_checkpoint read)")
 
 
 def dataset_params(args) -> dict:
@@ -42,6 +45,7 @@ def run(args) -> int:
         raise ConfigError(f"--epochs={args.epochs} must be at least 1")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
+    out = claim(output_dir(args.out, None, "train"), "train") if args.out is not None else None
     with console.status(f"training {args.model} on {data.name} ({len(train_set)} samples, {args.epochs} epochs)"):
         losses = train(model, train_set, cfg, seed=args.seed)
     ev = evaluate(model, test_set)
@@ -51,4 +55,9 @@ def run(args) -> int:
     header = ["true \\ pred"] + list(data.classes)
     rows = [[data.classes[i]] + row for i, row in enumerate(ev.confusion)]
     console.print(table("confusion matrix (rows: true class, columns: predicted)", header, rows))
+    if out is not None:
+        from poisonlab.model_checkpoint import save_checkpoint
+
+        path = save_checkpoint(model, out / "model.safetensors", args.model, data.input_shape, data.num_classes)
+        console.print(f"model: {path}")
     return 0

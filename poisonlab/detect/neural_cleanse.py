@@ -22,6 +22,7 @@ import copy
 import torch
 from torch import nn
 
+from poisonlab import progress
 from poisonlab.data.dataset import Dataset
 from poisonlab.detect.base import Detection, require
 from poisonlab.detect.registry import DETECTORS
@@ -87,6 +88,8 @@ class NeuralCleanse:
                 best_norm = torch.where(better, norms, best_norm)
                 best_mask[better], best_pattern[better] = mask[better], pattern[better]
                 hits += ok.float()
+                progress.step(f"step {step + 1}/{self.steps}: {int((best_norm < float('inf')).sum())} of {L}"
+                              f" classes have a trigger reaching {self.success:.0%}")
                 if (step + 1) % self.patience == 0:
                     up = hits >= self.patience
                     cost = torch.where(up, torch.where(cost == 0, torch.full_like(cost, self.init_cost), cost * 1.5),

@@ -21,6 +21,8 @@ set for input and model detectors. Source ids and probe records are not part of 
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from poisonlab import progress
 from poisonlab.data.dataset import Dataset
 from poisonlab.detect.base import Detection, Detector, check_inputs, detection_record
 from poisonlab.detect.registry import DETECTORS
@@ -73,7 +76,13 @@ def inputs_for(inspects: str, *, data: Any = None, model: nn.Module | None = Non
 def scan(name: str, detector: Detector, inputs: dict, how: dict | None = None) -> Detection:
     """detector.scan(**inputs), after checking its required inputs (how: what to pass for each, e.g. a flag)."""
     check_inputs(name, detector.requires, inputs, how)
-    return detector.scan(**inputs)
+    started = time.perf_counter()
+    progress.step(f"detector {name}: scanning", last=True)
+    with progress.phase(f"detector {name}"):
+        det = detector.scan(**inputs)
+    progress.step(f"detector {name}: {det.num_flagged} of {len(det)} flagged"
+                  f" ({progress.duration(time.perf_counter() - started)})", last=True)
+    return det
 
 
 @dataclass(frozen=True)

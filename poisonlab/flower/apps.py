@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from poisonlab import progress
 from poisonlab.errors import ConfigError
 from poisonlab.flower import require_flwr
 from poisonlab.flower import prepared as engine
@@ -170,6 +171,9 @@ def server_app(defaults: dict | None = None, sink: Callable[[dict], None] | None
             metrics = exp.evaluate(params, server_round - 1, buffers)
             if server_round > 0:
                 strategy.record_evaluation(server_round, metrics)
+                progress.step(f"Flower round {server_round}/{exp.rounds}: clean accuracy"
+                              f" {_pct(metrics.get('clean_accuracy'))}, ASR {_pct(metrics.get('attack_success_rate'))}",
+                              last=server_round == exp.rounds)
             return MetricRecord({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 
         result = strategy.start(grid, to_record(exp.initial_params(), exp.spec, exp.initial_buffers()),
@@ -182,6 +186,11 @@ def server_app(defaults: dict | None = None, sink: Callable[[dict], None] | None
             write_json(Path(str(s["output"])), {"history": strategy.history})
 
     return app
+
+
+def _pct(value) -> str:
+    """A progress line's percentage ('-' when not measured)."""
+    return "-" if not isinstance(value, (int, float)) or value != value else f"{100 * value:.2f}%"
 
 
 def make_strategy(exp: engine.Prepared, min_nodes: int) -> RobustStrategy:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from poisonlab import progress
 from poisonlab.errors import ConfigError
 from poisonlab.fl.buffers import load_buffers
 from poisonlab.flower import require_flwr
@@ -72,6 +73,8 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
     backend = {"init_args": {"num_cpus": int(num_cpus), "num_gpus": 0, "include_dashboard": False},
                "client_resources": {"num_cpus": float(client_cpus), "num_gpus": 0.0}}
     _quiet(verbose)
+    progress.step(f"starting Flower's simulation (Ray) for {prepared.num_clients} clients, {prepared.rounds} rounds",
+                  last=True)
     try:
         _start_ray(int(num_cpus), verbose)
         source = RaySource(ray.put(prepared))

@@ -185,12 +185,11 @@ def config_section(entries: Sequence[plots.Entry]) -> str | None:
     if not with_config:
         return None
     first = with_config[0]
-    parts = [f"<h3>{escape(first.name)}</h3><pre>{escape(to_yaml(first.run['config']))}</pre>"]
-    base = flatten(first.run["config"])
+    parts = [f"<h3>{escape(first.name)}</h3><pre>{escape(to_yaml(used_config(first.run)))}</pre>"]
+    base = flatten(used_config(first.run))
     for e in with_config[1:]:
-        mine = flatten(e.run["config"])
-        keys = sorted(set(base) | set(mine))
-        diff = {k: mine.get(k, "(absent)") for k in keys if mine.get(k, "(absent)") != base.get(k, "(absent)")}
+        mine = flatten(used_config(e.run))
+        diff = config_diff(base, mine)
         body = (f"<pre>{escape(to_yaml(diff))}</pre>" if diff
                 else f'<p class="note">Same config as {escape(first.name)}.</p>')
         parts.append(f"<h3>{escape(e.name)} <small>(keys that differ from {escape(first.name)})</small></h3>{body}")
@@ -198,6 +197,38 @@ def config_section(entries: Sequence[plots.Entry]) -> str | None:
     if missing:
         parts.append(f'<p class="note">No config recorded for: {escape(", ".join(missing))}.</p>')
     return "".join(parts)
+
+
+CENTRALIZED_ONLY = ("train", "poison", "injection")
+"""Top-level config sections a federated run never reads (its training and poisons live under federated:)."""
+
+
+def used_config(run: Mapping) -> dict:
+    """The run's config without the sections its kind does not use (a federated run's centralized defaults)."""
+    config = dict(run["config"])
+    if run.get("kind") == "federated" or config.get("federated") is not None:
+        config = {k: v for k, v in config.items() if k not in CENTRALIZED_ONLY}
+    return config
+
+
+def config_diff(base: dict[str, object], mine: dict[str, object]) -> dict[str, object]:
+    """Flattened keys whose values differ; a key absent on one side is shown once, never beside its own
+    sub-keys (base has `federated: null`, mine `federated.clients: 20`: only the sub-keys are listed)."""
+    diff = {}
+    for key in sorted(set(base) | set(mine)):
+        if key not in mine and _covered(mine, key):
+            continue  # mine replaced this leaf by a section (or a section by a leaf above it): shown there
+        value = mine.get(key, "(absent)")
+        if value != base.get(key, "(absent)"):
+            diff[key] = value
+    return diff
+
+
+def _covered(flat: dict[str, object], key: str) -> bool:
+    """True when flat holds a sub-key of key, or a leaf that is an ancestor of key."""
+    parts = key.split(".")
+    ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
+    return any(k.startswith(key + ".") or k in ancestors for k in flat)
 
 
 def to_yaml(value) -> str:
@@ -313,4 +344,15 @@ def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
             f'<body><main><h1>{escape(title)}</h1><p class="sub">poisonlab report · {sub}</p>'
-            f"<nav>{nav}</nav>\n{body}\n</main></body></html>\n")
+            f"{warning_banner(entries)}<nav>{nav}</nav>\n{body}\n</main></body></html>\n")
+
+
+def warning_banner(entries: Sequence[plots.Entry]) -> str:
+    """A banner above everything for the runs' warnings (metrics.json "warnings", e.g. an attack that never
+    acted within the configured rounds, so its ASR measures no attack); '' when there are none."""
+    lines = [f"<li><b>{escape(e.name)}</b>: {escape(str(w))}</li>" for e in entries
+             for w in (e.run.get("warnings") or []) if isinstance(e.run.get("warnings"), list)]
+    if not lines:
+        return ""
+    return ('<div role="alert" class="banner" style="border:2px solid #D55E00;background:#fff4ec;padding:8px 14px;'
+            f'margin:10px 0"><b>Warning: read these results with care</b><ul>{"".join(lines)}</ul></div>')

@@ -25,8 +25,24 @@ from poisonlab.metrics import auroc, detection_scores, roc_curve
 from poisonlab.report import data
 
 DPI = 110
+FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans", "WenQuanYi Zen Hei", "Droid Sans Fallback",
+                  "Last Resort High-Efficiency")
+"""Fonts tried, in order, for characters DejaVu Sans lacks (a run named in Japanese, Arabic, emoji...); those
+installed are used. Matplotlib ships the last one: it draws a placeholder box for any character no other
+font has, so a non-Latin run name never raises 'Glyph ... missing from font(s)' warnings."""
+
+
+def font_family() -> list[str]:
+    """DejaVu Sans, then the installed FALLBACK_FONTS (matplotlib's per-glyph font fallback)."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(name for name in FALLBACK_FONTS if name in installed)]
+
+
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
-         "xtick.labelsize": 9.5, "ytick.labelsize": 9.5, "axes.grid": True, "grid.alpha": 0.3}
+         "xtick.labelsize": 9.5, "ytick.labelsize": 9.5, "axes.grid": True, "grid.alpha": 0.3,
+         "font.family": font_family()}
 ATTACKER = "#D55E00"   # Okabe-Ito vermillion: malicious clients in every figure
 HONEST = "#7f7f7f"
 FLAGGED = "#0072B2"    # Okabe-Ito blue

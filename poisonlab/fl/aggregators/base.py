@@ -232,9 +232,16 @@ def row_distances(updates: torch.Tensor, point: torch.Tensor, chunk_bytes: int =
     return sq.sqrt()
 
 
+SERVER_DATA_KEYS = {"server_update": "federated.server_data.root_size",
+                    "validate": "federated.server_data.validation_size",
+                    "base_accuracy": "federated.server_data.validation_size"}
+"""The config key that gives the engine each server-side input a rule reads from ctx.extras."""
+
+
 def require_extra(ctx: RoundContext, key: str, rule: str, what: str):
-    """ctx.extras[key], or a ConfigError saying which server-side input the experiment must provide."""
+    """ctx.extras[key], or a ConfigError naming the config key that provides it (the user's word, not ours)."""
     if key not in ctx.extras:
-        raise ConfigError(f"{rule} needs ctx.extras['{key}'] ({what}); the experiment needs a server"
-                          " root/validation set for this rule")
+        setting = SERVER_DATA_KEYS.get(key, "federated.server_data")
+        raise ConfigError(f"{rule} needs {what}; set {setting} to a positive number of samples (e.g. 100) in"
+                          f" the config (Python API without a config: pass ctx.extras['{key}'])")
     return ctx.extras[key]
