@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_THREADS = 4096
+
+
 def set_threads(threads: int | None) -> None:
     """Apply --threads (or $POISONLAB_THREADS) to PyTorch's intra-op thread pool."""
     import os
@@ -60,8 +63,8 @@ def set_threads(threads: int | None) -> None:
         count = int(value)
     except ValueError:
         raise ConfigError(f"POISONLAB_THREADS={value!r} is not a whole number; accepted: 1 or more") from None
-    if count < 1:
-        raise ConfigError(f"--threads={count} is not valid; accepted: 1 or more")
+    if not 1 <= count <= MAX_THREADS:
+        raise ConfigError(f"--threads={count} is not valid; accepted: 1 to {MAX_THREADS}")
     import torch
 
     torch.set_num_threads(count)
@@ -76,16 +79,54 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         set_threads(args.threads)
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed reader is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return closed_reader()
     except PoisonlabError as err:
-        print(f"poisonlab: error: {err}", file=sys.stderr)
+        print(f"poisonlab: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
-        print(f"poisonlab: error: file not found: {err.filename or err}", file=sys.stderr)
+        print(f"poisonlab: error: file not found: {one_line(str(err.filename or err))}", file=sys.stderr)
+        return 2
+    except IsADirectoryError as err:
+        print(f"poisonlab: error: '{one_line(str(err.filename or err))}' is a directory; accepted: a file",
+              file=sys.stderr)
+        return 2
+    except PermissionError as err:
+        print(f"poisonlab: error: permission denied: {one_line(str(err.filename or err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("poisonlab: interrupted", file=sys.stderr)
         return 130
+
+
+MAX_MESSAGE = 2000
+"""Longest error line printed (a message quoting a huge value is cut, not split over the terminal)."""
+
+
+def one_line(message: str) -> str:
+    """message on one line (line breaks shown as \\n) of at most MAX_MESSAGE characters."""
+    text = message.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def closed_reader() -> int:
+    """stdout's reader went away (`poisonlab list | head`): end quietly with exit code 1 (rich's console, which
+    prints most output, does the same on a closed pipe: stdout to /dev/null and SystemExit(1)).
+
+    Python would otherwise print a BrokenPipeError traceback, and again when it flushes stdout at exit;
+    pointing stdout at /dev/null stops the second one (the recipe of Python's signal module docs).
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's capture): nothing to flush
+        pass
+    return 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from poisonlab.config.train import TrainConfig
 class Strict(BaseModel):
     """Base: unknown keys are errors; values are validated on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Component(Strict):

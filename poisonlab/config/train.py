@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from poisonlab.config.base import Section
+from poisonlab.config.base import MAX_EPOCHS, Section
 
 
 class TrainConfig(Section):
@@ -15,7 +15,7 @@ class TrainConfig(Section):
     lr_schedule cosine: lr annealed to 0 over all steps (training.lr_at).
     """
 
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
