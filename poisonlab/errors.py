@@ -22,6 +22,10 @@ class DataError(PoisonlabError, ValueError):
     """A data file, dataset or update that cannot be used (corrupt, wrong shape, unsafe)."""
 
 
+class DivergedError(PoisonlabError):
+    """Training whose loss became NaN or Inf (divergence.py): the run stops instead of reporting chance accuracy."""
+
+
 class ResourceError(PoisonlabError):
     """A request that would exceed a stated memory or time budget."""
 

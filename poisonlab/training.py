@@ -16,6 +16,7 @@ from torch import nn
 
 from poisonlab.config.train import TrainConfig  # defined once, with the YAML's train section
 from poisonlab.data.dataset import Dataset
+from poisonlab.divergence import check_epoch
 from poisonlab.errors import ConfigError
 from poisonlab.metrics import accuracy, confusion_matrix, per_class_accuracy
 from poisonlab.rng import generator
@@ -63,6 +64,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), see
             opt.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(data))
+        check_epoch(losses[-1], epoch, cfg)
     model.eval()
     return losses
 
