@@ -322,7 +322,8 @@ CASES = [
     C("yaml-grid-not-a-list", "config", lambda t: run_args(t, config_with(t, ("grid", {"seed": 3}))),
       "grid.seed=3", "list"),
     C("yaml-server-data-too-large", "config",
-      lambda t: run_args(t, config_with(t, ("federated.server_data", {"root_size": 5000}))),
+      lambda t: run_args(t, config_with(t, ("federated.server_data", {"root_size": 5000}),
+                                        ("federated.aggregator", {"name": "fltrust"}))),
       "federated.server_data", "5000"),
     # ---- data files
     C("idx-wrong-magic", "data", lambda t: mnist_args(t, images=b"\x50\x4b\x03\x04" + bytes(100)),
