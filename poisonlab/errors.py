@@ -40,7 +40,8 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
     """The error for a name not in a registry: names it, suggests the nearest, lists all."""
     choices = sorted(choices)
     hint = did_you_mean(name, choices)
-    return ConfigError(f"{kind} '{name}' is not known;{hint} known: {', '.join(choices)}")
+    shown = name if len(str(name)) <= 80 else f"{str(name)[:77]}..."
+    return ConfigError(f"{kind} '{shown}' is not known;{hint} known: {', '.join(choices)}")
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,

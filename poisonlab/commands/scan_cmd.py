@@ -70,7 +70,7 @@ def check_mask_values(mask: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where} has dtype {mask.dtype}; accepted: bool (or 0/1 integers)")
     odd = ~np.isin(mask, (0, 1))
     if odd.any():
-        raise DataError(f"{where} holds {mask[odd][0]!r} at {int(np.argmax(odd))}; accepted: 0/1 or bool values")
+        raise DataError(f"{where} holds {mask[odd][0].item()!r} at {int(np.argmax(odd))}; accepted: 0/1 or bool values")
     return mask.astype(bool)
 
 

@@ -58,6 +58,8 @@ def describe_runtime_error(model: type[BaseModel], error: dict) -> str:
         return f"{name}: required key is missing"
     if error["type"] in RANGE_ERRORS:
         return f"{name}={value!r} is out of range; accepted: {interval(model, error['loc'])}"
+    if error["type"] == "finite_number":
+        return f"{name}={value!r}: {error['msg']}; accepted: a finite number (not NaN or Inf)"
     if error["type"] == "literal_error":
         known = sorted(re.findall(r"'([^']*)'", error["ctx"]["expected"]))
         return f"{name} '{value}' is not known; known: {', '.join(known)}"

@@ -21,6 +21,8 @@ from poisonlab.config.schema import ExperimentConfig, Injection
 from poisonlab.config.train import TrainConfig
 from poisonlab.errors import ConfigError
 
+FINE_TUNE_ONLY = ("clean_fraction", "epochs", "lr", "batch_size", "momentum", "head_only", "feature_layer")
+"""Injection settings that only mode fine_tune reads."""
 SERVER_DATA_USERS = {"root_size": ("fltrust",), "validation_size": ("validation",)}
 """Which aggregators read each server data set (federated.server_data)."""
 
@@ -74,8 +76,10 @@ def ignored_settings(config: ExperimentConfig, *, resume: bool = False, command:
         lines.append("grid: 'poisonlab run' runs the base config once and ignores the grid; accepted: 'poisonlab sweep'")
     fed = config.federated
     if fed is None:
-        if config.injection != Injection() and not config.poison:
-            lines.append("injection: set, but there is no poison to inject (poison: [])")
+        if config.injection.mode == "concat":
+            unread = [k for k in FINE_TUNE_ONLY if getattr(config.injection, k) != getattr(Injection(), k)]
+            if unread:
+                lines.append(f"injection.{', injection.'.join(unread)}: read only by mode fine_tune; mode is concat")
         return lines
     for key, default in (("train", TrainConfig()), ("injection", Injection())):
         if getattr(config, key) != default:

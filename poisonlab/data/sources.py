@@ -39,7 +39,7 @@ def load(name: str, **params) -> Dataset:
 
 def check_finite(x: torch.Tensor, where: str) -> None:
     """DataError naming how many values of x are NaN/Inf and the first sample holding one."""
-    if not x.is_floating_point():
+    if not x.is_floating_point() or x.numel() == 0:
         return
     bad = ~torch.isfinite(x.reshape(len(x), -1))
     if bool(bad.any()):
