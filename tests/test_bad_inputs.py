@@ -673,6 +673,9 @@ def test_documented_handling(handled: Handled, tmp_path: Path, monkeypatch):
 def test_docs_page_lists_every_case():
     """docs/bad-inputs.md has a row for every case id here (the catalog and the page stay in step)."""
     page = (Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md").read_text()
+    from tests.test_bad_inputs_round2 import CASES as ROUND2, WARNINGS  # round 2 (issue 20), same page
+
     missing = [c.id for c in CASES if f"| `{c.id}` |" not in page] + \
-        [h.id for h in HANDLED if f"| `{h.id}` |" not in page]
+        [h.id for h in HANDLED if f"| `{h.id}` |" not in page] + \
+        [c.id for c in [*ROUND2, *WARNINGS] if f"| `{c.id}` |" not in page]
     assert missing == []
