@@ -11,7 +11,16 @@ from collections.abc import Iterable
 
 
 class PoisonlabError(Exception):
-    """A user mistake or untrusted input that poisonlab refuses, with a one-line reason."""
+    """A user mistake or untrusted input that poisonlab refuses, with a one-line reason.
+
+    The message is kept on one line whatever it quotes (a key or name holding a line break is shown
+    with the break escaped as \\n), so every caller, not only the CLI, gets one line.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (args[0].replace("\r", "\\r").replace("\n", "\\n"),)
+        super().__init__(*args)
 
 
 class ConfigError(PoisonlabError, ValueError):
