@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from poisonlab.fl.aggregators import build_rule, get
-from poisonlab.fl.aggregators.base import block_gram, cosine_similarities, row_abs_max, row_norms_float64
+from poisonlab.fl.aggregators.base import block_gram, column_chunks, cosine_similarities, row_abs_max, row_norms_float64
 from poisonlab.fl.aggregators.flame import majority_cluster
+from poisonlab.fl.aggregators.bulyan import closest_to_median_mean
 from poisonlab.fl.aggregators.foolsgold import foolsgold_alpha
+from poisonlab.fl.aggregators.median import coordinate_median
 from poisonlab.fl.types import RoundContext
 from poisonlab.rng import generator
 
@@ -106,3 +108,25 @@ def test_flame_memory_part_is_chunks_not_a_copy():
     parts = get("flame").memory_parts(1000, 10**6)
     assert sum(parts.values()) < 0.1 * 4 * 1000 * 10**6
     assert np.isclose(sum(parts.values()), 8 * 1000**2 + 256 * 2**20)
+
+
+def copying_closest_to_median_mean(x: torch.Tensor, beta: int, chunk_bytes: int) -> torch.Tensor:
+    """Bulyan's coordinate stage as before: on the gathered copy x[chosen], the median taken whole."""
+    theta, d = x.shape
+    med = coordinate_median(x, chunk_bytes)
+    out = torch.empty(d, dtype=x.dtype)
+    for cols in column_chunks(theta, d, 3 * x.element_size() + 8, chunk_bytes):
+        block = x[:, cols]
+        nearest = torch.topk((block - med[cols]).abs(), beta, dim=0, largest=False).indices
+        out[cols] = torch.gather(block, 0, nearest).mean(dim=0)
+    return out
+
+
+@pytest.mark.parametrize("chunk_bytes", [2000, 1 << 20])
+def test_bulyan_coordinate_stage_on_gathered_blocks_is_unchanged(chunk_bytes):
+    x = random_rows(11, 1700, "bulyan")
+    chosen = torch.tensor([4, 0, 9, 2, 7, 5, 1])
+    assert torch.equal(closest_to_median_mean(x, 3, chunk_bytes, rows=chosen),
+                       copying_closest_to_median_mean(x[chosen], 3, chunk_bytes))
+    assert torch.equal(closest_to_median_mean(x[chosen], 3, chunk_bytes),
+                       copying_closest_to_median_mean(x[chosen], 3, chunk_bytes))

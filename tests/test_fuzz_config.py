@@ -223,6 +223,7 @@ def test_a_fuzzed_field_is_accepted_or_refused_in_one_line(case, tmp_path_factor
     ("train.batch_size", 10**18), ("data.params", {"n": 1e308}), ("model.params", {"hidden": [[[]]]}),
     ("grid", {"seed": [1]}), ("federated.adversary.schedule.end", 0), ("federated.partition", {"name": "\x00"}),
     ("federated.eval_every", 10**9), ("name", "x" * 4000), ("seed", -(10**29)),
+    ("federated.aggregator", []),  # found by the fuzzer: ValueError 'build_chain needs at least one rule'
 ])
 def test_known_hard_values(path, value, tmp_path: Path):
     """Values the fuzzer (or the review) found hard, kept as fixed regression examples."""
