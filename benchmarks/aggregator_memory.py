@@ -20,7 +20,7 @@ import argparse
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 RULES = {
     "mean": {}, "median": {}, "trimmed_mean": {"beta": 0.1}, "krum": {"f": 10}, "multi_krum": {"f": 10},
@@ -128,13 +128,15 @@ def main() -> None:
     parser.add_argument("--json", help="append the rows here as JSON lines")
     args = parser.parse_args()
     d, clients = int(args.d), args.clients or args.k
+    rows = []
     with ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda n: run_in_subprocess(n, args.k, d, clients, args.threads), args.rules))
-    if args.json:
-        with open(args.json, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    print(markdown(rows))
+        futures = [pool.submit(run_in_subprocess, n, args.k, d, clients, args.threads) for n in args.rules]
+        for future in as_completed(futures):  # each row is kept as soon as its rule is done
+            rows.append(future.result())
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(rows[-1]) + "\n")
+    print(markdown(sorted(rows, key=lambda r: args.rules.index(r["rule"]))))
 
 
 if __name__ == "__main__":
