@@ -67,13 +67,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return code
     except PoisonlabError as err:
-        print(f"poisonlab: error: {err}", file=sys.stderr)
+        print(f"poisonlab: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
-        print(f"poisonlab: error: file not found: {err.filename or err}", file=sys.stderr)
+        print(f"poisonlab: error: file not found: {one_line(str(err.filename or err))}", file=sys.stderr)
+        return 2
+    except IsADirectoryError as err:
+        print(f"poisonlab: error: '{one_line(str(err.filename or err))}' is a directory; accepted: a file",
+              file=sys.stderr)
+        return 2
+    except PermissionError as err:
+        print(f"poisonlab: error: permission denied: {one_line(str(err.filename or err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        return quiet_broken_pipe()
+        return closed_reader()
     except OSError as err:  # a place that cannot be read or written: permissions, read-only, a full disk
         where = f" {err.filename}" if err.filename else ""
         print(f"poisonlab: error: cannot use{where}: {err.strerror or err}", file=sys.stderr)
@@ -83,19 +90,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def quiet_broken_pipe() -> int:
-    """Output piped into a reader that closed (`poisonlab list | head`): end quietly, as Unix tools do.
+MAX_MESSAGE = 2000
+"""Longest error line printed (a message quoting a huge value is cut, not split over the terminal)."""
 
-    stdout is pointed at /dev/null so the interpreter's final flush cannot raise a second time.
+
+def one_line(message: str) -> str:
+    """message on one line (line breaks shown as \\n) of at most MAX_MESSAGE characters."""
+    text = message.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def closed_reader() -> int:
+    """stdout's reader went away (`poisonlab list | head`): end quietly with exit code 1 (rich's console, which
+    prints most output, does the same on a closed pipe: stdout to /dev/null and SystemExit(1)).
+
+    Python would otherwise print a BrokenPipeError traceback, and again when it flushes stdout at exit;
+    pointing stdout at /dev/null stops the second one (the recipe of Python's signal module docs).
     """
     import os
 
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no real stdout (captured in tests): nothing left to flush
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's capture): nothing to flush
         pass
-    return 1  # what rich's Console does on a broken pipe, so every output path ends alike
+    return 1
 
 
 if __name__ == "__main__":

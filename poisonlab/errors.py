@@ -11,7 +11,16 @@ from collections.abc import Iterable
 
 
 class PoisonlabError(Exception):
-    """A user mistake or untrusted input that poisonlab refuses, with a one-line reason."""
+    """A user mistake or untrusted input that poisonlab refuses, with a one-line reason.
+
+    The message is kept on one line whatever it quotes (a key or name holding a line break is shown
+    with the break escaped as \\n), so every caller, not only the CLI, gets one line.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (args[0].replace("\r", "\\r").replace("\n", "\\n"),)
+        super().__init__(*args)
 
 
 class ConfigError(PoisonlabError, ValueError):
@@ -20,6 +29,10 @@ class ConfigError(PoisonlabError, ValueError):
 
 class DataError(PoisonlabError, ValueError):
     """A data file, dataset or update that cannot be used (corrupt, wrong shape, unsafe)."""
+
+
+class DivergedError(PoisonlabError):
+    """Training whose loss became NaN or Inf (divergence.py): the run stops instead of reporting chance accuracy."""
 
 
 class ResourceError(PoisonlabError):
@@ -36,7 +49,8 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
     """The error for a name not in a registry: names it, suggests the nearest, lists all."""
     choices = sorted(choices)
     hint = did_you_mean(name, choices)
-    return ConfigError(f"{kind} '{name}' is not known;{hint} known: {', '.join(choices)}")
+    shown = name if len(str(name)) <= 80 else f"{str(name)[:77]}..."
+    return ConfigError(f"{kind} '{shown}' is not known;{hint} known: {', '.join(choices)}")
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,

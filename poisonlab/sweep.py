@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab.config.load import parse, set_path
+from poisonlab.config.yaml_limits import short
 from poisonlab.config.validate import check_components
 from poisonlab.errors import ConfigError
 from poisonlab.outdir import claim
@@ -38,6 +39,10 @@ class Cell:
     slug: str
 
 
+MAX_CELLS = 10_000
+"""Most cells a sweep expands to (each is a full experiment; more is a typo in the grid)."""
+
+
 def expand_grid(doc: dict) -> list[Cell]:
     """Every combination of the grid's values applied to the base document (grid removed)."""
     grid = doc.get("grid") or {}
@@ -45,7 +50,11 @@ def expand_grid(doc: dict) -> list[Cell]:
         raise ConfigError("sweep needs a 'grid:' section mapping key paths to lists of values")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid.{key} must be a non-empty list of values; got {values!r}")
+            raise ConfigError(f"grid.{str(key)[:80]} must be a non-empty list of values; got {short(values)}")
+    count = math.prod(len(values) for values in grid.values())
+    if count > MAX_CELLS:
+        raise ConfigError(f"grid has {count} cells ({' x '.join(str(len(v)) for v in grid.values())});"
+                          f" accepted: at most {MAX_CELLS} cells per sweep")
     base = {k: v for k, v in doc.items() if k != "grid"}
     cells = []
     for combo in itertools.product(*grid.values()):

@@ -12,6 +12,9 @@ import os
 
 from poisonlab.errors import ConfigError
 
+MAX_THREADS = 4096
+"""The most threads accepted (a larger count is a typo, not a machine)."""
+
 _explicit = {"set": False}
 
 
@@ -25,10 +28,10 @@ def apply_threads(threads: int | None = None) -> int | None:
     try:
         count = int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"POISONLAB_THREADS={value!r} is not a whole number; accepted: 1 or more") from None
-    if count < 1:
+        raise ConfigError(f"POISONLAB_THREADS={value!r} is not a whole number; accepted: 1 to {MAX_THREADS}") from None
+    if not 1 <= count <= MAX_THREADS:
         where = "--threads" if threads is not None else "POISONLAB_THREADS"
-        raise ConfigError(f"{where}={count} is not valid; accepted: 1 or more")
+        raise ConfigError(f"{where}={count} is not valid; accepted: 1 to {MAX_THREADS}")
     import torch
 
     if threads is not None:

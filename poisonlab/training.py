@@ -19,6 +19,7 @@ from poisonlab import progress
 from poisonlab.config.train import TrainConfig  # defined once, with the YAML's train section
 from poisonlab.data.augment import augment, check_images
 from poisonlab.data.dataset import Dataset
+from poisonlab.divergence import check_epoch
 from poisonlab.errors import ConfigError
 from poisonlab.metrics import accuracy, confusion_matrix, per_class_accuracy
 from poisonlab.rng import generator
@@ -76,6 +77,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), see
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(data))
         progress.step(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}")
+        check_epoch(losses[-1], epoch, cfg)
     model.eval()
     return losses
 

@@ -28,12 +28,16 @@ def add_memory_budget(parser) -> None:
                         help="refuse experiments estimated above this many GiB (default: 75%% of physical memory)")
 
 
+MAX_BUDGET_GIB = 2**20
+"""A pebibyte: above any machine's memory, and still an exact int of bytes."""
+
+
 def memory_budget_bytes(gib: float | None) -> int | None:
     """--memory-budget in bytes (None: the default, 75% of physical memory)."""
     if gib is None:
         return None
-    if not gib > 0:
-        raise ConfigError(f"--memory-budget={gib} is not valid; accepted: a positive number of GiB")
+    if not 0 < gib <= MAX_BUDGET_GIB:  # NaN fails both comparisons; Inf would overflow int()
+        raise ConfigError(f"--memory-budget={gib} is not valid; accepted: a number of GiB in (0, {MAX_BUDGET_GIB}]")
     return int(gib * 2**30)
 
 

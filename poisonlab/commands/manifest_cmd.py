@@ -98,7 +98,7 @@ def check_manifest_target(path: Path, force: bool) -> None:
 
 
 def run(args) -> int:
-    from poisonlab.detect.provenance import diff, sign, verify_signature
+    from poisonlab.detect.provenance import check_manifest_shape, diff, sign, verify_signature
 
     if args.action == "keygen":
         return keygen(args.target, args.force)
@@ -116,6 +116,9 @@ def run(args) -> int:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"manifest {path} is not valid JSON: {err.msg}") from None
+    except (UnicodeDecodeError, RecursionError) as err:
+        raise DataError(f"manifest {path} is not readable JSON ({type(err).__name__})") from None
+    check_manifest_shape(saved, str(path))
     signature = "not checked (no --key)"
     if args.key:
         signature = "valid" if verify_signature(saved, read_key(args.key, private=False)) else "INVALID"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from poisonlab.config import load_config
+from poisonlab.config.ignored import check_resume, ignored_settings, warn
 from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
 from poisonlab.console import console, percent, table
 from poisonlab.outdir import output_dir
@@ -30,6 +31,8 @@ def run(args) -> int:
 
     check_tracker(args.track)
     config = load_config(args.config, args.overrides)
+    check_resume(config, args.resume, "flower" if args.engine == "flower" else "builtin")
+    warn(ignored_settings(config, resume=args.resume))
     out = output_dir(args.out, config.output.dir, config.name)
     metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine,
                              memory_budget=memory_budget_bytes(args.memory_budget), force=args.force)

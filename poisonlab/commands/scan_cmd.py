@@ -48,18 +48,31 @@ def add_arguments(parser) -> None:
 
 def _truth(path: str, n: int) -> torch.Tensor:
     """The boolean poison mask from an npz (array 'mask') or npy file, checked against n samples."""
-    from poisonlab.data.formats import read_npz
+    from poisonlab.data.formats import read_npy, read_npz
 
     p = Path(path)
     if p.suffix == ".npz":
         mask = read_npz(p, ("mask",))["mask"]
     elif p.suffix == ".npy":
-        mask = np.load(p, allow_pickle=False)
+        mask = read_npy(p)
     else:
         raise ConfigError(f"--truth {path} must be .npz (array 'mask') or .npy")
     if mask.shape != (n,):
         raise DataError(f"--truth {path} holds {mask.shape} values; expected ({n},), one per scanned item")
-    return torch.from_numpy(mask.astype(bool))
+    return torch.from_numpy(check_mask_values(mask, f"--truth {path}"))
+
+
+def check_mask_values(mask: np.ndarray, where: str) -> np.ndarray:
+    """mask as bool when it is bool, or integers / floats that are all 0 or 1 (not NaN, not 0.5: a cast
+    would call any non-zero value poisoned); else a DataError naming the dtype or the first odd value."""
+    if mask.dtype == np.bool_:
+        return mask
+    if mask.dtype.kind not in "iuf":
+        raise DataError(f"{where} has dtype {mask.dtype}; accepted: bool (or 0/1 integers)")
+    odd = ~np.isin(mask, (0, 1))
+    if odd.any():
+        raise DataError(f"{where} holds {mask[odd][0].item()!r} at {int(np.argmax(odd))}; accepted: 0/1 or bool values")
+    return mask.astype(bool)
 
 
 def _sources(spec: str) -> np.ndarray | None:

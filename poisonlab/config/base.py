@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from poisonlab.errors import ConfigError, did_you_mean
 
 RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+MAX_EPOCHS = 100_000
+"""Most epochs (centralized, local, fine-tuning) and rounds a config may ask for: more is a typo, not a plan."""
 
 
 class Section(BaseModel):
@@ -29,7 +31,7 @@ class Section(BaseModel):
     label: how runtime messages name the section ("local" -> "local lr=0 is out of range; ...").
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     label: ClassVar[str] = ""
 
     def __init__(self, /, **data: Any) -> None:
@@ -56,6 +58,8 @@ def describe_runtime_error(model: type[BaseModel], error: dict) -> str:
         return f"{name}: required key is missing"
     if error["type"] in RANGE_ERRORS:
         return f"{name}={value!r} is out of range; accepted: {interval(model, error['loc'])}"
+    if error["type"] == "finite_number":
+        return f"{name}={value!r}: {error['msg']}; accepted: a finite number (not NaN or Inf)"
     if error["type"] == "literal_error":
         known = sorted(re.findall(r"'([^']*)'", error["ctx"]["expected"]))
         return f"{name} '{value}' is not known; known: {', '.join(known)}"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from poisonlab.config.base import Section
+from poisonlab.config.base import MAX_EPOCHS, Section
 from poisonlab.config.local import LocalConfig
 
 ENGINE_MEMORY_BUDGET = 1 << 30
@@ -20,7 +20,7 @@ class FederatedTraining(Section):
     every n rounds (0 = never); batch_norm: "shared" (batch-norm layers are averaged like every layer) or "local"
     (FedBN, Li et al. 2021: each client keeps its batch-norm parameters and statistics; fl/fedbn.py)."""
 
-    rounds: int = Field(30, ge=1)
+    rounds: int = Field(30, ge=1, le=MAX_EPOCHS)
     sample: float | int = 1.0
     local: LocalConfig = Field(default_factory=LocalConfig)
     server_lr: float = Field(1.0, gt=0.0)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from poisonlab.config.base import Section
+from poisonlab.config.base import MAX_EPOCHS, Section
 from poisonlab.errors import ConfigError
 
 Mode = Literal["concat", "fine_tune"]
@@ -23,7 +23,7 @@ class Injection(Section):
 
     mode: Mode = "concat"
     clean_fraction: float = Field(0.0, ge=0.0, le=1.0)
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS)
     lr: float = Field(0.01, gt=0.0)
     batch_size: int | None = Field(None, ge=1)
     momentum: float | None = Field(None, ge=0.0, lt=1.0)

@@ -14,27 +14,52 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from poisonlab.config.base import fields_at, is_union_tag, most_specific
+from poisonlab.config.base import RANGE_ERRORS, fields_at, interval, is_union_tag, most_specific
 from poisonlab.config.schema import ExperimentConfig
+from poisonlab.config.yaml_limits import check_document, load_bounded, short
 from poisonlab.errors import ConfigError, did_you_mean
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (1 MiB; the largest shipped config is a few KiB)."""
 
 
 def read_yaml(path: str | Path) -> dict:
-    """The YAML mapping in path (safe loader only); a ConfigError for unreadable or non-mapping files."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+    """The YAML mapping in path (a bounded safe loader, yaml_limits.py); a ConfigError for a missing,
+    unreadable, oversized, empty or non-mapping file."""
+    text = read_config_text(Path(path))
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        doc = load_bounded(text)
+    except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise ConfigError(f"config file '{path}' is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    except ConfigError as err:
+        raise ConfigError(f"config file '{path}': {err}") from None
     if doc is None:
-        doc = {}
+        raise ConfigError(f"config file '{path}' is empty (or only comments); accepted: a mapping of keys,"
+                          " e.g. 'name: my-run' (see configs/)")
     if not isinstance(doc, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys; found {type(doc).__name__}")
     return doc
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file, refusing directories, devices, files over MAX_CONFIG_BYTES and bad UTF-8."""
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; accepted: a YAML file")
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' is not a regular file; accepted: a YAML file")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file '{path}' is {size} bytes; accepted: at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"config file '{path}' cannot be read ({err.strerror or err})") from None
 
 
 def apply_overrides(doc: dict, overrides: list[str]) -> dict:
@@ -45,10 +70,13 @@ def apply_overrides(doc: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"--set '{item}' must look like key.path=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = load_bounded(raw)
         except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: value '{raw}' is not valid YAML") from None
+            raise ConfigError(f"--set {short(key)}: value {short(raw)} is not valid YAML") from None
+        except ConfigError as err:
+            raise ConfigError(f"--set {short(key)}: {err}") from None
         set_path(doc, key.strip(), value)
+    check_document(doc)
     return doc
 
 
@@ -107,6 +135,10 @@ def describe_error(error: dict, doc: dict) -> str:
     if error["type"] == "missing":
         return f"{path}: required key is missing"
     value = error.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    shown = short(value) if not isinstance(value, dict) else "a mapping"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] in RANGE_ERRORS:
+        message += f"; accepted: {interval(ExperimentConfig, error['loc'])}"
+    elif error["type"] == "finite_number":
+        message += "; accepted: a finite number (not NaN or Inf)"
     return f"{path}={shown}: {message}"

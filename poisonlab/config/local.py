@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from poisonlab.config.augment import Augment
-from poisonlab.config.base import Section
+from poisonlab.config.base import MAX_EPOCHS, Section
 
 
 class LocalConfig(Section):
@@ -17,7 +17,7 @@ class LocalConfig(Section):
 
     label = "local"
 
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.01, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from poisonlab.config.adversary import AdversaryConfig
 from poisonlab.config.federation import FederatedTraining
@@ -24,7 +24,7 @@ from poisonlab.config.train import TrainConfig
 class Strict(BaseModel):
     """Base: unknown keys are errors; values are validated on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Component(Strict):
@@ -67,6 +67,13 @@ class FederatedSpec(FederatedTraining):
     adversary: AdversarySpec | list[AdversarySpec] | None = None
     aggregator: Component | list[Component] = Field(default_factory=lambda: Component(name="mean"))
     server_data: ServerDataSpec = Field(default_factory=ServerDataSpec)
+
+    @field_validator("aggregator")
+    @classmethod
+    def _chain_not_empty(cls, aggregator: Component | list[Component]) -> Component | list[Component]:
+        if isinstance(aggregator, list) and not aggregator:
+            raise ValueError("an empty chain; accepted: a rule {name: mean} or a non-empty list of steps")
+        return aggregator
 
     def adversaries(self) -> list[AdversarySpec]:
         """The adversaries as a list (none, one or several)."""

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from poisonlab.config.augment import Augment
-from poisonlab.config.base import Section
+from poisonlab.config.base import MAX_EPOCHS, Section
 
 
 class TrainConfig(Section):
@@ -17,7 +17,7 @@ class TrainConfig(Section):
     batch (config/augment.py, data/augment.py); None (the default) is off.
     """
 
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)

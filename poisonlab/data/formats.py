@@ -199,8 +199,64 @@ def read_cifar_meta(path: str | os.PathLike) -> list[str]:
 # ---------------------------------------------------------------- npz
 
 
+#: Largest array read from an npz/npy file (bytes): a header declaring more is refused before allocation.
+MAX_ARRAY_BYTES = 1 << 34
+
+
+def check_npy_header(f, where: str, stored_bytes: int | None = None, array: str | None = None
+                     ) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the .npy header at f's position, refusing object dtypes, shapes over
+    MAX_ARRAY_BYTES and (stored_bytes: the member's declared size) shapes larger than the data stored.
+
+    numpy's reader allocates the whole declared array before reading a zip member, so a 200-byte file
+    declaring shape (10**12,) would otherwise ask for terabytes; the header is read alone first.
+    """
+    of = f" (array '{array}')" if array else ""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError, SyntaxError) as err:
+        raise DataError(f"{where} is not a readable .npy array{of}: {err}") from None
+    if dtype.hasobject:
+        raise DataError(f"{where}: holds a pickled object array; refusing to unpickle it{of}")
+    if any(not isinstance(s, int) or s < 0 for s in shape):
+        raise DataError(f"{where}: the header declares shape {shape}{of}; accepted: non-negative sizes")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_ARRAY_BYTES:
+        raise DataError(f"{where}: the header declares shape {shape} ({nbytes} bytes){of}; accepted: at most"
+                        f" {MAX_ARRAY_BYTES} bytes")
+    if stored_bytes is not None and nbytes > stored_bytes:
+        raise DataError(f"{where}: the header declares shape {shape} ({nbytes} bytes){of} but only"
+                        f" {stored_bytes} bytes are stored; the file is truncated or crafted")
+    return shape, dtype
+
+
+def _check_npz_members(path: Path, names: list[str]) -> None:
+    """check_npy_header on each named member of the npz archive at path."""
+    with zipfile.ZipFile(path) as zf:
+        for name in names:
+            info = zf.getinfo(f"{name}.npy")
+            with zf.open(info) as f:
+                check_npy_header(f, str(path), info.file_size, array=name)
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    """One .npy array, its header checked first (check_npy_header), loaded with allow_pickle=False."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"npy file {path} does not exist")
+    with open(path, "rb") as f:
+        check_npy_header(f, str(path), path.stat().st_size)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path} is not a readable .npy array: {err}") from None
+
+
 def read_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named arrays of an npz file, loaded with allow_pickle=False (object arrays refused)."""
+    """The named arrays of an npz file, loaded with allow_pickle=False (object arrays refused), each
+    member's header checked before numpy allocates what it declares (check_npy_header)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"npz file {path} does not exist")
@@ -213,7 +269,9 @@ def read_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.nda
             if missing:
                 raise DataError(f"{path}: no array named {', '.join(map(repr, missing))};"
                                 f" found {', '.join(map(repr, npz.files)) or 'none'}")
-            return {k: npz[k] for k in npz.files if k in keys or k == "classes"}
+            wanted = [k for k in npz.files if k in keys or k == "classes"]
+            _check_npz_members(path, wanted)
+            return {k: npz[k] for k in wanted}
     except DataError:
         raise
     except ValueError as err:

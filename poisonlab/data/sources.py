@@ -23,9 +23,30 @@ from poisonlab.data.registry import SOURCES
 from poisonlab.errors import ConfigError, DataError, did_you_mean
 
 
+MAX_CLASSES = 100_000
+"""Most classes a dataset may have (ImageNet-21k has 21,841); labels implying more are a broken file."""
+
+
 def load(name: str, **params) -> Dataset:
-    """Load the dataset registered under name with the given parameters."""
-    return SOURCES.get(name, **params)
+    """Load the dataset registered under name with the given parameters, refusing an empty dataset and
+    NaN/Inf features (a model trained on them is NaN; the count and first sample are named)."""
+    data = SOURCES.get(name, **params)
+    if len(data) == 0:
+        raise DataError(f"dataset '{data.name}' holds 0 samples; accepted: a dataset with at least one sample")
+    check_finite(data.x, f"dataset '{data.name}'")
+    return data
+
+
+def check_finite(x: torch.Tensor, where: str) -> None:
+    """DataError naming how many values of x are NaN/Inf and the first sample holding one."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return
+    bad = ~torch.isfinite(x.reshape(len(x), -1))
+    if bool(bad.any()):
+        rows = bad.any(dim=1)
+        first = int(torch.nonzero(rows)[0])
+        raise DataError(f"{where} has {int(bad.sum())} NaN/Inf values in {int(rows.sum())} samples (first:"
+                        f" sample {first}); accepted: finite features")
 
 
 @SOURCES.register("digits", reference="scikit-learn load_digits (UCI optical digits), 1797 images 8x8")
@@ -255,6 +276,7 @@ def npz(path: str | None = None, x_key: str = "x", y_key: str = "y",
     elif x.dtype.kind not in "fiu":
         raise DataError(f"{path}: '{x_key}' has dtype {x.dtype}; accepted: numeric")
     x = x.astype(np.float32)
+    check_finite(torch.from_numpy(x), f"{path}: '{x_key}'")
     if x.ndim == 4 and x.size and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise DataError(f"{path}: float images in '{x_key}' span [{x.min():.3g}, {x.max():.3g}]; accepted: [0, 1] or uint8")
     if y.ndim != 1 or len(y) != len(x):
@@ -264,9 +286,14 @@ def npz(path: str | None = None, x_key: str = "x", y_key: str = "y",
         classes = classes or tuple(str(n) for n in names)
     elif y.dtype.kind not in "iu":
         raise DataError(f"{path}: '{y_key}' has dtype {y.dtype}; accepted: integer or string labels")
+    elif len(y) and not 0 <= int(y.min()) <= int(y.max()) < MAX_CLASSES:
+        raise DataError(f"{path}: labels in '{y_key}' span [{int(y.min())}, {int(y.max())}]; accepted: class"
+                        f" indices 0..{MAX_CLASSES - 1}")
     if classes is None:
         classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else \
             tuple(str(i) for i in range(int(y.max()) + 1 if len(y) else 0))
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{path}: {len(classes)} class names; accepted: at most {MAX_CLASSES}")
     return Dataset(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), tuple(classes), path.stem,
                    meta={"source": str(path), "path": str(path)})
 

@@ -111,6 +111,28 @@ def verify_signature(manifest: dict, key: bytes | Ed25519PublicKey | Ed25519Priv
     raise DataError(f"signature algorithm '{sig.get('algorithm')}' is not known; accepted: hmac-sha256, ed25519")
 
 
+def check_manifest_shape(manifest, where: str) -> dict:
+    """manifest if it has the shape verify reads (a JSON object whose 'samples' is a list of objects with a
+    string or integer 'id' and a string 'sha256'; 'signature', if any, an object), else a one-line
+    DataError naming the first misfit (a manifest is an untrusted file)."""
+    if not isinstance(manifest, dict):
+        raise DataError(f"manifest {where} holds a JSON {type(manifest).__name__}; accepted: a JSON object"
+                        " written by 'poisonlab manifest create'")
+    samples = manifest.get("samples")
+    if not isinstance(samples, list):
+        raise DataError(f"manifest {where}: 'samples' is {type(samples).__name__}; accepted: a list of entries")
+    for i, s in enumerate(samples):
+        if not (isinstance(s, dict) and isinstance(s.get("sha256"), str)
+                and isinstance(s.get("id"), (str, int)) and not isinstance(s.get("id"), bool)):
+            raise DataError(f"manifest {where}: samples[{i}] is not an entry with a string 'sha256' and an id;"
+                            " accepted: {\"id\": ..., \"sha256\": \"...\"}")
+    signature = manifest.get("signature", {})
+    if not isinstance(signature, dict) or not isinstance(signature.get("value", ""), str):
+        raise DataError(f"manifest {where}: 'signature' is not an object; accepted: the signature written by"
+                        " 'poisonlab manifest create --key'")
+    return manifest
+
+
 @dataclass(frozen=True)
 class ManifestDiff:
     """Sample ids changed (same id, new content), added (new id) and removed (id gone) since the manifest."""

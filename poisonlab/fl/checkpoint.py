@@ -65,7 +65,8 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tenso
         raise DataError(f"checkpoint in {d} is unreadable ({type(err).__name__}: {err});"
                         " delete it to start over") from None
     stored = header.get("round")
-    if not isinstance(meta, dict) or not isinstance(meta.get("history"), list):
+    if not isinstance(meta, dict) or not isinstance(meta.get("history"), list) or \
+            not all(isinstance(h, dict) for h in meta["history"]):
         raise DataError(f"checkpoint in {d} is unreadable (no history); delete it to start over")
     if stored != str(meta.get("round")):
         raise DataError(f"checkpoint in {d} is inconsistent: tensors are from round {stored},"

@@ -47,6 +47,7 @@ from torch import nn
 from poisonlab.config.federation import FederationConfig  # defined once, sharing the YAML's federated fields
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.divergence import check_round
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.buffers import average, load_buffers, model_buffers, same_layout
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
@@ -288,6 +289,7 @@ class Federation:
         with _progress(cfg.quiet, cfg.rounds, first) as bar:
             for r in range(first, end):
                 params, record = self.round(r, params)
+                check_round(record, cfg)  # a diverged run stops here (divergence.py), not at chance accuracy
                 history.append(record)
                 bar(record)
                 if cfg.checkpoint_every and ((r + 1) % cfg.checkpoint_every == 0 or r == cfg.rounds - 1):

@@ -170,19 +170,20 @@ CACHE_BLOCK_BYTES = 4 << 20
 
 
 def block_gram(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES, center: bool = False,
-               row_scale: torch.Tensor | None = None) -> torch.Tensor:
+               row_scale: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
     """(k, k) float64 Gram matrix x x^T, built from cache-sized column blocks of x (at most chunk_bytes).
 
     Each block's product runs in x's dtype while the block is still in cache and is accumulated in
     float64 (0.60 s against 0.99 s for 256 MiB blocks at k=100, d=1e6; a float64 copy of x costs 2x the
     memory and 5-7x the time at k=500, d=1e6). center=True subtracts each block's column means first
     (for translation-invariant uses such as distances: it limits float32 cancellation); row_scale (k,)
-    multiplies each row of each block first (the Gram of diag(row_scale) x).
+    multiplies each row of each block first (the Gram of diag(row_scale) x). rows (an index tensor): the
+    Gram of x[rows], gathered block by block (the same blocks as x[rows] would give, without its copy).
     """
-    k, d = x.shape
+    k, d = (x.shape[0] if rows is None else len(rows)), x.shape[1]
     gram = torch.zeros(k, k, dtype=torch.float64)
     for cols in column_chunks(k, d, x.element_size(), min(chunk_bytes, CACHE_BLOCK_BYTES)):
-        block = x[:, cols]
+        block = x[:, cols] if rows is None else x[:, cols].index_select(0, rows)
         if center:
             block = block - block.mean(dim=0)
         if row_scale is not None:
@@ -191,17 +192,40 @@ def block_gram(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES, center: bool = F
     return gram
 
 
-def cosine_similarities(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+def cosine_similarities(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES, rows: torch.Tensor | None = None
+                        ) -> torch.Tensor:
     """(k, k) float64 cos(x_i, x_j) from block_gram (a zero row has similarity 0 with every row).
 
     Each row is first scaled by a power of two that brings its largest entry into [0.5, 1] (exact, and
     cosine is scale invariant), so float32 block products neither overflow on huge updates nor lose
-    tiny ones.
+    tiny ones. rows (an index tensor): the similarities of x[rows], without that (k, d) copy. Working
+    memory: column blocks of at most chunk_bytes (no copy of x, no abs() of x).
     """
-    exponent = torch.frexp(x.abs().amax(dim=1).double()).exponent.clamp(-125, 125)
-    gram = block_gram(x, chunk_bytes, row_scale=torch.ldexp(torch.ones(len(x), dtype=x.dtype), -exponent))
+    exponent = torch.frexp(row_abs_max(x, rows, chunk_bytes).double()).exponent.clamp(-125, 125)
+    scale = torch.ldexp(torch.ones(len(exponent), dtype=x.dtype), -exponent)
+    gram = block_gram(x, chunk_bytes, row_scale=scale, rows=rows)
     norms = gram.diagonal().sqrt().clamp_min(1e-30)
     return gram / norms[:, None] / norms[None, :]
+
+
+def row_abs_max(x: torch.Tensor, rows: torch.Tensor | None = None, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """max_j |x_ij| of each row (of x[rows] when given), from column chunks: x.abs() would copy all of x."""
+    k = x.shape[0] if rows is None else len(rows)
+    top = torch.zeros(k, dtype=x.dtype)
+    for cols in column_chunks(k, x.shape[1], x.element_size(), chunk_bytes):
+        block = x[:, cols] if rows is None else x[:, cols].index_select(0, rows)
+        top = torch.maximum(top, block.abs().amax(dim=1))
+    return top
+
+
+def row_norms_float64(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """||x_i|| of each row in float64, from row chunks of at most chunk_bytes (x.double() would be 2x x)."""
+    k, d = x.shape
+    out = torch.empty(k, dtype=torch.float64)
+    step = max(1, int(chunk_bytes) // max(1, 8 * d))
+    for start in range(0, k, step):
+        out[start:start + step] = torch.linalg.vector_norm(x[start:start + step].double(), dim=1)
+    return out
 
 
 def subset_context(ctx: RoundContext, keep: torch.Tensor) -> RoundContext:

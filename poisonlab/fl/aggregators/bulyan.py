@@ -60,14 +60,20 @@ def _argmin_tie_broken(scores: torch.Tensor, dist: torch.Tensor, active: torch.T
     return int(torch.argmin(total))
 
 
-def closest_to_median_mean(x: torch.Tensor, beta: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
-    """Per column, the mean of the beta entries of x (theta, d) closest to that column's median."""
-    theta, d = x.shape
-    med = coordinate_median(x, chunk_bytes)
+def closest_to_median_mean(x: torch.Tensor, beta: int, chunk_bytes: int = CHUNK_BYTES,
+                           rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Per column, the mean of the beta entries of x (theta, d) closest to that column's median.
+
+    rows (an index tensor): of x[rows], gathered one column block at a time (every step is per column,
+    so the blocks give what the whole x[rows] would, without its (theta, d) copy: 0.98x the input at
+    n = 1000, f = 10).
+    """
+    theta, d = (x.shape[0] if rows is None else len(rows)), x.shape[1]
     out = torch.empty(d, dtype=x.dtype)
     for cols in column_chunks(theta, d, 3 * x.element_size() + 8, chunk_bytes):
-        block = x[:, cols]
-        nearest = torch.topk((block - med[cols]).abs(), beta, dim=0, largest=False).indices
+        block = x[:, cols] if rows is None else x[:, cols].index_select(0, rows)
+        med = coordinate_median(block, chunk_bytes)
+        nearest = torch.topk((block - med).abs(), beta, dim=0, largest=False).indices
         out[cols] = torch.gather(block, 0, nearest).mean(dim=0)
     return out
 
@@ -87,7 +93,7 @@ def bulyan(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
         theta = n - 2 * f
         dist = pairwise_sq_distances(updates, chunk_bytes)
         chosen = iterative_krum(dist, f, theta)
-        update = closest_to_median_mean(updates[chosen], theta - 2 * f, chunk_bytes)
+        update = closest_to_median_mean(updates, theta - 2 * f, chunk_bytes, rows=chosen)
         return Aggregate(update, one_hot(n, chosen), krum_scores(dist, f).float(), {"chosen": chosen.tolist()})
 
     return Rule(apply, f"bulyan(f={f})", check_rows=check_rows, memory=distances_memory("bulyan"))

@@ -7,6 +7,10 @@
 3. update = mean of the clipped admitted rows + N(0, (lambda * S)^2) per coordinate
    (generator derived from ctx.seed and ctx.round). Client weights are ignored, as in the paper.
 selected: admitted rows; scores: 1 - HDBSCAN membership probability (1 for noise points).
+
+Memory beyond the (k, d) input: the (k, k) cosine matrix and column or row chunks of at most 256 MiB
+(base.CHUNK_BYTES; cosines and float64 norms are built chunk by chunk, never from a float64 or abs()
+copy of the whole input), plus the (d,) noise and update.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from poisonlab.fl.aggregators.base import Rule, check_positive, cosine_similarities
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_positive, cosine_similarities, row_norms_float64
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 from poisonlab.rng import generator
@@ -54,7 +58,7 @@ def flame(noise_lambda: float = 0.001) -> Rule:
         k, d = updates.shape
         admitted, outlier, found = majority_cluster(cosine_distances(updates))
         admitted = torch.from_numpy(admitted)
-        norms = torch.linalg.vector_norm(updates.double(), dim=1)
+        norms = row_norms_float64(updates, CHUNK_BYTES)
         bound = float(norms.median()) if k % 2 else float(norms.double().quantile(0.5))
         factors = ((bound / norms.clamp_min(1e-30)).clamp_max(1.0) * admitted / admitted.sum()).float()
         noise = torch.randn(d, generator=generator(ctx.seed, "flame", ctx.round)).to(updates.dtype)
@@ -63,4 +67,4 @@ def flame(noise_lambda: float = 0.001) -> Rule:
                          {"clip_bound": bound, "cluster_found": found, "admitted": int(admitted.sum())})
 
     return Rule(apply, f"flame(noise_lambda={noise_lambda})",
-                memory=lambda k, d, clients: {"flame cosines": 8 * k * k + 4 * k * d})
+                memory=lambda k, d, clients: {"flame cosines and chunks": 8 * k * k + min(CHUNK_BYTES, 8 * k * d)})

@@ -11,6 +11,8 @@ selected: alpha_i > 0; scores: 1 - alpha_i (higher = more sybil-like).
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from poisonlab.errors import ResourceError
@@ -22,12 +24,13 @@ REFERENCE = ("Fung, Yoon and Beschastnikh 2020, The Limitations of Federated Lea
              " (RAID)")
 
 
-def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
-    """Per-row learning rates alpha in [0, 1] from the (k, d) histories (Algorithm 1 of the paper)."""
-    k = history.shape[0]
+def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row learning rates alpha in [0, 1] from the (k, d) histories (Algorithm 1 of the paper); rows
+    (an index tensor): those of history[rows], read block by block instead of copied."""
+    k = history.shape[0] if rows is None else len(rows)
     if k < 2:
         return torch.ones(k)
-    cs = cosine_similarities(history)  # float64, from cache-sized float32 blocks
+    cs = cosine_similarities(history, rows=rows)  # float64, from cache-sized float32 blocks
     cs.fill_diagonal_(float("-inf"))
     v = cs.max(dim=1).values
     pardon = v[None, :] > v[:, None]  # pardon[i, j]: v_j > v_i
@@ -42,7 +45,8 @@ def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
 
 
 def grown_history(history: torch.Tensor | None, rows: int, d: int, max_history_bytes: int) -> torch.Tensor:
-    """history with room for rows clients of d coordinates (new rows zero); the same tensor when it fits."""
+    """history with room for rows clients of d coordinates (new rows zero); the same tensor when it fits.
+    (Growing copies the old rows once: the engine's first round starts from none, so that is a no-op.)"""
     if history is None or history.shape[1] != d:
         history = torch.zeros(0, d)
     if rows <= history.shape[0]:
@@ -55,15 +59,31 @@ def grown_history(history: torch.Tensor | None, rows: int, d: int, max_history_b
     return grown
 
 
+def default_history_bytes() -> int:
+    """75% of physical memory, as resources.default_budget (which imports the aggregators: not imported here);
+    4 GiB where the machine does not say."""
+    try:
+        return int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
 @AGGREGATORS.register("foolsgold", reference=REFERENCE)
-def foolsgold(kappa: float = 1.0, max_history_bytes: int = 4 * 2**30) -> Rule:
+def foolsgold(kappa: float = 1.0, max_history_bytes: int | None = None) -> Rule:
     """FoolsGold: per-client learning rates from the cosine similarity of accumulated update histories.
 
     State: {'history': (clients, d) float32 sum of each client's updates}. The round's updates are
     added to the history tensor it was given in place (a (clients, d) copy per round would double
-    the largest tensor of the run) and the same tensor is returned as the next state.
+    the largest tensor of the run) and the same tensor is returned as the next state; the round's rows
+    of it are read in column blocks (no (k, d) gather). max_history_bytes: a ResourceError above it;
+    None (default): 75% of physical memory (as resources.default_budget), the limit a run's memory
+    estimate is checked against, where the history is counted (so a ResNet-18 history of 100 clients,
+    4.4 GB, runs on a machine that has the memory).
     """
-    kappa, max_history_bytes = check_positive("foolsgold", "kappa", kappa), int(max_history_bytes)
+    kappa = check_positive("foolsgold", "kappa", kappa)
+    if max_history_bytes is None:
+        max_history_bytes = default_history_bytes()
+    max_history_bytes = int(check_positive("foolsgold", "max_history_bytes", max_history_bytes))
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         k, d = updates.shape
@@ -71,8 +91,8 @@ def foolsgold(kappa: float = 1.0, max_history_bytes: int = 4 * 2**30) -> Rule:
         history = grown_history((ctx.state or {}).get("history"), max(int(ids.max()) + 1, ctx.num_clients), d,
                                 max_history_bytes)
         history.index_add_(0, ids, updates.float())
-        every = bool((ids == torch.arange(k)).all())  # all clients, in order: a view, not a (k, d) copy
-        alpha = foolsgold_alpha(history[:k] if every else history[ids], kappa)
+        every = bool((ids == torch.arange(k)).all())  # the first k clients, in order: a view
+        alpha = foolsgold_alpha(history[:k], kappa) if every else foolsgold_alpha(history, kappa, rows=ids)
         update = (alpha * normalized(weights)).to(updates.dtype) @ updates
         return Aggregate(update, alpha > 0, 1 - alpha, {"alpha": alpha.tolist()}, {"history": history})
 
