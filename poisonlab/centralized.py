@@ -57,6 +57,7 @@ class CentralizedResult:
     confusion_triggered_clean_model: list[list[int]] | None = None
     poison_classes: dict | None = None
     examples: dict | None = None
+    attack_target: int | None = None
     model: Any = field(default=None, repr=False)
     clean_model: Any = field(default=None, repr=False)
     poisoned: Poisoned | None = field(default=None, repr=False)
@@ -141,6 +142,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         confusion_triggered=trig["confusion"], confusion_triggered_clean_model=trig["confusion_clean_model"],
         poison_classes=poison_classes(train_set.y, poisoned.data.y, poisoned.mask, train_set.num_classes),
         examples={"poisoned": _poisoned_examples(train_set, poisoned), "triggered": trig["examples"]},
+        attack_target=trig["target"],
         wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned)
 
 
@@ -161,8 +163,9 @@ PLACEHOLDER_LABELS = frozenset({"edge_case"})
 
 def _triggered(poisons, test_set: Dataset, model, clean_model, seed: int) -> dict:
     """Both models on the triggered test set of the first poison that has a trigger: ASR, confusion matrix
-    (rows: true class, None for placeholder labels) and a few examples; all None without a trigger."""
-    none = {"asr": None, "asr_clean_model": None, "confusion": None, "confusion_clean_model": None, "examples": []}
+    (rows: true class, None for placeholder labels), a few examples and the target; all None without a trigger."""
+    none = {"asr": None, "asr_clean_model": None, "confusion": None, "confusion_clean_model": None, "examples": [],
+            "target": None}
     p = next((p for p in poisons if p.has_trigger), None)
     if p is None:
         return none
@@ -178,7 +181,7 @@ def _triggered(poisons, test_set: Dataset, model, clean_model, seed: int) -> dic
     if p.name in PLACEHOLDER_LABELS:
         examples = [{**e, "label": None} for e in examples]
     return {"asr": attack_success_rate(pred, trig.y, target), "asr_clean_model": attack_success_rate(pred0, trig.y, target),
-            "confusion": confusions[0], "confusion_clean_model": confusions[1], "examples": examples}
+            "confusion": confusions[0], "confusion_clean_model": confusions[1], "examples": examples, "target": target}
 
 
 def _poisoned_examples(train_set: Dataset, poisoned: Poisoned) -> list[dict]:
