@@ -41,7 +41,7 @@ td.name{font-weight:600}
 figure{margin:8px 0 0}
 figure img{max-width:100%;height:auto;border:1px solid #eee}
 code{font-size:.85rem;word-break:break-word}
-td.left{text-align:left}
+td.left,th.left{text-align:left}
 .banner{border-left:5px solid #D55E00;background:#fff4ec;padding:10px 14px;margin:10px 0;font-weight:600}
 .pair{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
