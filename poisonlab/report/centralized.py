@@ -245,9 +245,8 @@ def _examples(e: plots.Entry) -> str | None:
 
 
 def all_baseline_per_class(entries: Sequence[plots.Entry]) -> bool:
-    """True when every run is centralized with its per-class accuracy drawn next to its baseline's, so the
-    generic per-class figure would only repeat it."""
-    return bool(entries) and all(
-        e.run.get("kind") == "centralized"
-        and 0 < len(data.per_class(e.run)) == len(data.per_class(e.run, "per_class_accuracy_clean_model"))
-        for e in entries)
+    """True when every run is a centralized run whose baseline section draws its per-class accuracy next to
+    the baseline's, so the generic per-class figure would only repeat it."""
+    shown = centralized(entries, "clean_accuracy_clean_model")
+    return bool(entries) and len(shown) == len(entries) and all(
+        0 < len(data.per_class(e.run)) == len(data.per_class(e.run, "per_class_accuracy_clean_model")) for e in shown)
