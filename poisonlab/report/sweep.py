@@ -169,7 +169,7 @@ def heat_cell(s: Spread, why_empty: str) -> str:
     if not s.values:
         return f'<td class="empty">{escape(why_empty)}</td>'
     bg, fg = _colour(s.mean)
-    spread_text = f" ± {100 * s.std:.1f}" if s.seeds > 1 else ""
+    spread_text = f" ± {100 * s.std:.1f}" if len(s.values) > 1 else ""  # one value has no spread
     count = (f"<small>{len(s.values)} of {s.seeds} seeds</small>" if len(s.values) < s.seeds
              else f"<small>{s.seeds} seeds</small>" if s.seeds > 1 else "")
     return f'<td style="background:{bg};color:{fg}">{100 * s.mean:.1f}{spread_text}{count}</td>'
