@@ -4,7 +4,9 @@ run_centralized trains a clean model on the clean training set (the baseline), a
 poisons in order, then obtains the poisoned model by the injection mode (concat: train from
 scratch on the poisoned set; fine_tune: fine-tune the clean model on the poison, optionally
 mixed with clean rows). Both are evaluated on the clean test set (accuracy, per-class accuracy,
-confusion) and, for backdoor-style poisons, on the triggered test set (attack success rate).
+confusion) and, for backdoor-style poisons, on the triggered test set (attack success rate and the
+confusion matrix of triggered inputs, where the backdoor shows). For the report it also records which
+classes the poison touched and a few clean vs poisoned examples (poisonlab/report/record.py).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import torch
 from poisonlab import progress
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
-from poisonlab.metrics import attack_success_rate
+from poisonlab.metrics import attack_success_rate, confusion_matrix
 from poisonlab.model_spec import ModelSpec, build_model, spec_label
 from poisonlab.poison.injection import Injection, fine_tune_set, retrain_head
 from poisonlab.poison.registry import make_poison
 from poisonlab.poison.result import Poisoned
+from poisonlab.report.record import poison_classes, poisoned_examples, triggered_examples
 from poisonlab.training import TrainConfig, evaluate, fine_tune, predict, train
 
 
@@ -50,6 +53,12 @@ class CentralizedResult:
     poison_info: list[dict]
     wall_time: float
     probe: dict | None = None
+    loss_clean_model: float | None = None
+    confusion_triggered: list[list[int]] | None = None
+    confusion_triggered_clean_model: list[list[int]] | None = None
+    poison_classes: dict | None = None
+    examples: dict | None = None
+    attack_target: int | None = None
     model: Any = field(default=None, repr=False)
     clean_model: Any = field(default=None, repr=False)
     poisoned: Poisoned | None = field(default=None, repr=False)
@@ -126,17 +135,21 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
             poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed, inj.feature_layer) if inj.head_only
                               else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
     ev, ev0 = evaluate(poisoned_model, test_set), evaluate(clean_model, test_set)
-    asr, asr0 = _asr(built, test_set, poisoned_model, seed), _asr(built, test_set, clean_model, seed)
+    trig = _triggered(built, test_set, poisoned_model, clean_model, seed)
     pairs = source_target_pairs(built, train_set.num_classes)
     return CentralizedResult(
         clean_accuracy=ev.accuracy, clean_accuracy_clean_model=ev0.accuracy, loss=ev.loss,
         per_class_accuracy=ev.per_class_accuracy, per_class_accuracy_clean_model=ev0.per_class_accuracy,
         confusion=ev.confusion, confusion_clean_model=ev0.confusion,
-        attack_success_rate=asr, attack_success_rate_clean_model=asr0,
+        attack_success_rate=trig["asr"], attack_success_rate_clean_model=trig["asr_clean_model"],
         flips=_flips(ev.confusion, pairs), flips_clean_model=_flips(ev0.confusion, pairs),
         class_names=list(train_set.classes), poison_count=poisoned.count, train_size=len(poisoned.data),
         injection=inj.model_dump(), poison_info=poisoned.info["poisons"],
-        probe=_probe(built, test_set, poisoned_model, clean_model),
+        probe=_probe(built, test_set, poisoned_model, clean_model), loss_clean_model=ev0.loss,
+        confusion_triggered=trig["confusion"], confusion_triggered_clean_model=trig["confusion_clean_model"],
+        poison_classes=poison_classes(train_set.y, poisoned.data.y, poisoned.mask, train_set.num_classes),
+        examples={"poisoned": _poisoned_examples(train_set, poisoned), "triggered": trig["examples"]},
+        attack_target=trig["target"],
         wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned)
 
 
@@ -150,15 +163,39 @@ def check_same_architecture(clean_model, model, label: str) -> None:
                           " same model spec and params")
 
 
-def _asr(poisons, test_set: Dataset, model, seed: int) -> float | None:
-    """ASR of the first poison that has a trigger (triggered(test_set)), else None."""
-    for p in poisons:
-        if p.has_trigger:
-            trig = p.triggered(test_set, seed)
-            if len(trig) == 0:
-                return None
-            return attack_success_rate(predict(model, trig.x), trig.y, int(p.target))
-    return None
+# Poisons whose triggered set carries placeholder labels, not the inputs' true classes (edge-case photos):
+# their ASR is defined, a confusion matrix by "true class" of those inputs is not.
+PLACEHOLDER_LABELS = frozenset({"edge_case"})
+
+
+def _triggered(poisons, test_set: Dataset, model, clean_model, seed: int) -> dict:
+    """Both models on the triggered test set of the first poison that has a trigger: ASR, confusion matrix
+    (rows: true class, None for placeholder labels), a few examples and the target; all None without a trigger."""
+    none = {"asr": None, "asr_clean_model": None, "confusion": None, "confusion_clean_model": None, "examples": [],
+            "target": None}
+    p = next((p for p in poisons if p.has_trigger), None)
+    if p is None:
+        return none
+    trig = p.triggered(test_set, seed)
+    if len(trig) == 0:
+        return none
+    pred, pred0 = predict(model, trig.x), predict(clean_model, trig.x)
+    target, k = int(p.target), test_set.num_classes
+    confusions = ((None, None) if p.name in PLACEHOLDER_LABELS
+                  else (confusion_matrix(pred, trig.y, k).tolist(), confusion_matrix(pred0, trig.y, k).tolist()))
+    examples = (triggered_examples(test_set.x, test_set.y, trig.x, trig.y, target, pred, pred0)
+                if trig.is_image else [])
+    if p.name in PLACEHOLDER_LABELS:
+        examples = [{**e, "label": None} for e in examples]
+    return {"asr": attack_success_rate(pred, trig.y, target), "asr_clean_model": attack_success_rate(pred0, trig.y, target),
+            "confusion": confusions[0], "confusion_clean_model": confusions[1], "examples": examples, "target": target}
+
+
+def _poisoned_examples(train_set: Dataset, poisoned: Poisoned) -> list[dict]:
+    """A few poisoned training rows next to their clean originals (images only)."""
+    if not poisoned.data.is_image:
+        return []
+    return poisoned_examples(train_set.x, train_set.y, poisoned.data.x, poisoned.data.y, poisoned.mask)
 
 
 def _probe(poisons, test_set: Dataset, model, clean_model) -> dict | None:

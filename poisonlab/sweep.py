@@ -93,8 +93,11 @@ def config_digest(doc: dict) -> str:
 
 
 def run_sweep(doc: dict, out_dir: Path, run_one: Callable[[Any, Path], dict],
-              log: Callable[[str], None] = print) -> list[dict]:
-    """Run every unfinished cell with run_one(config, cell_dir) -> metrics; return one summary row per cell."""
+              log: Callable[[str], None] = print, report: bool = True) -> list[dict]:
+    """Run every unfinished cell with run_one(config, cell_dir) -> metrics; return one summary row per cell.
+
+    report: write out_dir/report.html comparing the cells (heatmaps, sortable table) after the last one.
+    """
     cells = expand_grid(doc)
     configs = [parse(cell.doc) for cell in cells]  # validate every cell before running any
     for config in configs:
@@ -119,6 +122,8 @@ def run_sweep(doc: dict, out_dir: Path, run_one: Callable[[Any, Path], dict],
         else:
             log(f"[{i}/{len(cells)}] finished already: {cell.slug}")
         rows.append({**{k: _short(v) for k, v in cell.settings.items()}, **final_figures(metrics)})
+    if report:
+        log(f"sweep report: {write_sweep_report(doc, out_dir, cells)}")
     return rows
 
 
@@ -129,6 +134,14 @@ def cell_result(metrics: dict) -> str:
              "flag_recall": "flag recall"}
     parts = [f"{label} {100 * figures[key]:.1f}%" for key, label in names.items() if figures.get(key) is not None]
     return ", ".join(parts) or "no figures measured"
+
+
+def write_sweep_report(doc: dict, out_dir: Path, cells: list[Cell]) -> Path:
+    """out_dir/report.html: every cell's finished metrics.json compared (poisonlab/report/sweep.py)."""
+    from poisonlab.report.sweep import SweepCell, write_sweep_report as write
+
+    found = [SweepCell(cell.settings, cell.slug, finished_metrics(out_dir / cell.slug, cell.doc)) for cell in cells]
+    return write(out_dir / "report.html", str(doc.get("name") or out_dir.name), found, short=_short)
 
 
 def finished_metrics(cell_dir: Path, doc: dict) -> dict | None:

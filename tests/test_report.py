@@ -6,7 +6,6 @@ import base64
 import io
 import os
 import re
-import shutil
 import subprocess
 import warnings
 from html.parser import HTMLParser
@@ -20,6 +19,7 @@ from poisonlab import metrics
 from poisonlab.report import write_report
 from poisonlab.report import data as rdata
 from poisonlab.rng import numpy_rng
+from tests import browser as browser_tools
 
 CLASSES = [str(i) for i in range(10)]
 FIGURE_SECTIONS = ["Clean accuracy and attack success rate per round", "Confusion matrix", "Client update norms",
@@ -311,14 +311,6 @@ def test_series_drops_missing_rounds():
 
 # ------------------------------------------------------------------ headless Chromium
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--hide-scrollbars"]
-
 # Counts images that decoded completely: drawn to a canvas, the bottom row must be opaque (every
 # figure has a white background; a truncated PNG leaves its undecoded rows transparent).
 IMAGE_PROBE = """<script>
@@ -352,20 +344,11 @@ def _decoded_images(browser: list[str], page: str, where: Path) -> tuple[int, in
     return int(found.group(1)), int(found.group(2))
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium / chromium-browser is not on PATH "
-                    "(install it with `apt-get install -y chromium` to run the browser test)")
+@browser_tools.needs_chromium
 def test_report_renders_in_headless_chromium(full_report, tmp_path):
     path, page = full_report
-    browser = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-
-    shot = tmp_path / "shot.png"
-    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1200,2000", path.as_uri()],
-                   check=True, capture_output=True, timeout=60)
-    with Image.open(shot) as im:
-        assert im.size == (1200, 2000)
-        gray = np.asarray(im.convert("L"), dtype=float)
-    assert gray.std() > 10, "the screenshot is blank"
-    assert (gray < 128).mean() > 0.01, "hardly any dark pixels: text and figures did not render"
+    browser = browser_tools.command(tmp_path / "profile")
+    browser_tools.assert_not_blank(browser_tools.screenshot(path, tmp_path / "shot.png", tmp_path / "profile"))
 
     decoded, total = _decoded_images(browser, page, tmp_path / "probe.html")
     assert total == len(FIGURE_SECTIONS) + 1 and decoded == total

@@ -206,18 +206,33 @@ def class_names(run: Mapping, n: int) -> list[str]:
     return names if len(names) == n else [str(i) for i in range(n)]
 
 
-def confusion(run: Mapping) -> np.ndarray | None:
-    """final.confusion as a square int array, or None when absent or not square."""
-    rows = as_list(final(run).get("confusion"))
+def confusion(run: Mapping, key: str = "confusion") -> np.ndarray | None:
+    """final[key] (default the clean-input confusion matrix) as a square int array, or None when absent,
+    ragged, not square, negative or not finite."""
+    rows = as_list(final(run).get(key))
     try:
         cm = np.asarray([[num(v) for v in as_list(row)] for row in rows], dtype=float)
     except ValueError:  # ragged rows
         return None
-    if cm.ndim != 2 or cm.shape[0] == 0 or cm.shape[0] != cm.shape[1] or np.isnan(cm).any():
+    if cm.ndim != 2 or cm.shape[0] == 0 or cm.shape[0] != cm.shape[1] or np.isnan(cm).any() or (cm < 0).any():
         return None
     return cm.astype(np.int64)
 
 
-def per_class(run: Mapping) -> np.ndarray:
-    """final.per_class_accuracy as floats (NaN where missing)."""
-    return np.asarray([num(v) for v in as_list(final(run).get("per_class_accuracy"))], dtype=float)
+def per_class(run: Mapping, key: str = "per_class_accuracy") -> np.ndarray:
+    """final[key] (default the final model's per-class accuracy) as floats (NaN where missing)."""
+    return np.asarray([num(v) for v in as_list(final(run).get(key))], dtype=float)
+
+
+def counts(value) -> list[int] | None:
+    """A list of non-negative integer counts, or None when anything in it is not one."""
+    items = as_list(value)
+    if not items or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in items):
+        return None
+    return [int(v) for v in items]
+
+
+def count(value) -> int | None:
+    """A non-negative integer count, or None."""
+    found = counts([value])
+    return found[0] if found else None

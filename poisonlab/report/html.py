@@ -8,20 +8,17 @@ rest of its report.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
-import struct
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 import yaml
 
-from poisonlab.report import data, plots
-
-NOT_MEASURED = '<span class="na">not measured</span>'
+from poisonlab.report import centralized, data, plots
+from poisonlab.report.fmt import NOT_MEASURED, NOT_RUN, img, name_cell, pct, seconds, table, td, text
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;
@@ -43,66 +40,19 @@ td.name{font-weight:600}
 .na{color:#8a8a8a;font-style:italic}
 figure{margin:8px 0 0}
 figure img{max-width:100%;height:auto;border:1px solid #eee}
+code{font-size:.85rem;word-break:break-word}
+td.left,th.left{text-align:left}
+.banner{border-left:5px solid #D55E00;background:#fff4ec;padding:10px 14px;margin:10px 0;font-weight:600}
+.pair{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+.cards{display:flex;flex-wrap:wrap;gap:10px}
+figure.card{margin:0;padding:8px;border:1px solid #e3e3e3;border-radius:4px;text-align:center;font-size:.85rem}
+figure.card img{border:1px solid #ccc;vertical-align:middle}
+.arrow{margin:0 6px;color:#777}
+.thumb{display:inline-block;width:84px}
+.hit{color:#b3401a}
 pre{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:4px;padding:10px 12px;overflow-x:auto;
  font-size:.85rem;line-height:1.35}
 """
-
-
-# ---------------------------------------------------------------- small formatters
-
-def pct(value) -> str:
-    """A fraction as '97.31%', or 'not measured'."""
-    v = data.num(value)
-    return NOT_MEASURED if math.isnan(v) else f"{100 * v:.2f}%"
-
-
-def seconds(value) -> str:
-    """A duration: '0.42 s', '12.3 s', '2 min 05 s', or 'not measured'."""
-    v = data.num(value)
-    if math.isnan(v) or v < 0:
-        return NOT_MEASURED
-    if v < 10:
-        return f"{v:.2f} s"
-    if v < 60:
-        return f"{v:.1f} s"
-    minutes, rest = divmod(round(v), 60)
-    return f"{minutes} min {rest:02d} s"
-
-
-def text(value) -> str:
-    """Any value as escaped text ('not measured' for None)."""
-    return NOT_MEASURED if value is None else escape(str(value))
-
-
-def img(png: bytes, alt: str, enlarge_to: int = 0) -> str:
-    """An <img> holding the PNG as a base64 data URI, with its display size.
-
-    A PNG narrower than `enlarge_to` pixels is shown an integer factor larger, with crisp
-    (pixelated) scaling, so tiny trigger images stay visible.
-    """
-    width, height = struct.unpack(">II", png[16:24])
-    scale = max(1, min(8, enlarge_to // max(width, 1)))
-    style = ' style="image-rendering:pixelated"' if scale > 1 else ""
-    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="{uri}" alt="{escape(alt)}" width="{width * scale}" '
-            f'height="{height * scale}"{style}></figure>')
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """An HTML table; header strings are escaped here, cells must already be HTML."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def td(html: str, cls: str = "") -> str:
-    """A table cell around already-escaped HTML."""
-    return f'<td class="{cls}">{html}</td>' if cls else f"<td>{html}</td>"
-
-
-def name_cell(entry: plots.Entry) -> str:
-    """A run's name with its colour swatch (the colour it has in every figure)."""
-    return td(f'<span class="swatch" style="background:{entry.color}"></span>{escape(entry.name)}', "name")
 
 
 # ---------------------------------------------------------------- sections
@@ -147,10 +97,13 @@ def detection_table(entries: Sequence[plots.Entry]) -> str | None:
             rows.append([name_cell(e), td(text(d.get("detector"))), td(str(n) if n else NOT_MEASURED),
                          *(td(pct(d.get(k))) for k in ("tpr", "fpr", "precision", "recall", "f1")),
                          td(NOT_MEASURED if math.isnan(auroc) else f"{auroc:.3f}")])
+    idle = [e.name for e in entries if e.run.get("kind") == "centralized" and not data.detections(e.run)]
+    note = (f'<p class="note">Detectors: {NOT_RUN} for {escape(", ".join(idle))} (the config has no '
+            "<code>detect:</code> section).</p>" if idle else "")
     if not rows:
-        return None
+        return note or None
     header = ["run", "detector", "items scored", "TPR", "FPR", "precision", "recall", "F1", "AUROC"]
-    return table(header, rows)
+    return table(header, rows) + note
 
 
 def flips_table(entries: Sequence[plots.Entry]) -> str | None:
@@ -255,8 +208,8 @@ FIGURES = [  # anchor, section title, drawing function, alt text, caption
      "Left: accuracy on the clean test set. Right: share of triggered test inputs (true class not the target) "
      "classified as the target. Higher is better on the left, lower on the right."),
     ("confusion", "Confusion matrix", plots.confusion, "confusion matrix heatmap",
-     "Rows are true classes, columns predicted classes; numbers are test-input counts and colour is the share "
-     "of the row (bright diagonal = correct)."),
+     "The final (for a centralized run: poisoned) model on the clean test inputs. Rows are true classes, columns "
+     "predicted classes; numbers are test-input counts and colour is the share of the row (bright diagonal = correct)."),
     ("norms", "Client update norms", plots.update_norms, "update norms per round, malicious clients marked",
      "L2 norm of each sampled client's update in every round, as the server received it. Grey dots are honest "
      "clients, vermillion triangles malicious ones: boosted updates stand out above the grey band."),
@@ -317,21 +270,57 @@ def _safe(title: str, build: Callable[[], str | None]) -> str | None:
         return f'<p class="note">This section could not be drawn: {escape(type(exc).__name__)}: {escape(str(exc))}</p>'
 
 
+# A banner rule takes the runs and returns a warning sentence (plain text) or None. Banners sit under the
+# title, before every section, for what a reader must know before trusting any number below.
+BannerRule = Callable[[Sequence[Mapping]], "str | None"]
+
+
+def nothing_poisoned(runs: Sequence[Mapping]) -> str | None:
+    """A centralized run whose poison touched no training row: its "poisoned" model is a second clean model."""
+    names = [data.run_name(r, i) for i, r in enumerate(runs)
+             if r.get("kind") == "centralized" and data.count(data.final(r).get("poison_count")) == 0]
+    return (f"No training row was poisoned in {', '.join(names)}: the poisoned model was trained on clean data, "
+            "so any difference from the baseline is training noise, not an attack." if names else None)
+
+
+def run_warnings(runs: Sequence[Mapping]) -> str | None:
+    """The runs' own warnings (metrics.json "warnings", e.g. an attack that never acts within the configured
+    rounds, so its ASR measures no attack), one banner for all; None when there are none."""
+    lines = [f"{data.run_name(r, i)}: {w}" for i, r in enumerate(runs)
+             if isinstance(r.get("warnings"), list) for w in r["warnings"]]
+    return ("Read these results with care. " + " | ".join(lines)) if lines else None
+
+
+BANNERS: list[BannerRule] = [run_warnings, nothing_poisoned]
+
+
+def banners(runs: Sequence[Mapping]) -> str:
+    """The banners every rule in BANNERS raises for these runs, as escaped HTML ('' when none)."""
+    found = [message for rule in BANNERS if (message := _safe(f"banner {rule.__name__}", lambda r=rule: r(runs)))]
+    return "".join(f'<div class="banner" role="alert">{escape(str(m))}</div>' for m in found)
+
+
 def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
            extra_sections: Sequence[tuple[str, str]] | None = None) -> str:
     """The whole page as a string. extra_sections are (title, HTML body) pairs; titles are escaped, bodies are not."""
     runs = [r if isinstance(r, Mapping) else {} for r in runs]
     colors = plots.palette(len(runs))
     entries = [plots.Entry(data.run_name(r, i), colors[i], dict(r)) for i, r in enumerate(runs)]
-    figs = [(anchor, title, lambda a=anchor, d=draw, alt=alt, c=caption: figure_section(a, d, alt, c, entries))
-            for anchor, title, draw, alt, caption in FIGURES]
+    figs = {anchor: (anchor, title, lambda a=anchor, d=draw, alt=alt, c=caption: figure_section(a, d, alt, c, entries))
+            for anchor, title, draw, alt, caption in FIGURES}
+    if centralized.all_baseline_per_class(entries):
+        del figs["per-class"]  # already drawn beside the baseline's
     sections: list[tuple[str, str, Callable[[], str | None]]] = [
         ("summary", "Summary", lambda: summary(entries) if entries else '<p class="note">No runs to report.</p>'),
+        ("baseline", "Clean baseline vs poisoned model", lambda: centralized.baseline_section(entries)),
+        ("triggered", "The backdoor: predictions on triggered inputs", lambda: centralized.triggered_section(entries)),
+        ("poison", "The poison", lambda: centralized.poison_section(entries)),
+        ("examples", "Examples: clean vs poisoned", lambda: centralized.examples_section(entries)),
         ("detections", "Detection quality", lambda: detection_table(entries)),
-        *figs[:2],
+        *(figs[a] for a in ("roc", "rounds", "confusion") if a in figs),
         ("flips", "Targeted misclassifications", lambda: flips_table(entries)),
         ("gallery", "Trigger gallery", lambda: gallery(gallery_png)),
-        *figs[2:],
+        *(figs[a] for a in ("norms", "flags", "per-class") if a in figs),
         *((f"extra-{i}", str(t), (lambda b=b: str(b))) for i, (t, b) in enumerate(extra_sections or [])),
         ("config", "Config", lambda: config_section(entries)),
     ]
@@ -344,15 +333,5 @@ def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
             f'<body><main><h1>{escape(title)}</h1><p class="sub">poisonlab report · {sub}</p>'
-            f"{warning_banner(entries)}<nav>{nav}</nav>\n{body}\n</main></body></html>\n")
-
-
-def warning_banner(entries: Sequence[plots.Entry]) -> str:
-    """A banner above everything for the runs' warnings (metrics.json "warnings", e.g. an attack that never
-    acted within the configured rounds, so its ASR measures no attack); '' when there are none."""
-    lines = [f"<li><b>{escape(e.name)}</b>: {escape(str(w))}</li>" for e in entries
-             for w in (e.run.get("warnings") or []) if isinstance(e.run.get("warnings"), list)]
-    if not lines:
-        return ""
-    return ('<div role="alert" class="banner" style="border:2px solid #D55E00;background:#fff4ec;padding:8px 14px;'
-            f'margin:10px 0"><b>Warning: read these results with care</b><ul>{"".join(lines)}</ul></div>')
+            f'<div id="banners">{banners(runs)}</div>'
+            f"<nav>{nav}</nav>\n{body}\n</main></body></html>\n")

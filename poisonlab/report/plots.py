@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from poisonlab.metrics import auroc, detection_scores, roc_curve
@@ -142,30 +142,54 @@ def _line_style(i: int, n: int, color: str) -> dict:
 
 def confusion(entries: Sequence[Entry]) -> bytes | None:
     """Confusion-matrix heatmaps (rows = true class, colour = % of the row, text = counts) of up to 4 runs."""
-    shown = [(e, cm) for e in entries if (cm := data.confusion(e.run)) is not None][:MAX_CONFUSIONS]
-    if not shown:
-        return None
-    k = shown[0][1].shape[0]
-    ncols = min(len(shown), 2)
+    shown = [(e.name, cm, data.class_names(e.run, cm.shape[0]))
+             for e in entries if (cm := data.confusion(e.run)) is not None][:MAX_CONFUSIONS]
+    return confusion_panels(shown) if shown else None
+
+
+def confusion_panels(panels: Sequence[tuple[str, np.ndarray, list[str]]], highlight: int | None = None) -> bytes:
+    """One heatmap per (title, counts, class names): rows = true class, colour = % of the row, text = counts.
+
+    highlight: a predicted class whose column is outlined (the backdoor's target).
+    """
+    k = panels[0][1].shape[0]
+    ncols = min(len(panels), 2)
     side = min(max(3.8, 0.42 * k + 1.8), 8.0)
     with matplotlib.rc_context({**STYLE, "axes.grid": False}):
-        fig = _figure(side * ncols + 1.0, side * -(-len(shown) // ncols))
-        axes = _grid(fig, len(shown), ncols)
-        for ax, (e, cm) in zip(axes, shown):
+        fig = _figure(side * ncols + 1.0, side * -(-len(panels) // ncols))
+        axes = _grid(fig, len(panels), ncols)
+        for ax, (title, cm, names) in zip(axes, panels):
             rows = cm.sum(axis=1, keepdims=True)
             rate = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0) * 100
             image = ax.imshow(rate, cmap="viridis", vmin=0, vmax=100)
-            names = data.class_names(e.run, cm.shape[0])
             ticks = np.arange(cm.shape[0])
             long_names = max(map(len, names)) > 2
             ax.set_xticks(ticks, names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
             ax.set_yticks(ticks, names)
-            ax.set(title=e.name, xlabel="predicted class", ylabel="true class")
+            ax.set(title=title, xlabel="predicted class", ylabel="true class")
+            if highlight is not None and 0 <= highlight < cm.shape[1]:
+                ax.add_patch(Rectangle((highlight - 0.5, -0.5), 1, cm.shape[0], fill=False, ec=ATTACKER, lw=2.5))
             if cm.shape[0] <= 20:
                 for (i, j), count in np.ndenumerate(cm):
                     ax.text(j, i, str(count), ha="center", va="center", fontsize=8 if cm.shape[0] > 10 else 9,
                             color="black" if rate[i, j] > 60 else "white")
         fig.colorbar(image, ax=axes, shrink=0.8, label="share of the true class (%)")
+        return _png(fig)
+
+
+def baseline_vs_poisoned(baseline: np.ndarray, poisoned: np.ndarray, names: list[str], color: str) -> bytes:
+    """Per-class accuracy (%) of the clean baseline (grey) and the poisoned model (run colour), side by side."""
+    k = len(names)
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(min(max(7, 0.55 * k + 2.5), 11.5), 4.2)
+        ax = fig.subplots()
+        x = np.arange(k)
+        ax.bar(x - 0.2, np.nan_to_num(100 * baseline, nan=0.0), width=0.4, color=HONEST, label="clean baseline")
+        ax.bar(x + 0.2, np.nan_to_num(100 * poisoned, nan=0.0), width=0.4, color=color, label="poisoned model")
+        ax.set_xticks(x, names, rotation=45 if max(map(len, names)) > 2 else 0)
+        ax.set(title="Per-class accuracy on clean test inputs", xlabel="class", ylabel="accuracy (%)", ylim=(0, 105))
+        ax.grid(axis="x", visible=False)
+        fig.legend(loc="outside lower center", ncols=2, frameon=False)
         return _png(fig)
 
 
