@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from poisonlab import progress
-from poisonlab.attack_window import unfired_adversaries
 from poisonlab.builders import built_poisons, build_federation, load_split
+from poisonlab.config.ignored import never_firing_adversaries
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError
@@ -49,7 +49,7 @@ def _run(config: ExperimentConfig, out_dir, *, resume: bool, quiet: bool, report
     if engine == "flower" and config.kind != "federated":
         raise ConfigError("--engine flower runs federated experiments; this config has no 'federated' section")
     out = Path(out_dir) if out_dir is not None else None
-    warnings = unfired_adversaries(config)
+    warnings = never_firing_adversaries(config)
     if out is not None:
         state = prepare_run_dir(out, config, engine, force)
         if state == "complete":
@@ -89,7 +89,7 @@ def resume_decision(config: ExperimentConfig, out: Path, resume: bool, state: st
         return True
     if resume:
         why = "centralized runs have no checkpoints" if config.kind != "federated" else (
-            "set federated.checkpoint_every to write them" if not config.federated.checkpoint_every
+            "federated.checkpoint_every is 0: set it to write them" if not config.federated.checkpoint_every
             else "none was written yet")
         progress.warn(f"--resume: no checkpoint in {out / 'checkpoints'} ({why}); starting from round 0")
     return False

@@ -5,10 +5,10 @@ effect that cannot happen, a warning line where the run is still meaningful.
   Flower engine, which has no checkpoints) is a ConfigError;
 - ``ignored_settings(config, resume=..., command=...)``: one warning line per setting that a run of
   this config never reads (sections of the other mode, server data no rule uses, a sample larger than
-  the federation, a grid in ``poisonlab run``, ``--resume`` without checkpoints) plus
-  ``never_firing_adversaries``;
+  the federation, a grid in ``poisonlab run``);
 - ``never_firing_adversaries(config)``: the lines for adversaries whose schedule has no active round
-  within the configured rounds (the run report's banner calls this same function).
+  within the configured rounds; run_experiment prints them at the start, stores them in metrics.json
+  ``warnings`` and the run report shows them as a banner (``--resume`` without checkpoints is warned there too).
 
 Warnings are printed by the commands as ``poisonlab: warning: ...`` on stderr (``warn``).
 """
@@ -96,9 +96,7 @@ def ignored_settings(config: ExperimentConfig, *, resume: bool = False, command:
                          " those samples are only taken out of the clients' data")
     if isinstance(fed.sample, int) and fed.sample > fed.clients:
         lines.append(f"federated.sample={fed.sample} is more than the {fed.clients} clients; every client takes part")
-    if resume and not fed.checkpoint_every:
-        lines.append("--resume: federated.checkpoint_every is 0, so there are no checkpoints; the run starts at round 0")
-    return lines + never_firing_adversaries(config)
+    return lines
 
 
 def warn(lines: list[str]) -> None:
