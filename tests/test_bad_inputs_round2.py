@@ -106,6 +106,7 @@ def model_file(meta: dict[str, str] | None = None, tensors: dict | None = None) 
 def manifest_of(t: Path, transform: Callable[[dict], object]) -> list[str]:
     """`manifest verify` against a real manifest of the dataset, rewritten by transform."""
     args = _manifest_args(t, b"{}")
+    (t / "m.json").unlink()  # manifest create never overwrites a file it did not write
     assert cli(["manifest", "create", args[2], "--manifest", str(t / "m.json")]) == 0
     good = json.loads((t / "m.json").read_text())
     (t / "m.json").write_text(json.dumps(transform(good)))
