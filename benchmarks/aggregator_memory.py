@@ -52,7 +52,6 @@ def measure(name: str, k: int, d: int, clients: int) -> dict:
     import torch
 
     from poisonlab.fl.aggregators import build_rule
-    from poisonlab.fl.types import RoundContext
     from poisonlab.rng import generator
 
     params = RULES[name]
