@@ -141,9 +141,7 @@ def config_section(entries: Sequence[plots.Entry]) -> str | None:
     parts = [f"<h3>{escape(first.name)}</h3><pre>{escape(to_yaml(first.run['config']))}</pre>"]
     base = flatten(first.run["config"])
     for e in with_config[1:]:
-        mine = flatten(e.run["config"])
-        keys = sorted(set(base) | set(mine))
-        diff = {k: mine.get(k, "(absent)") for k in keys if mine.get(k, "(absent)") != base.get(k, "(absent)")}
+        diff = config_diff(base, flatten(e.run["config"]))
         body = (f"<pre>{escape(to_yaml(diff))}</pre>" if diff
                 else f'<p class="note">Same config as {escape(first.name)}.</p>')
         parts.append(f"<h3>{escape(e.name)} <small>(keys that differ from {escape(first.name)})</small></h3>{body}")
@@ -151,6 +149,25 @@ def config_section(entries: Sequence[plots.Entry]) -> str | None:
     if missing:
         parts.append(f'<p class="note">No config recorded for: {escape(", ".join(missing))}.</p>')
     return "".join(parts)
+
+
+def config_diff(base: Mapping[str, object], mine: Mapping[str, object]) -> dict[str, object]:
+    """Dotted keys whose value in `mine` differs from `base`; "(absent)" for a key only `base` has.
+
+    A key one side holds as a leaf (`federated: null`) and the other as a section (`federated.clients: 20`)
+    is listed once, by `mine`'s own keys: never as both absent and present.
+    """
+    def nested(key: str, keys) -> bool:
+        return any(k.startswith(key + ".") or key.startswith(k + ".") for k in keys)
+
+    out = {}
+    for k in sorted(set(base) | set(mine)):
+        if k not in mine:
+            if not nested(k, mine):
+                out[k] = "(absent)"
+        elif k not in base or mine[k] != base[k]:
+            out[k] = mine[k]
+    return out
 
 
 def to_yaml(value) -> str:
@@ -256,8 +273,18 @@ BANNERS: list[BannerRule] = [nothing_poisoned]
 
 
 def banners(runs: Sequence[Mapping]) -> str:
-    """The banners every rule in BANNERS raises for these runs, as escaped HTML ('' when none)."""
-    found = [message for rule in BANNERS if (message := _safe(f"banner {rule.__name__}", lambda r=rule: r(runs)))]
+    """The banners every rule in BANNERS raises for these runs, as escaped HTML ('' when none).
+    A rule that fails is skipped with a RuntimeWarning, like a section that cannot be drawn."""
+    found = []
+    for rule in BANNERS:
+        try:
+            message = rule(runs)
+        except Exception as exc:  # noqa: BLE001 - a broken rule must not cost the report
+            warnings.warn(f"report banner {getattr(rule, '__name__', rule)!s} failed: {exc!r}", RuntimeWarning,
+                          stacklevel=2)
+            continue
+        if message:
+            found.append(message)
     return "".join(f'<div class="banner" role="alert">{escape(str(m))}</div>' for m in found)
 
 
