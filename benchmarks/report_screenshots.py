@@ -67,12 +67,15 @@ def shoot(page: Path, out: Path, height: int, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DOCS, help="directory for the two PNGs (default docs/)")
+    parser.add_argument("--work", type=Path, help="keep the runs here (a rerun skips finished sweep cells)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         (work / "central.yaml").write_text(yaml.safe_dump(CENTRALIZED, sort_keys=False))
         (work / "sweep.yaml").write_text(yaml.safe_dump(SWEEP, sort_keys=False))
-        poisonlab("run", str(work / "central.yaml"), "--out", str(work / "central"), "--quiet")
+        if not (work / "central" / "report.html").is_file():
+            poisonlab("run", str(work / "central.yaml"), "--out", str(work / "central"), "--quiet")
         poisonlab("sweep", str(work / "sweep.yaml"), "--out", str(work / "sweep"))
         shoot(work / "central" / "report.html", args.out / "report-centralized.png", 3000, work)
         shoot(work / "sweep" / "report.html", args.out / "report-sweep.png", 1900, work)

@@ -390,3 +390,14 @@ def test_malformed_values_never_crash_a_section():
     assert "could not be drawn" not in page
     assert "<h2>Detection ROC curves</h2>" in page  # the one usable detection still gets its curve
     assert "<h2>Summary</h2>" in page and page.count("not measured") >= 6
+
+
+def test_config_diff_never_lists_a_key_as_both_absent_and_present():
+    from poisonlab.report.html import config_diff, flatten
+
+    central = flatten({"name": "a", "federated": None, "train": {"epochs": 2, "lr": 0.1}})
+    federated = flatten({"name": "a", "federated": {"clients": 20, "rounds": 3}, "train": {"epochs": 2}})
+    assert config_diff(central, federated) == {"federated.clients": 20, "federated.rounds": 3,
+                                               "train.lr": "(absent)"}
+    assert config_diff(federated, central) == {"federated": None, "train.lr": 0.1}
+    assert config_diff(central, central) == {}

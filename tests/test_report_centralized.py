@@ -200,6 +200,14 @@ def test_banners(tmp_path, metrics, monkeypatch):
     page = write_report(tmp_path / "c.html", [metrics], "x").read_text()
     assert '<div class="banner" role="alert">&lt;1 runs&gt;</div>' in page  # a new rule's text, escaped
 
+    def broken(runs):
+        raise KeyError("x")
+
+    monkeypatch.setattr(report_html, "BANNERS", [broken, report_html.nothing_poisoned])
+    with pytest.warns(RuntimeWarning, match="banner broken failed"):
+        page = write_report(tmp_path / "d.html", [_trimmed(metrics, poison_count=0)], "x").read_text()
+    assert page.count('class="banner"') == 1 and "No training row was poisoned" in page  # the others still show
+
 
 @browser.needs_chromium
 def test_centralized_report_in_headless_chromium(run_dir, tmp_path, metrics):

@@ -295,8 +295,18 @@ BANNERS: list[BannerRule] = [run_warnings, nothing_poisoned]
 
 
 def banners(runs: Sequence[Mapping]) -> str:
-    """The banners every rule in BANNERS raises for these runs, as escaped HTML ('' when none)."""
-    found = [message for rule in BANNERS if (message := _safe(f"banner {rule.__name__}", lambda r=rule: r(runs)))]
+    """The banners every rule in BANNERS raises for these runs, as escaped HTML ('' when none).
+    A rule that fails is skipped with a RuntimeWarning, like a section that cannot be drawn."""
+    found = []
+    for rule in BANNERS:
+        try:
+            message = rule(runs)
+        except Exception as exc:  # noqa: BLE001 - a broken rule must not cost the report
+            warnings.warn(f"report banner {getattr(rule, '__name__', rule)!s} failed: {exc!r}", RuntimeWarning,
+                          stacklevel=2)
+            continue
+        if message:
+            found.append(message)
     return "".join(f'<div class="banner" role="alert">{escape(str(m))}</div>' for m in found)
 
 
