@@ -127,16 +127,20 @@ def test_resume_on_a_centralized_run_warns(tmp_path):
 
 
 def test_an_os_error_anywhere_in_a_command_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
     import poisonlab.commands.list_cmd as list_cmd
     from poisonlab.cli import main
 
-    def fails(args):
-        raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
+    where = str(tmp_path / "x")
+    for error, line in ((PermissionError(errno.EACCES, "Permission denied", where), f"permission denied: {where}"),
+                        (OSError(errno.EROFS, "Read-only file system", where), f"cannot use {where}: Read-only file system")):
+        def fails(args, error=error):
+            raise error
 
-    monkeypatch.setattr(list_cmd, "run", fails)
-    assert main(["list", "models"]) == 2
-    err = capsys.readouterr().err
-    assert err == f"poisonlab: error: cannot use {tmp_path / 'x'}: Permission denied\n"
+        monkeypatch.setattr(list_cmd, "run", fails)
+        assert main(["list", "models"]) == 2
+        assert capsys.readouterr().err == f"poisonlab: error: {line}\n"
 
 
 def test_a_broken_pipe_ends_quietly(monkeypatch, capsys):
