@@ -315,19 +315,16 @@ def test_fedbn_clients_keep_their_batch_norm_and_the_rule_never_sees_it():
     """FedBN (Li et al. 2021): a client trains from the shared layers and ITS OWN batch norm, stores its batch norm
     back, and the update matrix is zero on batch-norm entries; the evaluated model carries the clients' weighted
     mean batch norm."""
-    fed = _fedbn(rounds=1)
-    seen = {}
+    from poisonlab.fl.federation import default_aggregator
+
+    fed, mean_rule, seen = _fedbn(rounds=1), default_aggregator(), {}
 
     def spy(updates, weights, ctx):
         seen["updates"] = updates.clone()
-        return fed_default(updates, weights, ctx)
+        return mean_rule(updates, weights, ctx)
 
-    from poisonlab.fl.federation import default_aggregator
-
-    fed_default = default_aggregator()
     fed.aggregator = spy
-    norm = fed._local_norm()
-    initial = norm.params.clone()
+    initial = fed.local_norm.params.clone()  # every client: the initial model's batch norm
     result = fed.run()
     norm = fed.local_norm
     trained = fed.sample(0).tolist()
