@@ -63,6 +63,12 @@ class CentralizedResult:
     clean_model: Any = field(default=None, repr=False)
     poisoned: Poisoned | None = field(default=None, repr=False)
 
+    def _repr_html_(self) -> str:
+        """Jupyter: clean vs poisoned model as a table, and the per-class accuracy change (poisonlab.notebook)."""
+        from poisonlab.notebook import centralized_html
+
+        return centralized_html(self)
+
     def to_dict(self) -> dict:
         """JSON-able dict; the keys of metrics.json "final" plus the clean-model counterparts."""
         skip = {"model", "clean_model", "poisoned"}

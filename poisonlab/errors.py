@@ -6,8 +6,10 @@ one line and exits 2 (no traceback). Programming errors stay ordinary exceptions
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class PoisonlabError(Exception):
@@ -56,14 +58,40 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
                 *, low_open: bool = False, high_open: bool = False) -> float:
     """Raise ConfigError unless low <= value <= high (open ends when asked); return value."""
+    lo = "" if low is None else f"{'(' if low_open else '['}{low}"
+    hi = "" if high is None else f"{high}{')' if high_open else ']'}"
+    accepted = f"{lo or '(-inf'}, {hi or 'inf)'}"
+    record_range(name, accepted)
     bad = value != value  # NaN
     if low is not None:
         bad = bad or (value <= low if low_open else value < low)
     if high is not None:
         bad = bad or (value >= high if high_open else value > high)
     if bad:
-        lo = "" if low is None else f"{'(' if low_open else '['}{low}"
-        hi = "" if high is None else f"{high}{')' if high_open else ']'}"
-        accepted = f"{lo or '(-inf'}, {hi or 'inf)'}"
         raise ConfigError(f"{name}={value!r} is out of range; accepted: {accepted}")
     return value
+
+
+# ---------------------------------------------------------------- the accepted ranges, for `poisonlab list`
+_RECORDER: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("ranges", default=None)
+
+
+def record_range(name: str, accepted: str) -> None:
+    """Note that parameter `name` was checked against `accepted` (only inside recorded_ranges()).
+
+    Every range check calls this, so `poisonlab list` shows the ranges the checks themselves enforce
+    (poisonlab.catalog builds a component with its defaults inside recorded_ranges()).
+    """
+    found = _RECORDER.get()
+    if found is not None:
+        found.append((name, accepted))
+
+
+@contextlib.contextmanager
+def recorded_ranges() -> Iterator[list[tuple[str, str]]]:
+    """Collect (parameter name, accepted range) for every range check run inside the block."""
+    token = _RECORDER.set([])
+    try:
+        yield _RECORDER.get()
+    finally:
+        _RECORDER.reset(token)

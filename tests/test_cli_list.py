@@ -39,3 +39,59 @@ def test_unknown_kind_is_one_line_with_exit_2(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "aggregatorz" in err[0]
+
+
+def test_list_kind_name_shows_defaults_types_and_ranges(capsys):
+    assert main(["list", "aggregators", "krum"]) == 0
+    out = capsys.readouterr().out
+    assert "Blanchard" in out
+    row = next(line for line in out.splitlines() if line.startswith("│ f "))
+    assert "1" in row and "int" in row and "integers [0, inf)" in row
+
+
+def test_list_one_component_as_markdown(capsys):
+    assert main(["list", "detectors", "strip", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| `frr` | `0.01` | `float` | (0.0, 1.0) |" in out
+    assert "| `mode` | `'add'` | `str` | - |" in out
+
+
+def test_list_unknown_component_is_one_line(capsys):
+    assert main(["list", "aggregators", "krumm"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "krumm" in err[0] and "krum" in err[0]
+
+
+def _outside(accepted: str) -> list[float]:
+    """Values just outside an interval as parameters() writes it ('[0.0, 1.0]', '(0, inf)', 'integers [1, inf)')."""
+    text = accepted.removeprefix("integers ").strip()
+    lo_text, hi_text = (part.strip() for part in text[1:-1].split(","))
+    step = 1 if accepted.startswith("integers") else 1e-6
+    values = []
+    if lo_text not in ("-inf", ""):
+        lo = float(lo_text)
+        values.append(lo if text[0] == "(" else lo - step)
+    if hi_text not in ("inf", ""):
+        hi = float(hi_text)
+        values.append(hi if text[-1] == ")" else hi + step)
+    return values
+
+
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"datasets", "models"}))
+def test_every_listed_range_is_the_one_the_component_enforces(kind):
+    """A value just outside each listed range is refused by the registry (the list shows the real check)."""
+    from poisonlab.catalog import parameters
+    from poisonlab.errors import ConfigError
+
+    checked = 0
+    for entry in registry(kind).entries():
+        for p in parameters(kind, entry.name):
+            if p.accepted == "-":
+                continue
+            for value in _outside(p.accepted):
+                value = int(value) if p.accepted.startswith("integers") else value
+                with pytest.raises(ConfigError):
+                    registry(kind).get(entry.name, **{p.name: value})
+                checked += 1
+    if kind in ("aggregators", "attacks", "detectors", "partitions"):
+        assert checked >= 3, f"too few {kind} ranges recorded ({checked})"

@@ -47,6 +47,12 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def _repr_html_(self) -> str:
+        """Jupyter: size, shape and samples per class as a table, the first images (poisonlab.notebook)."""
+        from poisonlab.notebook import dataset_html
+
+        return dataset_html(self)
+
     @property
     def num_classes(self) -> int:
         """Number of classes (length of the class-name list, not of the labels present)."""

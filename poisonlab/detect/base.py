@@ -55,6 +55,12 @@ class Detection:
     def __len__(self) -> int:
         return int(self.scores.numel())
 
+    def _repr_html_(self) -> str:
+        """Jupyter: items scored and flagged as a table, the score histogram (poisonlab.notebook)."""
+        from poisonlab.notebook import detection_html
+
+        return detection_html(self)
+
     @property
     def num_flagged(self) -> int:
         """How many items are flagged."""

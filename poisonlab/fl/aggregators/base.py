@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, record_range
 from poisonlab.fl.types import Aggregate, RoundContext
 
 #: default memory budget (bytes) for temporaries of rules that sort or copy columns
@@ -99,6 +99,7 @@ def passed_mean(agg: Aggregate, updates: torch.Tensor, weights: torch.Tensor) ->
 # ---------------------------------------------------------------- parameter checks
 def check_int(rule: str, name: str, value, low: int = 0) -> int:
     """value as an int >= low, else a ConfigError naming the rule."""
+    record_range(name, f"integers [{low}, inf)")
     if isinstance(value, bool) or not isinstance(value, int) and not (
             isinstance(value, float) and value.is_integer()):
         raise ConfigError(f"{rule}: {name}={value!r} must be an integer >= {low}")
@@ -109,6 +110,7 @@ def check_int(rule: str, name: str, value, low: int = 0) -> int:
 
 def check_positive(rule: str, name: str, value, allow_zero: bool = False) -> float:
     """value as a finite float > 0 (>= 0 with allow_zero), else a ConfigError naming the rule."""
+    record_range(name, "[0, inf)" if allow_zero else "(0, inf)")
     try:
         v = float(value)
     except (TypeError, ValueError):
