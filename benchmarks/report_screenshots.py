@@ -5,7 +5,7 @@
 Runs `poisonlab run` on a small centralized backdoor (CNN, 3 epochs, 10% poisoned with a 2x2 patch,
 two detectors) and `poisonlab sweep` on a small federated grid (10 clients, 5 rounds; no attack vs two
 boosted backdoor clients x mean, median, Krum, norm clipping x seeds 0 and 1), opens both reports in
-headless Chromium and saves the top of each page as docs/report-centralized.png and docs/report-sweep.png
+headless Chromium (1200 and 1400 pixels wide) and saves the top of each page as docs/report-centralized.png and docs/report-sweep.png
 (reduced to 900 pixels wide and 64 colours so they stay small). Needs `chromium` on PATH.
 """
 
@@ -48,15 +48,15 @@ def poisonlab(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "poisonlab", *args], check=True)
 
 
-def shoot(page: Path, out: Path, height: int, work: Path) -> None:
-    """Screenshot the top `height` pixels of page at 1200 px wide; save it 900 px wide in 64 colours."""
+def shoot(page: Path, out: Path, height: int, work: Path, width: int = 1200) -> None:
+    """Screenshot the top `height` pixels of page at `width` px wide; save it 900 px wide in 64 colours."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         sys.exit("chromium is not on PATH (apt-get install -y chromium)")
     raw = work / f"{out.stem}-raw.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     f"--user-data-dir={work / 'profile'}", "--force-device-scale-factor=1",
-                    f"--window-size=1200,{height}", f"--screenshot={raw}", page.as_uri()],
+                    f"--window-size={width},{height}", f"--screenshot={raw}", page.as_uri()],
                    check=True, capture_output=True, timeout=120)
     with Image.open(raw) as im:
         small = im.convert("RGB").resize((900, round(900 * im.height / im.width)), Image.LANCZOS)
@@ -78,7 +78,7 @@ def main() -> None:
             poisonlab("run", str(work / "central.yaml"), "--out", str(work / "central"), "--quiet")
         poisonlab("sweep", str(work / "sweep.yaml"), "--out", str(work / "sweep"))
         shoot(work / "central" / "report.html", args.out / "report-centralized.png", 3000, work)
-        shoot(work / "sweep" / "report.html", args.out / "report-sweep.png", 1900, work)
+        shoot(work / "sweep" / "report.html", args.out / "report-sweep.png", 1500, work, width=1400)
 
 
 if __name__ == "__main__":

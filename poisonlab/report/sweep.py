@@ -38,8 +38,10 @@ METRICS = [  # key, title, what it means
 ]
 
 SWEEP_CSS = """
-.map{flex:1 1 440px;max-width:600px}
-table.heat td{min-width:86px;text-align:center;white-space:nowrap;font-variant-numeric:tabular-nums}
+.map{flex:0 1 auto}
+.map p.note{max-width:540px}
+table.heat td,table.heat th{padding:4px 7px}
+table.heat td{min-width:72px;text-align:center;white-space:nowrap;font-variant-numeric:tabular-nums}
 table.heat td small{display:block;font-size:.75rem;opacity:.85}
 table.heat td.empty{background:#eeeeee;color:#777;font-style:italic}
 table.cells th{cursor:pointer;user-select:none;white-space:nowrap}
