@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from poisonlab.config.federation import ENGINE_MEMORY_BUDGET
+from poisonlab.device import free_bytes, model_device
 from poisonlab.config.local import LocalConfig  # defined once, with the YAML's federated.local
 from poisonlab.errors import ConfigError, ResourceError
 from poisonlab.fl.batching import plan_batches
@@ -66,7 +67,7 @@ def bytes_per_client(model: nn.Module, sample_shape: tuple[int, ...], batch_size
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *sample_shape))
+            model(torch.zeros(1, *sample_shape, device=model_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -86,31 +87,49 @@ def chunk_size(model: nn.Module, sample_shape: tuple[int, ...], batch_size: int,
 _CHUNKS: dict[tuple, int] = {}
 
 CONV_CHUNK = 4
-"""At most this many clients per chunk for models with Conv2d: a grouped convolution and max-pool over
-a few clients stay in cache and run faster per client than over 100 (measured, docs/benchmarks.md)."""
+"""At most this many clients per chunk for models with Conv2d ON THE CPU: a grouped convolution and max-pool over
+a few clients stay in cache and run faster per client than over 100 (measured, docs/benchmarks.md). A GPU has
+no such cache effect: there every client that fits the device budget runs in one stacked step."""
+
+CUDA_BUDGET_FRACTION = 0.5
+"""On CUDA the engine plans a chunk of clients within this fraction of the device memory free when the run
+starts (torch.cuda.mem_get_info); the rest is left to the evaluation, the aggregator and the allocator."""
+
+
+def engine_budget(device: torch.device, memory_budget: int | None = None) -> int:
+    """Bytes one chunk of clients may use: memory_budget when given; else, on CUDA, CUDA_BUDGET_FRACTION of the
+    device's free memory, and elsewhere ENGINE_MEMORY_BUDGET (host memory, checked by resources.py)."""
+    if memory_budget is not None:
+        return memory_budget
+    free = free_bytes(device)
+    return int(free * CUDA_BUDGET_FRACTION) if free is not None else ENGINE_MEMORY_BUDGET
 
 
 def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                  generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET) -> torch.Tensor:
+                  generators: list[torch.Generator], memory_budget: int | None = None) -> torch.Tensor:
     """Updates (k, d) = local params - global params of k clients trained from global_params.
 
     datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per
-    client for its batch order; memory_budget: bytes for one chunk of clients trained together.
+    client for its batch order; memory_budget: bytes for one chunk of clients trained together (None: from
+    the device, engine_budget). Everything runs on global_params' device, where the model and the data must
+    be; the plan is drawn on the CPU (bit-identical on every device) and moved there once.
     """
     check_trainable(model)
+    device = global_params.device
     sizes = [len(ds) for ds in datasets]
-    plan = plan_batches(sizes, cfg, generators)
+    plan = plan_batches(sizes, cfg, generators).to(device)
     x = torch.cat([ds.x for ds in datasets])
     y = torch.cat([ds.y for ds in datasets])
     k, d = len(datasets), global_params.numel()
     program = compile_model(model)  # once: every chunk runs it
-    key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget)
-    if key not in _CHUNKS:  # the estimate runs a forward pass: once per model and shape
-        per = chunk_size(model, key[1], cfg.batch_size, memory_budget)
+    key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget, str(device))
+    if key not in _CHUNKS:  # the estimate runs a forward pass: once per model, shape and device
+        per = chunk_size(model, key[1], cfg.batch_size, engine_budget(device, memory_budget))
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        _CHUNKS[key] = min(per, CONV_CHUNK) if has_conv and isinstance(program, LayerProgram) else per
+        cpu_conv = device.type == "cpu" and has_conv and isinstance(program, LayerProgram)
+        _CHUNKS[key] = min(per, CONV_CHUNK) if cpu_conv else per
     per_chunk = _CHUNKS[key]
-    updates = torch.empty(k, d, dtype=torch.float32)  # every row is written below
+    updates = torch.empty(k, d, dtype=torch.float32, device=device)  # every row is written below
     for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
         hi = min(k, lo + per_chunk)
         trained = train_stacked(program, global_params.expand(hi - lo, d), x, y, plan.clients(lo, hi), cfg)

@@ -36,4 +36,4 @@ def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: l
             F.cross_entropy(local(x[idx]), y[idx]).backward()
             opt.step()
         rows.append(flat_params(local) - global_params)
-    return torch.stack(rows) if rows else torch.zeros(0, global_params.numel())
+    return torch.stack(rows) if rows else torch.zeros(0, global_params.numel(), device=global_params.device)

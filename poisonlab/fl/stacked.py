@@ -44,7 +44,7 @@ def train_stacked(program: Program, start: torch.Tensor, x: torch.Tensor, y: tor
     bufs = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else []
     index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
     S = int(steps.max()) if len(steps) else 0
-    active = (steps.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
+    active = (steps.unsqueeze(0) > torch.arange(S, device=steps.device).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
     for t, (a, batch) in enumerate(program.batches(x, y, index, weight, active)):
         grads = program.grads([p[:a] for p in params], batch)
         _sgd_step(params, grads, bufs, a, t == 0, cfg)

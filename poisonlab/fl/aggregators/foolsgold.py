@@ -26,7 +26,7 @@ def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
     """Per-row learning rates alpha in [0, 1] from the (k, d) histories (Algorithm 1 of the paper)."""
     k = history.shape[0]
     if k < 2:
-        return torch.ones(k)
+        return torch.ones(k, device=history.device)
     cs = cosine_similarities(history)  # float64, from cache-sized float32 blocks
     cs.fill_diagonal_(float("-inf"))
     v = cs.max(dim=1).values
@@ -35,22 +35,23 @@ def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
     alpha = (1 - cs.max(dim=1).values).clamp(0, 1)
     top = alpha.max()
     if not bool(top > 0):
-        return torch.zeros(k)
+        return torch.zeros(k, device=history.device)
     alpha = (alpha / top).clamp_max(0.99)
     logit = kappa * (torch.log(alpha / (1 - alpha)) + 0.5)  # log(0) = -inf -> clipped to 0
     return logit.nan_to_num(nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1).float()
 
 
-def grown_history(history: torch.Tensor | None, rows: int, d: int, max_history_bytes: int) -> torch.Tensor:
-    """history with room for rows clients of d coordinates (new rows zero); the same tensor when it fits."""
+def grown_history(history: torch.Tensor | None, rows: int, d: int, max_history_bytes: int,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """history with room for rows clients of d coordinates (new rows zero) on device; the same tensor when it fits."""
     if history is None or history.shape[1] != d:
-        history = torch.zeros(0, d)
+        history = torch.zeros(0, d, device=device)
     if rows <= history.shape[0]:
         return history
     if rows * d * 4 > max_history_bytes:
         raise ResourceError(f"foolsgold: histories of {rows} clients x {d} parameters need"
                             f" {rows * d * 4 / 2**30:.1f} GiB > max_history_bytes={max_history_bytes}")
-    grown = torch.zeros(rows, d)
+    grown = torch.zeros(rows, d, device=history.device)
     grown[: history.shape[0]] = history
     return grown
 
@@ -69,9 +70,9 @@ def foolsgold(kappa: float = 1.0, max_history_bytes: int = 4 * 2**30) -> Rule:
         k, d = updates.shape
         ids = client_ids(ctx, k)
         history = grown_history((ctx.state or {}).get("history"), max(int(ids.max()) + 1, ctx.num_clients), d,
-                                max_history_bytes)
+                                max_history_bytes, updates.device)
         history.index_add_(0, ids, updates.float())
-        every = bool((ids == torch.arange(k)).all())  # all clients, in order: a view, not a (k, d) copy
+        every = bool((ids == torch.arange(k, device=ids.device)).all())  # all clients, in order: a view, not a (k, d) copy
         alpha = foolsgold_alpha(history[:k] if every else history[ids], kappa)
         update = (alpha * normalized(weights)).to(updates.dtype) @ updates
         return Aggregate(update, alpha > 0, 1 - alpha, {"alpha": alpha.tolist()}, {"history": history})
