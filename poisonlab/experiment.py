@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from poisonlab.builders import built_poisons, build_federation, load_split
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.data.dataset import Dataset
+from poisonlab.device import check_spec, describe, deterministic, resolve
 from poisonlab.errors import ConfigError
 from poisonlab.outputs import base_metrics, write_run_dir
 from poisonlab.rundir import write_json
@@ -23,25 +26,39 @@ from poisonlab.rundir import write_json
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
                    quiet: bool = False, report: bool | None = None, engine: str = "builtin",
-                   memory_budget: int | None = None) -> dict:
+                   memory_budget: int | None = None, device: str | None = None) -> dict:
     """Run the experiment, write its run directory (if out_dir), and return the metrics document.
 
-    memory_budget: bytes; an experiment estimated above it is refused up front (default: 75% of RAM).
+    memory_budget: bytes; an experiment estimated above it is refused up front (default: 75% of RAM);
+    device: overrides config.device (auto | cpu | cuda | cuda:N | mps); the device the run computes on is
+    printed at start (unless quiet) and recorded as metrics["device"].
     """
     start = time.perf_counter()
     if engine not in ("builtin", "flower"):
         raise ConfigError(f"engine '{engine}' is not known; accepted: builtin, flower")
     if engine == "flower" and config.kind != "federated":
         raise ConfigError("--engine flower runs federated experiments; this config has no 'federated' section")
+    if device is not None:
+        config = config.model_copy(update={"device": check_spec(device)})
+    dev = run_device(config, engine)
+    if not quiet:
+        from poisonlab.console import console
+
+        console.print(f"device: {describe(dev)}" + (f", precision {config.precision}" if config.precision != "fp32"
+                                                      else ""))
+    if dev.type == "cuda":
+        deterministic()
     out = Path(out_dir) if out_dir is not None else None
     train_set, test_set = load_split(config)
     from poisonlab.resources import check_budget, default_budget
 
-    check_budget(config, default_budget() if memory_budget is None else memory_budget, data=train_set)
+    check_budget(config, default_budget() if memory_budget is None else memory_budget, data=train_set, device=dev)
     if config.kind == "federated":
-        metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet, engine=engine)
+        metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet, engine=engine,
+                                       device=dev)
     else:
-        metrics, model = run_centralized_experiment(config, train_set, test_set)
+        metrics, model = run_centralized_experiment(config, train_set, test_set, device=dev)
+    metrics["device"], metrics["precision"] = describe(dev), config.precision
     metrics["wall_time"] = time.perf_counter() - start
     if out is not None:
         write_run_dir(out, config, metrics, model, report=config.output.report if report is None else report)
@@ -49,12 +66,22 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, 
 
 
 # ------------------------------------------------------------------ centralized
-def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, test_set: Dataset):
+def run_device(config: ExperimentConfig, engine: str = "builtin") -> torch.device:
+    """The device the experiment computes on: config.device resolved; with the Flower engine and no GPUs per
+    client (federated.client_gpus 0), 'auto' means the CPU (a ClientApp without a GPU cannot read CUDA tensors)."""
+    if engine == "flower" and config.device == "auto" and not config.federated.client_gpus:
+        return resolve("cpu")
+    return resolve(config.device)
+
+
+def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, test_set: Dataset,
+                               device: torch.device | str | None = None):
     """Clean baseline versus poisoned model (centralized.py), plus the configured detectors."""
     from poisonlab.centralized import run_centralized
 
     result = run_centralized(train_set, test_set, config.model.name, [c.model_dump() for c in config.poison],
-                             config.injection, config.train, seed=config.seed, model_params=config.model.params)
+                             config.injection, config.train, seed=config.seed, model_params=config.model.params,
+                             device=config.device if device is None else device, precision=config.precision)
     metrics = base_metrics(config)
     metrics["final"] = result.to_dict()
     metrics["detections"] = run_detectors(config, result, test_set)
@@ -107,11 +134,13 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None,
-                  *, resume: bool = False, quiet: bool = False, engine: str = "builtin"):
+                  *, resume: bool = False, quiet: bool = False, engine: str = "builtin",
+                  device: torch.device | str | None = None):
     """Run the configured Federation (built-in engine or Flower's simulation) and evaluate the final model."""
     from poisonlab.training import evaluate
 
-    federation = build_federation(config, train_set, test_set, out, quiet=quiet)
+    federation = build_federation(config, train_set, test_set, out, quiet=quiet,
+                                  device=run_device(config, engine) if device is None else device)
     if federation.config.checkpoint_dir:
         check_resumed_config(config, Path(federation.config.checkpoint_dir), resume)
     if engine == "flower":
@@ -122,7 +151,7 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
     else:
         result = federation.run(resume=resume)
         history, model = [r.to_dict() for r in result.history], result.model
-    final_eval = evaluate(model, test_set)
+    final_eval = evaluate(model, federation.test)
     last = next((r for r in reversed(history) if r.get("clean_accuracy") is not None), None)
     metrics = base_metrics(config)
     metrics["engine"] = engine

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from poisonlab.commands._options import add_device
 from poisonlab.config import parse
 from poisonlab.console import console, percent, table
 from poisonlab.sweep import expand_grid, final_figures
@@ -27,6 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="directory for the runs and the report (default runs/demo)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, help="override the number of rounds (default 20)")
+    add_device(parser, "auto")
 
 
 def demo_document(seed: int = 0, rounds: int | None = None) -> dict:
@@ -58,7 +60,7 @@ def run(args) -> int:
         rule = "+".join(c.name for c in config.federated.aggregator_chain())
         config = config.model_copy(update={"name": rule})
         console.print(f"[{i}/{len(cells)}] {rule}")
-        metrics = run_experiment(config, out / cell.slug, report=False)
+        metrics = run_experiment(config, out / cell.slug, report=False, device=args.device)
         runs.append(metrics)
         rows.append(_row(rule, metrics))
     report = write_report(out / "report.html", runs, title="poisonlab demo: backdoor vs aggregation rules",

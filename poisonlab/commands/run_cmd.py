@@ -31,7 +31,7 @@ def run(args) -> int:
     config = load_config(args.config, args.overrides)
     out = Path(args.out or config.output.dir or Path("runs") / config.name)
     metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine,
-                             memory_budget=memory_budget_bytes(args.memory_budget))
+                             memory_budget=memory_budget_bytes(args.memory_budget), device=args.device)
     print_summary(metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.html'})")
     if args.track:

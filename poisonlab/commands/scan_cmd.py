@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poisonlab.commands._options import load_dataset
+from poisonlab.commands._options import add_device, chosen_device, load_dataset
 from poisonlab.console import console, percent, table
 from poisonlab.data import load
 from poisonlab.errors import ConfigError, DataError
@@ -43,6 +43,7 @@ def add_arguments(parser) -> None:
                                         " (roni, provenance), the clean set of input and model detectors (strip,"
                                         " neural_cleanse)")
     parser.add_argument("--out", default=None, help="report directory (default runs/scan-<detector>)")
+    add_device(parser, "auto")
 
 
 def _truth(path: str, n: int) -> torch.Tensor:
@@ -81,7 +82,7 @@ def run(args) -> int:
     detector = detect.build(args.detector, json_params(args.params), detect.FROM_FILES, "detector ",
                             "in 'poisonlab scan' (probes: use the Python API, poisonlab.detect.get)")
     data = load_dataset(args.dataset, args)
-    model = load_checkpoint(args.model) if args.model else None
+    model = load_checkpoint(args.model).to(chosen_device(args.device)) if args.model else None
     clean = load("npz", path=args.clean) if args.clean else None
     inputs = detect.inputs_for(detector.inspects, data=data, model=model, held_out=clean,
                                sources=_sources(args.dataset) if detector.inspects == "sources" else None)

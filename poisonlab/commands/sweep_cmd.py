@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import apply_overrides, read_yaml
-from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
+from poisonlab.commands._options import add_config_arguments, add_track, chosen_device, memory_budget_bytes
 from poisonlab.console import console
 
 NAME = "sweep"
@@ -31,12 +31,15 @@ def run(args) -> int:
     out = Path(args.out or (doc.get("output") or {}).get("dir") or Path("runs") / str(doc.get("name", "sweep")))
 
     def run_one(config, cell_dir):
-        metrics = run_experiment(config, cell_dir, quiet=True, report=not args.no_report, memory_budget=budget)
+        metrics = run_experiment(config, cell_dir, quiet=True, report=not args.no_report, memory_budget=budget,
+                                 device=args.device)
         if args.track:
             tags = {"poisonlab.sweep": str(doc.get("name", out.name)), "poisonlab.cell": cell_dir.name}
             console.print(f"  tracked: {track_run(args.track, cell_dir, config.model_dump(mode='json'), metrics, tags, cell_dir.name)}")
         return metrics
 
+    if args.device is not None:
+        chosen_device(args.device)  # printed once; each cell records it in its metrics.json
     rows = run_sweep(doc, out, run_one, log=console.print)
     csv_path, md_path = write_summary(out, summarize(rows))
     print(md_path.read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from poisonlab.commands._device import add_device, chosen_device
 from poisonlab.console import console, percent, table
 from poisonlab.data import load
 from poisonlab.data.sources import SOURCES
@@ -25,6 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
+    add_device(parser, "auto")
 
 
 def dataset_params(args) -> dict:
@@ -41,7 +43,8 @@ def run(args) -> int:
     if args.epochs < 1:
         raise ConfigError(f"--epochs={args.epochs} must be at least 1")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
+    device = chosen_device(args.device)
+    model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed).to(device)
     with console.status(f"training {args.model} on {data.name} ({len(train_set)} samples, {args.epochs} epochs)"):
         losses = train(model, train_set, cfg, seed=args.seed)
     ev = evaluate(model, test_set)

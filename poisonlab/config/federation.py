@@ -17,7 +17,8 @@ ENGINE_MEMORY_BUDGET = 1 << 30
 class FederatedTraining(Section):
     """rounds; sample: a fraction of K (float in (0, 1]) or a count (int) per round; local: client SGD;
     server_lr: eta; eval_every: evaluate every n rounds (and after the last); checkpoint_every: checkpoint
-    every n rounds (0 = never)."""
+    every n rounds (0 = never); client_gpus: GPUs reserved per Flower ClientApp (engine flower only; 0: the
+    clients train on the CPU; e.g. 0.25 runs four ClientApps per GPU; needs device cuda)."""
 
     rounds: int = Field(30, ge=1)
     sample: float | int = 1.0
@@ -25,6 +26,7 @@ class FederatedTraining(Section):
     server_lr: float = Field(1.0, gt=0.0)
     eval_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(0, ge=0)
+    client_gpus: float = Field(0.0, ge=0.0)
 
     @field_validator("sample")
     @classmethod

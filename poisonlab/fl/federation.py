@@ -37,6 +37,7 @@ from torch import nn
 from poisonlab.config.federation import FederationConfig  # defined once, sharing the YAML's federated fields
 from poisonlab.data.dataset import Dataset
 from poisonlab.device import host, model_device, move_dataset, resolve
+from poisonlab.precision import check_precision
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
@@ -78,14 +79,15 @@ class Federation:
     with the trigger applied and their TRUE labels (ASR needs config.target); root_data: the server's
     root set for FLTrust; validation_data: the server's held-out set for validation-based rejection;
     device: where the federation computes (auto | cpu | cuda | cuda:N | mps, poisonlab/device.py): the model
-    and every dataset are moved there once, after the adversaries' poisons are applied on the host.
+    and every dataset are moved there once, after the adversaries' poisons are applied on the host; precision:
+    fp32, or bf16 autocast for local training (poisonlab/precision.py).
     """
 
     def __init__(self, model: nn.Module | ModelSpec, clients: Sequence[Dataset], test: Dataset,
                  config: FederationConfig = FederationConfig(), aggregator=None,
                  adversaries: Sequence[Adversary] = (), triggered_test: Dataset | None = None,
                  root_data: Dataset | None = None, validation_data: Dataset | None = None,
-                 device: str | torch.device = "auto"):
+                 device: str | torch.device = "auto", precision: str = "fp32"):
         if not clients:
             raise ConfigError("a federation needs at least one client dataset")
         if not isinstance(model, nn.Module):  # a name, 'package.module:factory' or a factory
@@ -94,6 +96,7 @@ class Federation:
         if triggered_test is not None and config.target is None:
             raise ConfigError("triggered_test is given but config.target is None; set the backdoor target class")
         self.model, self.clients, self.test, self.config = model, list(clients), test, config
+        self.precision = check_precision(precision)
         self.aggregator = aggregator if aggregator is not None else default_aggregator()
         self.adversaries = list(adversaries)
         self.triggered_test, self.root_data, self.validation_data = triggered_test, root_data, validation_data
@@ -163,16 +166,18 @@ class Federation:
         "validate" and "base_accuracy" (with validation_data). The Flower strategy asks for them too."""
         extras = {}
         cfg = self.config
+        home, global_params = global_params.device, global_params.to(self.device)  # computed here, answered there
         if self.root_data is not None:
             g = [generator(cfg.seed, "server", round)]
             extras["server_update"] = local_updates(self.model, global_params, [self.root_data], cfg.local, g,
-                                                    cfg.memory_budget)[0]
+                                                    cfg.memory_budget, self.precision)[0].to(home)
         if self.validation_data is not None:
             val = self.validation_data
 
             def validate(candidates: torch.Tensor) -> torch.Tensor:
                 """Accuracy (m,) on the server's validation set of global + server_lr * each candidate."""
-                return self.accuracies(global_params + cfg.server_lr * torch.atleast_2d(candidates), val)
+                candidates = torch.atleast_2d(candidates).to(self.device)
+                return self.accuracies(global_params + cfg.server_lr * candidates, val).to(home)
 
             extras["validate"] = validate
             extras["base_accuracy"] = float(self.accuracies(global_params.unsqueeze(0), val)[0])
@@ -221,8 +226,11 @@ class Federation:
         cfg = self.config
         gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
         if cfg.engine == "reference":
+            if self.precision != "fp32":
+                raise ConfigError(f"engine 'reference' is the fp32 definition; precision={self.precision!r} is"
+                                  " not; accepted: precision fp32 with the reference engine")
             return reference_updates(self.model, global_params, data, cfg.local, gens)
-        return local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget)
+        return local_updates(self.model, global_params, data, cfg.local, gens, cfg.memory_budget, self.precision)
 
     def evaluate(self, params: torch.Tensor) -> dict:
         """The model params on the test sets: clean_accuracy, loss, flips ({"s->t": count}) and

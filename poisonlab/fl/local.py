@@ -19,7 +19,8 @@ from poisonlab.device import free_bytes, model_device
 from poisonlab.config.local import LocalConfig  # defined once, with the YAML's federated.local
 from poisonlab.errors import ConfigError, ResourceError
 from poisonlab.fl.batching import plan_batches
-from poisonlab.fl.program import LayerProgram, compile_layers, compile_model
+from poisonlab.fl.program import AutogradProgram, LayerProgram, compile_layers, compile_model
+from poisonlab.precision import autocast
 from poisonlab.fl.stacked import train_stacked, views
 
 
@@ -27,6 +28,13 @@ def is_fast_sequential(model: nn.Module) -> bool:
     """True if every module of the model has a layer op (an nn.Sequential of Linear/Conv2d(groups=1)/ReLU/Tanh/
     MaxPool2d/Flatten(1, -1)): it trains with the hand-written backward."""
     return compile_layers(model) is not None
+
+
+def autograd_program(model: nn.Module) -> AutogradProgram:
+    """The model's autograd program (torch.func under vmap), also for a model the layer program could run: the
+    path on which autocast applies (precision bf16)."""
+    named = list(model.named_parameters())
+    return AutogradProgram(model, tuple(n for n, _ in named), tuple(p.shape for _, p in named))
 
 
 def check_trainable(model: nn.Module) -> None:
@@ -106,13 +114,16 @@ def engine_budget(device: torch.device, memory_budget: int | None = None) -> int
 
 
 def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                  generators: list[torch.Generator], memory_budget: int | None = None) -> torch.Tensor:
+                  generators: list[torch.Generator], memory_budget: int | None = None,
+                  precision: str = "fp32") -> torch.Tensor:
     """Updates (k, d) = local params - global params of k clients trained from global_params.
 
     datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per
     client for its batch order; memory_budget: bytes for one chunk of clients trained together (None: from
     the device, engine_budget). Everything runs on global_params' device, where the model and the data must
-    be; the plan is drawn on the CPU (bit-identical on every device) and moved there once.
+    be; the plan is drawn on the CPU (bit-identical on every device) and moved there once. precision 'bf16':
+    the forward passes under bf16 autocast, through the model's autograd program (the layer program's
+    hand-written backward is float32 only; poisonlab/precision.py).
     """
     check_trainable(model)
     device = global_params.device
@@ -121,8 +132,8 @@ def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list,
     x = torch.cat([ds.x for ds in datasets])
     y = torch.cat([ds.y for ds in datasets])
     k, d = len(datasets), global_params.numel()
-    program = compile_model(model)  # once: every chunk runs it
-    key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget, str(device))
+    program = compile_model(model) if precision == "fp32" else autograd_program(model)  # once: every chunk runs it
+    key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget, str(device), precision)
     if key not in _CHUNKS:  # the estimate runs a forward pass: once per model, shape and device
         per = chunk_size(model, key[1], cfg.batch_size, engine_budget(device, memory_budget))
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -132,6 +143,7 @@ def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list,
     updates = torch.empty(k, d, dtype=torch.float32, device=device)  # every row is written below
     for lo in range(0, k, per_chunk):  # chunks of clients, each trained all at once
         hi = min(k, lo + per_chunk)
-        trained = train_stacked(program, global_params.expand(hi - lo, d), x, y, plan.clients(lo, hi), cfg)
+        with autocast(device, precision):
+            trained = train_stacked(program, global_params.expand(hi - lo, d), x, y, plan.clients(lo, hi), cfg)
         torch.sub(trained, global_params, out=updates[lo:hi])
     return updates
