@@ -169,7 +169,8 @@ def _asr(poisons, test_set: Dataset, model, seed: int) -> float | None:
     """ASR of the first poison that has a trigger (triggered(test_set)), else None."""
     for p in poisons:
         if p.has_trigger:
-            trig = p.triggered(test_set, seed)
+            with host():  # stamping the trigger is data preparation
+                trig = p.triggered(test_set, seed)
             if len(trig) == 0:
                 return None
             return attack_success_rate(predict(model, trig.x), trig.y, int(p.target))
@@ -179,7 +180,8 @@ def _asr(poisons, test_set: Dataset, model, seed: int) -> float | None:
 def _probe(poisons, test_set: Dataset, model, clean_model) -> dict | None:
     """Predictions of both models on held-out probe inputs (e.g. external test photos), or None."""
     for p in poisons:
-        probe = p.probe(test_set)
+        with host():
+            probe = p.probe(test_set)
         if probe is not None:
             pred, pred0 = predict(model, probe["x"]).tolist(), predict(clean_model, probe["x"]).tolist()
             t = probe["target"]

@@ -98,3 +98,11 @@ def host():
     """Context in which tensors created without a device go to the CPU: data preparation (loading, splitting,
     partitioning, poisoning) runs on the host whatever torch's default device is, and is moved once after."""
     return torch.device("cpu")
+
+
+def as_tensor(values, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """values as a tensor: a tensor stays where it is; anything else (a list, a numpy array) becomes a CPU tensor
+    (torch.as_tensor alone would put it on torch's default device, and move a given tensor there too)."""
+    if isinstance(values, torch.Tensor):
+        return values if dtype is None else values.to(dtype)
+    return torch.as_tensor(values, dtype=dtype, device="cpu")

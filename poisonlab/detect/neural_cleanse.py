@@ -27,7 +27,7 @@ from poisonlab.detect.base import Detection, require
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import DataError, check_range
 from poisonlab.rng import generator
-from poisonlab.device import model_device
+from poisonlab.device import as_tensor, model_device
 from poisonlab.stats import anomaly_index
 
 
@@ -112,7 +112,7 @@ class NeuralCleanse:
         clean: clean images (or a Dataset) the defender holds; at most ``samples`` are used.
         """
         require(self, model=model, clean=clean)
-        x = clean.x if isinstance(clean, Dataset) else torch.as_tensor(clean)
+        x = clean.x if isinstance(clean, Dataset) else as_tensor(clean)
         if x.dim() != 4 or len(x) == 0:
             raise DataError(f"Neural Cleanse needs clean images (n, c, h, w); got shape {tuple(x.shape)}")
         if len(x) > self.samples:

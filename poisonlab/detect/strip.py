@@ -24,7 +24,7 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.detect.base import Detection, require
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, DataError, check_range
-from poisonlab.device import model_device
+from poisonlab.device import as_tensor, model_device
 from poisonlab.rng import generator
 
 MODES = ("add", "blend")
@@ -44,7 +44,7 @@ def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _images(x, what: str) -> torch.Tensor:
-    x = x.x if isinstance(x, Dataset) else torch.as_tensor(x)
+    x = x.x if isinstance(x, Dataset) else as_tensor(x)
     if x.dim() != 4:
         raise DataError(f"STRIP needs images (n, c, h, w) for {what}; got shape {tuple(x.shape)}")
     return x.float()
