@@ -1,5 +1,5 @@
-"""--device, the one option every computing command takes (re-exported by _options.py; its own module so that
-train_cmd, which _options.py imports, can use it without an import circle)."""
+"""--device, the one option every computing command takes (used by _options.add_config_arguments; its own module
+so that train_cmd, which _options.py imports, can use it without an import circle)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from poisonlab.commands._device import add_device, chosen_device  # noqa: F401  (defined once, re-exported)
+from poisonlab.commands._device import add_device
 from poisonlab.errors import ConfigError
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from poisonlab.config import apply_overrides, read_yaml
-from poisonlab.commands._options import add_config_arguments, add_track, chosen_device, memory_budget_bytes
+from poisonlab.commands._device import chosen_device
+from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
 from poisonlab.console import console
 
 NAME = "sweep"
