@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poisonlab.commands._options import add_device, chosen_device, load_dataset
+from poisonlab.commands._device import add_device, chosen_device
+from poisonlab.commands._options import load_dataset
 from poisonlab.console import console, percent, table
 from poisonlab.data import load
 from poisonlab.errors import ConfigError, DataError
