@@ -39,8 +39,7 @@ def run(args) -> int:
             console.print(f"  tracked: {track_run(args.track, cell_dir, config.model_dump(mode='json'), metrics, tags, cell_dir.name)}")
         return metrics
 
-    if args.device is not None:
-        chosen_device(args.device)  # printed once; each cell records it in its metrics.json
+    chosen_device(args.device or doc.get("device", "auto"))  # printed once; each cell records its own in metrics.json
     rows = run_sweep(doc, out, run_one, log=console.print)
     csv_path, md_path = write_summary(out, summarize(rows))
     print(md_path.read_text())
