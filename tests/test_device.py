@@ -91,3 +91,20 @@ def test_bf16_local_training_takes_the_autograd_program_and_the_reference_engine
         fed = build_federation(config, *load_split(config))
         fed.config = fed.config.model_copy(update={"engine": "reference"})
         fed.run()
+
+
+def test_flower_gpus_per_client_come_from_the_config_and_need_a_cuda_federation():
+    pytest.importorskip("flwr")
+    from types import SimpleNamespace
+
+    from poisonlab.config.federation import FederationConfig
+    from poisonlab.flower.simulation import client_gpu_share
+
+    on_cpu = SimpleNamespace(device=torch.device("cpu"), config=FederationConfig(client_gpus=0.25))
+    with pytest.raises(ConfigError, match=r"^client_gpus=0.25 with the federation on cpu; accepted: client_gpus > 0"
+                                          r" with device cuda, 0 with device cpu$"):
+        client_gpu_share(on_cpu, None)
+    assert client_gpu_share(on_cpu, 0.0) == 0.0  # the call's value wins over the config's
+    on_cuda = SimpleNamespace(device=torch.device("cuda", 0), config=FederationConfig(client_gpus=0.25))
+    assert client_gpu_share(on_cuda, None) == 0.25
+    assert parse({"federated": {"client_gpus": 0.5}}).federated.client_gpus == 0.5

@@ -91,7 +91,8 @@ class NeuralCleanse:
                 ok = acc >= self.success
                 better = ok & (norms < best_norm)
                 best_norm = torch.where(better, norms, best_norm)
-                best_mask[better], best_pattern[better] = mask[better], pattern[better]
+                pick = better[:, None, None, None]  # torch.where, not boolean indexing: no host sync per step
+                best_mask, best_pattern = torch.where(pick, mask, best_mask), torch.where(pick, pattern, best_pattern)
                 hits += ok.float()
                 if (step + 1) % self.patience == 0:
                     up = hits >= self.patience

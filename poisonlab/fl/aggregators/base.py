@@ -217,8 +217,9 @@ def subset_context(ctx: RoundContext, keep: torch.Tensor) -> RoundContext:
 
 def client_ids(ctx: RoundContext, k: int) -> torch.Tensor:
     """The rows' client ids (ctx.sampled), or 0..k-1 when the engine did not give them."""
-    return ctx.sampled.long() if ctx.sampled is not None else torch.arange(k, device=ctx.global_params.device
-                                                                           if ctx.global_params is not None else "cpu")
+    if ctx.sampled is not None:
+        return ctx.sampled.long()
+    return torch.arange(k, device=ctx.global_params.device if ctx.global_params is not None else "cpu")
 
 
 def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
