@@ -100,18 +100,20 @@ def _flips(confusion: list[list[int]], pairs) -> dict[str, int]:
 def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poisons: Sequence[Any],
                     injection: Injection | dict | str | None = None, train_cfg: TrainConfig | dict | None = None,
                     seed: int = 0, model_params: dict | None = None, clean_model=None,
-                    device: str | torch.device = "auto", precision: str = "fp32") -> CentralizedResult:
+                    device: str | torch.device | None = None, precision: str = "fp32") -> CentralizedResult:
     """Train clean and poisoned models and compare them on the clean and triggered test sets.
 
     model: a registered name, 'package.module:factory', a factory (input_shape, num_classes, **params)
     -> nn.Module, or an nn.Module (deep-copied for each side; see poisonlab.model_spec.build_model).
     clean_model: an already trained baseline (same data, model and seed) to reuse instead of training one;
     with concat injection the poisoned model is built from the same spec, and must have its architecture.
-    device: where the models train and are evaluated (auto | cpu | cuda | cuda:N | mps; the models are built on
-    the CPU, seeded, then moved; the returned models stay there); precision: fp32 or bf16 autocast training.
+    device: where the models train and are evaluated (auto | cpu | cuda | cuda:N | mps; None: where a given
+    nn.Module is, else the CPU; the models are built on the CPU, seeded, then moved; the returned models stay
+    there); precision: fp32 or bf16 autocast training.
     """
     start = time.perf_counter()
-    dev = resolve(device)
+    dev = resolve(device) if device is not None else (model_device(model) if isinstance(model, torch.nn.Module)
+                                                      else torch.device("cpu"))
     inj = Injection.from_spec(injection)
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig(**(train_cfg or {}))
     params = model_params or {}

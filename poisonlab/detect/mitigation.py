@@ -39,7 +39,7 @@ def _tuned(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int) -> nn.M
 
 
 def retrain_without(data: Dataset, flagged: torch.Tensor, model: ModelSpec = "cnn", cfg: TrainConfig = TrainConfig(),
-                    seed: int = 0, device: str | torch.device = "auto", **model_params) -> nn.Sequential:
+                    seed: int = 0, device: str | torch.device = "cpu", **model_params) -> nn.Sequential:
     """A fresh build_model(model) (a name, 'package.module:factory', a factory or an nn.Module to copy)
     trained on data without the flagged samples, on device (built on the CPU from the seed, then moved)."""
     flagged = as_tensor(flagged, dtype=torch.bool).to(data.y.device)
@@ -105,7 +105,7 @@ def unlearn(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: t
 
 def robust_training(data: Dataset, perturb: Callable[[torch.Tensor], torch.Tensor], share: float = 0.2,
                     model: ModelSpec = "cnn", cfg: TrainConfig = TrainConfig(), seed: int = 0,
-                    device: str | torch.device = "auto", **model_params) -> nn.Sequential:
+                    device: str | torch.device = "cpu", **model_params) -> nn.Sequential:
     """Train a fresh model on data plus perturbed copies (perturb(x), e.g. a trigger stamp) of a share, true labels;
     on device (built on the CPU from the seed, then moved)."""
     check_range("share", share, 0.0, 1.0)

@@ -78,8 +78,9 @@ class Federation:
     clients: the K clean local Datasets; test: the clean test set; triggered_test: the test inputs
     with the trigger applied and their TRUE labels (ASR needs config.target); root_data: the server's
     root set for FLTrust; validation_data: the server's held-out set for validation-based rejection;
-    device: where the federation computes (auto | cpu | cuda | cuda:N | mps, poisonlab/device.py): the model
-    and every dataset are moved there once, after the adversaries' poisons are applied on the host; precision:
+    device: where the federation computes (auto | cpu | cuda | cuda:N | mps, poisonlab/device.py; None: where the
+    given model is, the CPU for a spec): the model and every dataset are moved there once, after the adversaries'
+    poisons are applied on the host (a config run passes its resolved `device:`); precision:
     fp32, or bf16 autocast for local training (poisonlab/precision.py).
     """
 
@@ -87,7 +88,7 @@ class Federation:
                  config: FederationConfig = FederationConfig(), aggregator=None,
                  adversaries: Sequence[Adversary] = (), triggered_test: Dataset | None = None,
                  root_data: Dataset | None = None, validation_data: Dataset | None = None,
-                 device: str | torch.device = "auto", precision: str = "fp32"):
+                 device: str | torch.device | None = None, precision: str = "fp32"):
         if not clients:
             raise ConfigError("a federation needs at least one client dataset")
         if not isinstance(model, nn.Module):  # a name, 'package.module:factory' or a factory
@@ -103,7 +104,7 @@ class Federation:
         with host():  # the attackers' draws and their poisons: data preparation, on the CPU
             self.adversary_clients = resolve_clients(self.adversaries, len(self.clients), config.seed)
             self.poisoned = [self._poisoned_data(a, ids) for a, ids in zip(self.adversaries, self.adversary_clients)]
-        self._to_device(resolve(device))
+        self._to_device(resolve(device) if device is not None else model_device(model))
         self._eval_model = copy.deepcopy(self.model)
         self.aggregator_state: dict | None = None  # the rule's Aggregate.state of the last round
 
