@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean gpu-test gpu-bench
 
 # Set-up says what it installs and shows pip's progress (a first install downloads about 1 GB: minutes).
 $(STAMP): pyproject.toml
@@ -26,6 +26,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# On a CUDA machine (a .venv with a CUDA build, see TORCH_SPEC): CPU-vs-CUDA agreement, then the engine benchmark.
+gpu-test: $(STAMP)
+	CUBLAS_WORKSPACE_CONFIG=:4096:8 $(BIN)/python -m pytest tests/test_gpu.py -v -rs
+
+gpu-bench: $(STAMP)
+	CUBLAS_WORKSPACE_CONFIG=:4096:8 $(BIN)/python benchmarks/gpu_engine.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

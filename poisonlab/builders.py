@@ -19,14 +19,16 @@ from poisonlab.config.schema import AdversarySpec, ExperimentConfig, FederatedSp
 from poisonlab.data import load
 from poisonlab.data.augment import check_images
 from poisonlab.data.dataset import Dataset
+from poisonlab.device import host
 from poisonlab.errors import ConfigError
 from poisonlab.rng import derive_seed, generator
 
 
 def load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
-    """The configured dataset, split into (train, test), stratified and seeded."""
-    data = load(config.data.dataset, **config.data.params)
-    return data.split(config.data.test_fraction, seed=derive_seed(config.seed, "split"))
+    """The configured dataset, split into (train, test), stratified and seeded (on the host: data preparation)."""
+    with host():
+        data = load(config.data.dataset, **config.data.params)
+        return data.split(config.data.test_fraction, seed=derive_seed(config.seed, "split"))
 
 
 def built_poisons(config: ExperimentConfig) -> list:
@@ -36,24 +38,27 @@ def built_poisons(config: ExperimentConfig) -> list:
 
 
 def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None = None,
-                     quiet: bool = True):
-    """The Federation for a config: server data carved out, clients partitioned, adversaries, aggregator."""
+                     quiet: bool = True, device: str | torch.device | None = None):
+    """The Federation for a config: server data carved out, clients partitioned, adversaries, aggregator; the
+    data prepared and the model built on the host, then moved to device (None: config.device) by the Federation."""
     from poisonlab.fl.federation import Federation
     from poisonlab.model_spec import build_model
 
     fed = config.federated
     if fed.local.augment is not None:  # refused before any round runs, not at the first local step
         check_images(train_set.input_shape, "federated.local.augment")
-    train_set, root, validation = carve_server_data(fed, train_set, config.seed)
-    clients = partition_clients(fed, train_set, config.seed)
-    adversaries, probe = build_adversaries(fed, config.seed)
-    target = probe.target if probe is not None and probe.has_trigger else None
-    triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
-    model = build_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
-                       **config.model.params)
+    with host():
+        train_set, root, validation = carve_server_data(fed, train_set, config.seed)
+        clients = partition_clients(fed, train_set, config.seed)
+        adversaries, probe = build_adversaries(fed, config.seed)
+        target = probe.target if probe is not None and probe.has_trigger else None
+        triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
+        model = build_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
+                            **config.model.params)
     return Federation(model, clients, test_set, federation_config(config, out, quiet, target, probe),
                       aggregator=build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
-                      root_data=root, validation_data=validation)
+                      root_data=root, validation_data=validation,
+                      device=config.device if device is None else device, precision=config.precision)
 
 
 def carve_server_data(fed: FederatedSpec, train_set: Dataset, seed: int):

@@ -11,6 +11,7 @@ classes the poison touched and a few clean vs poisoned examples (poisonlab/repor
 
 from __future__ import annotations
 
+import copy
 import time
 from functools import partial
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ import torch
 
 from poisonlab import progress
 from poisonlab.data.dataset import Dataset
+from poisonlab.device import host, model_device, move_dataset, resolve
 from poisonlab.errors import ConfigError
 from poisonlab.metrics import attack_success_rate, confusion_matrix
 from poisonlab.model_spec import ModelSpec, build_model, spec_label
@@ -77,12 +79,19 @@ class CentralizedResult:
 
 def apply_poisons(train_set: Dataset, poisons: Sequence[Any], seed: int, model=None,
                   test_set: Dataset | None = None) -> tuple[Poisoned, list]:
-    """Apply each poison in order (seeds derived per position); the masks accumulate (or-ed, extended)."""
+    """Apply each poison in order (seeds derived per position); the masks accumulate (or-ed, extended).
+
+    Poisoning is data preparation and runs on the host (a poison that needs the model gets a CPU copy)."""
+    with host():
+        return _apply_poisons(train_set, poisons, seed, model, test_set)
+
+
+def _apply_poisons(train_set, poisons, seed, model, test_set) -> tuple[Poisoned, list]:
     data, mask, infos, built = train_set, torch.zeros(len(train_set), dtype=torch.bool), [], []
     for i, spec in enumerate(poisons):
         poison = make_poison(spec)
         if poison.requires_model:
-            poison = poison.bind(model, test_set)
+            poison = poison.bind(copy.deepcopy(model).cpu() if model is not None else None, test_set)
         from poisonlab.rng import derive_seed
 
         result = poison.apply(data, derive_seed(seed, "poison", i))
@@ -106,23 +115,38 @@ def _flips(confusion: list[list[int]], pairs) -> dict[str, int]:
 
 def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poisons: Sequence[Any],
                     injection: Injection | dict | str | None = None, train_cfg: TrainConfig | dict | None = None,
-                    seed: int = 0, model_params: dict | None = None, clean_model=None) -> CentralizedResult:
+                    seed: int = 0, model_params: dict | None = None, clean_model=None,
+                    device: str | torch.device | None = None, precision: str = "fp32") -> CentralizedResult:
     """Train clean and poisoned models and compare them on the clean and triggered test sets.
 
     model: a registered name, 'package.module:factory', a factory (input_shape, num_classes, **params)
     -> nn.Module, or an nn.Module (deep-copied for each side; see poisonlab.model_spec.build_model).
     clean_model: an already trained baseline (same data, model and seed) to reuse instead of training one;
     with concat injection the poisoned model is built from the same spec, and must have its architecture.
+    device: where the models train and are evaluated (auto | cpu | cuda | cuda:N | mps; None: where a given
+    nn.Module is, else the CPU; the models are built on the CPU, seeded, then moved; the returned models stay
+    there); precision: fp32 or bf16 autocast training.
     """
     start = time.perf_counter()
+    dev = resolve(device) if device is not None else (model_device(model) if isinstance(model, torch.nn.Module)
+                                                      else torch.device("cpu"))
     inj = Injection.from_spec(injection)
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig(**(train_cfg or {}))
     params = model_params or {}
-    fresh = partial(build_model, model, train_set.input_shape, train_set.num_classes, seed, **params)
+    build = partial(build_model, model, train_set.input_shape, train_set.num_classes, seed, **params)
+
+    def fresh():
+        with host():  # built on the CPU from the seed (the same weights on every device), then moved
+            built = build()
+        return built.to(dev)
+
+    test_on_device = move_dataset(test_set, dev)  # evaluated several times: moved once
     if clean_model is None:
         clean_model = fresh()
         with progress.phase("clean model"):
-            train(clean_model, train_set, cfg, seed=seed)
+            train(clean_model, train_set, cfg, seed=seed, precision=precision)
+    elif model_device(clean_model) != dev:  # a copy there: the caller's model is not moved
+        clean_model = copy.deepcopy(clean_model).to(dev)
     poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
     progress.step(f"{poisoned.count} of {len(poisoned.data)} training samples poisoned; training the poisoned model",
                   last=True)
@@ -130,7 +154,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         poisoned_model = fresh()
         check_same_architecture(clean_model, poisoned_model, spec_label(model))
         with progress.phase("poisoned model"):
-            train(poisoned_model, poisoned.data, cfg, seed=seed)
+            train(poisoned_model, poisoned.data, cfg, seed=seed, precision=precision)
     else:
         ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
@@ -139,8 +163,8 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         ft_data = fine_tune_set(poisoned, inj.clean_fraction, seed)
         with progress.phase("poisoned model (fine-tuned)"):
             poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed, inj.feature_layer) if inj.head_only
-                              else fine_tune(clean_model, ft_data, ft_cfg, seed=seed))
-    ev, ev0 = evaluate(poisoned_model, test_set), evaluate(clean_model, test_set)
+                              else fine_tune(clean_model, ft_data, ft_cfg, seed=seed, precision=precision))
+    ev, ev0 = evaluate(poisoned_model, test_on_device), evaluate(clean_model, test_on_device)
     trig = _triggered(built, test_set, poisoned_model, clean_model, seed)
     pairs = source_target_pairs(built, train_set.num_classes)
     return CentralizedResult(
@@ -182,7 +206,8 @@ def _triggered(poisons, test_set: Dataset, model, clean_model, seed: int) -> dic
     p = next((p for p in poisons if p.has_trigger), None)
     if p is None:
         return none
-    trig = p.triggered(test_set, seed)
+    with host():  # stamping the trigger is data preparation
+        trig = p.triggered(test_set, seed)
     if len(trig) == 0:
         return none
     pred, pred0 = predict(model, trig.x), predict(clean_model, trig.x)
@@ -207,7 +232,8 @@ def _poisoned_examples(train_set: Dataset, poisoned: Poisoned) -> list[dict]:
 def _probe(poisons, test_set: Dataset, model, clean_model) -> dict | None:
     """Predictions of both models on held-out probe inputs (e.g. external test photos), or None."""
     for p in poisons:
-        probe = p.probe(test_set)
+        with host():
+            probe = p.probe(test_set)
         if probe is not None:
             pred, pred0 = predict(model, probe["x"]).tolist(), predict(clean_model, probe["x"]).tolist()
             t = probe["target"]

@@ -12,11 +12,14 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from poisonlab import progress
 from poisonlab.builders import built_poisons, build_federation, load_split
 from poisonlab.config.ignored import never_firing_adversaries
 from poisonlab.config.schema import ExperimentConfig
 from poisonlab.data.dataset import Dataset
+from poisonlab.device import check_spec, describe, deterministic, resolve
 from poisonlab.errors import ConfigError
 from poisonlab.outputs import base_metrics, write_run_dir
 from poisonlab.rerun import changed_keys, prepare_run_dir, stored_metrics
@@ -25,29 +28,41 @@ from poisonlab.rundir import write_json
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
                    quiet: bool = False, report: bool | None = None, engine: str = "builtin",
-                   memory_budget: int | None = None, force: bool = False) -> dict:
+                   memory_budget: int | None = None, force: bool = False, device: str | None = None) -> dict:
     """Run the experiment, write its run directory (if out_dir), and return the metrics document.
 
     memory_budget: bytes; an experiment estimated above it is refused up front (default: 75% of RAM).
     An existing out_dir is handled by rerun.prepare_run_dir: the same config resumes (or, complete,
     returns its stored metrics without recomputing), another config is refused unless force.
     quiet: no progress lines on stderr. $POISONLAB_THREADS is honoured as by the CLI (threads.py).
+    device: overrides config.device (auto | cpu | cuda | cuda:N | mps); the device the run computes on is
+    printed at start (unless quiet) and recorded as metrics["device"].
     """
     from poisonlab.threads import apply_threads
 
     apply_threads()
     with progress.shown(not quiet):
         return _run(config, out_dir, resume=resume, quiet=quiet, report=report, engine=engine,
-                    memory_budget=memory_budget, force=force)
+                    memory_budget=memory_budget, force=force, device=device)
 
 
 def _run(config: ExperimentConfig, out_dir, *, resume: bool, quiet: bool, report: bool | None, engine: str,
-         memory_budget: int | None, force: bool) -> dict:
+         memory_budget: int | None, force: bool, device: str | None) -> dict:
     start = time.perf_counter()
     if engine not in ("builtin", "flower"):
         raise ConfigError(f"engine '{engine}' is not known; accepted: builtin, flower")
     if engine == "flower" and config.kind != "federated":
         raise ConfigError("--engine flower runs federated experiments; this config has no 'federated' section")
+    if device is not None:
+        config = config.model_copy(update={"device": check_spec(device)})
+    dev = run_device(config, engine)
+    if not quiet:
+        from poisonlab.console import console
+
+        console.print(f"device: {describe(dev)}" + (f", precision {config.precision}" if config.precision != "fp32"
+                                                      else ""))
+    if dev.type == "cuda":
+        deterministic()
     out = Path(out_dir) if out_dir is not None else None
     warnings = never_firing_adversaries(config)
     if out is not None:
@@ -62,13 +77,15 @@ def _run(config: ExperimentConfig, out_dir, *, resume: bool, quiet: bool, report
     train_set, test_set = load_split(config)
     from poisonlab.resources import check_budget, default_budget
 
-    check_budget(config, default_budget() if memory_budget is None else memory_budget, data=train_set)
+    check_budget(config, default_budget() if memory_budget is None else memory_budget, data=train_set, device=dev)
     if config.kind == "federated":
-        metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet, engine=engine)
+        metrics, model = run_federated(config, train_set, test_set, out, resume=resume, quiet=quiet, engine=engine,
+                                       device=dev)
     else:
-        metrics, model = run_centralized_experiment(config, train_set, test_set)
+        metrics, model = run_centralized_experiment(config, train_set, test_set, device=dev)
     if warnings:
         metrics["warnings"] = warnings
+    metrics["device"], metrics["precision"] = describe(dev), config.precision
     metrics["wall_time"] = time.perf_counter() - start
     if out is not None:
         write_run_dir(out, config, metrics, model, report=config.output.report if report is None else report,
@@ -103,12 +120,22 @@ def checkpoint_exists(directory: Path) -> bool:
 
 
 # ------------------------------------------------------------------ centralized
-def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, test_set: Dataset):
+def run_device(config: ExperimentConfig, engine: str = "builtin") -> torch.device:
+    """The device the experiment computes on: config.device resolved; with the Flower engine and no GPUs per
+    client (federated.client_gpus 0), 'auto' means the CPU (a ClientApp without a GPU cannot read CUDA tensors)."""
+    if engine == "flower" and config.device == "auto" and not config.federated.client_gpus:
+        return resolve("cpu")
+    return resolve(config.device)
+
+
+def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, test_set: Dataset,
+                               device: torch.device | str | None = None):
     """Clean baseline versus poisoned model (centralized.py), plus the configured detectors."""
     from poisonlab.centralized import run_centralized
 
     result = run_centralized(train_set, test_set, config.model.name, [c.model_dump() for c in config.poison],
-                             config.injection, config.train, seed=config.seed, model_params=config.model.params)
+                             config.injection, config.train, seed=config.seed, model_params=config.model.params,
+                             device=config.device if device is None else device, precision=config.precision)
     metrics = base_metrics(config)
     metrics["final"] = result.to_dict()
     metrics["detections"] = run_detectors(config, result, test_set)
@@ -153,11 +180,13 @@ def check_resumed_config(config: ExperimentConfig, checkpoint_dir: Path, resume:
 
 
 def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Dataset, out: Path | None,
-                  *, resume: bool = False, quiet: bool = False, engine: str = "builtin"):
+                  *, resume: bool = False, quiet: bool = False, engine: str = "builtin",
+                  device: torch.device | str | None = None):
     """Run the configured Federation (built-in engine or Flower's simulation) and evaluate the final model."""
     from poisonlab.training import evaluate
 
-    federation = build_federation(config, train_set, test_set, out, quiet=quiet)
+    federation = build_federation(config, train_set, test_set, out, quiet=quiet,
+                                  device=run_device(config, engine) if device is None else device)
     if federation.config.checkpoint_dir:
         check_resumed_config(config, Path(federation.config.checkpoint_dir), resume)
     if engine == "flower":
@@ -168,7 +197,7 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
     else:
         result = federation.run(resume=resume)
         history, model = [r.to_dict() for r in result.history], result.model
-    final_eval = evaluate(model, test_set)
+    final_eval = evaluate(model, federation.test)
     last = next((r for r in reversed(history) if r.get("clean_accuracy") is not None), None)
     metrics = base_metrics(config)
     metrics["engine"] = engine

@@ -64,8 +64,8 @@ class DetectionScores:
 
 def detection_scores(flagged: torch.Tensor, truth: torch.Tensor, scores: torch.Tensor | None = None) -> DetectionScores:
     """TPR, FPR, precision, recall, F1 of a boolean flag vector; AUROC of scores (higher = more suspicious)."""
-    flagged = torch.as_tensor(flagged, dtype=torch.bool).flatten()
-    truth = torch.as_tensor(truth, dtype=torch.bool).flatten()
+    flagged = torch.as_tensor(flagged, dtype=torch.bool, device="cpu").flatten()  # scored on the host
+    truth = torch.as_tensor(truth, dtype=torch.bool, device="cpu").flatten()
     tp = int((flagged & truth).sum())
     fp = int((flagged & ~truth).sum())
     fn = int((~flagged & truth).sum())
@@ -84,13 +84,13 @@ def _ordered(scores) -> np.ndarray:
     """Scores as finite float64 in the same order with the same ties: +-inf as the largest finite floats,
     NaN below everything (scikit-learn refuses non-finite scores; the ROC depends only on the order).
     """
-    s = np.nan_to_num(torch.as_tensor(scores, dtype=torch.float64).flatten().numpy(), nan=-np.inf)
+    s = np.nan_to_num(torch.as_tensor(scores, dtype=torch.float64, device="cpu").flatten().numpy(), nan=-np.inf)
     return s if np.isfinite(s).all() else rankdata(s)
 
 
 def auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
     """Area under the ROC curve (scikit-learn's roc_auc_score; a tie counts 1/2); nan if one class is absent."""
-    t = torch.as_tensor(truth, dtype=torch.bool).flatten().numpy()
+    t = torch.as_tensor(truth, dtype=torch.bool, device="cpu").flatten().numpy()
     if t.all() or not t.any():
         return float("nan")
     return float(roc_auc_score(t, _ordered(scores)))
@@ -99,7 +99,7 @@ def auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
 def roc_curve(scores: torch.Tensor, truth) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) of the ROC curve from (0, 0), one point per distinct score (flag score >= t; higher = more
     suspicious); scikit-learn's roc_curve keeping every point. A rate whose class is absent stays 0."""
-    t = torch.as_tensor(truth, dtype=torch.bool).flatten().numpy()
+    t = torch.as_tensor(truth, dtype=torch.bool, device="cpu").flatten().numpy()
     if t.size == 0:
         return np.zeros(1), np.zeros(1)
     with warnings.catch_warnings():

@@ -192,11 +192,14 @@ def aggregator_bytes(config: ExperimentConfig, k: int, d: int) -> dict[str, int]
 
 
 # ---------------------------------------------------------------- the estimate
-def estimate(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_MEMORY_BUDGET) -> MemoryEstimate:
+def estimate(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_MEMORY_BUDGET,
+             device: torch.device | None = None) -> MemoryEstimate:
     """The peak memory of the experiment, by part (see the module docstring for each term).
 
     data: the loaded Dataset if the caller has it (needed for datasets without a built-in shape);
-    memory_budget: the engine's bytes per chunk of clients (FederationConfig.memory_budget).
+    memory_budget: the engine's bytes per chunk of clients (FederationConfig.memory_budget; on CUDA the engine
+    takes it from the device's free memory, fl/local.py engine_budget); device: where the run computes (the
+    engine's CPU-only cap on conv chunks, CONV_CHUNK, applies on the CPU only).
     """
     shape = data_shape(config, data)
     model = meta_model(config, shape)
@@ -210,8 +213,9 @@ def estimate(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_ME
     at_once = min(k, max(1, memory_budget // per))
     from poisonlab.fl.local import CONV_CHUNK, is_fast_sequential
 
-    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) and is_fast_sequential(model):
-        at_once = min(at_once, CONV_CHUNK)  # the engine's cap for conv models (fl/local.py)
+    on_cpu = device is None or device.type == "cpu"
+    if on_cpu and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) and is_fast_sequential(model):
+        at_once = min(at_once, CONV_CHUNK)  # the engine's cap for conv models on the CPU (fl/local.py)
     parts = {
         f"training ({at_once} client{'s' if at_once != 1 else ''} at once)": at_once * per,
         f"updates ({k} x {human_count(d)})": 2 * 4 * k * d,
@@ -231,13 +235,24 @@ def _centralized(config: ExperimentConfig, shape: DataShape, model, d: int, samp
     return MemoryEstimate(sum(parts.values()), parts, d, 0, 0)
 
 
-def check_budget(config: ExperimentConfig, budget_bytes: int, data=None,
-                 memory_budget: int = ENGINE_MEMORY_BUDGET) -> MemoryEstimate:
-    """The estimate, or a one-line ResourceError when it is over budget_bytes (naming both and what to lower)."""
-    est = estimate(config, data, memory_budget)
+def check_budget(config: ExperimentConfig, budget_bytes: int, data=None, memory_budget: int | None = None,
+                 device: torch.device | None = None) -> MemoryEstimate:
+    """The estimate, or a one-line ResourceError when it is over budget_bytes (naming both and what to lower).
+
+    On CUDA the estimate (everything the run keeps on the device) must also fit the device's free memory
+    (torch.cuda.mem_get_info), and the engine's chunk is planned from it as the engine will (engine_budget)."""
+    from poisonlab.device import free_bytes
+    from poisonlab.fl.local import engine_budget
+
+    device = torch.device("cpu") if device is None else device
+    est = estimate(config, data, engine_budget(device, memory_budget), device)
+    lower = "lower federated.sample, federated.clients or the model size" if config.federated is not None \
+        else "lower the model size, train.batch_size or the dataset size"
+    free = free_bytes(device)
+    if free is not None and est.total > free:
+        raise ResourceError(f"this experiment needs about {human_bytes(est.total)} on {device} ({est.describe()}),"
+                            f" which has {human_bytes(free)} free; {lower}")
     if est.total > budget_bytes:
-        lower = "lower federated.sample, federated.clients or the model size" if config.federated is not None \
-            else "lower the model size, train.batch_size or the dataset size"
         raise ResourceError(f"this experiment needs about {human_bytes(est.total)} ({est.describe()}),"
                             f" over the budget of {human_bytes(budget_bytes)}; {lower}")
     return est

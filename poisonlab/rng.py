@@ -4,6 +4,13 @@ Every draw takes a ``torch.Generator`` (or numpy ``Generator``) derived from the
 experiment seed plus a purpose and ids, e.g. ``generator(seed, "local", round, client)``.
 Streams are independent by construction (SHA-256 of the key), so adding a client or a
 purpose never reshuffles another stream, and the same config and seed are bit-identical.
+
+Devices: every generator here is a CPU generator and every draw is made on the CPU, then moved to the run's
+device (poisonlab/device.py): model initialisation, splits, partitions, client sampling, the local mini-batch
+plans (moved once per round), the centralized batch order (once per epoch), aggregator and attack noise, detector
+sampling. A plan, a sample and every noise vector are therefore bit-identical on every device; CPU and CUDA
+runs differ only by the float rounding of their kernels, and a device repeats itself bit for bit (on CUDA with
+torch.use_deterministic_algorithms, device.deterministic). docs/devices.md has the full table.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ from poisonlab.config.train import TrainConfig  # defined once, with the YAML's 
 from poisonlab.data.augment import augment, check_images
 from poisonlab.data.dataset import Dataset
 from poisonlab.divergence import check_epoch
+from poisonlab.device import model_device
 from poisonlab.errors import ConfigError
+from poisonlab.precision import autocast
 from poisonlab.metrics import accuracy, confusion_matrix, per_class_accuracy
 from poisonlab.rng import generator
 
@@ -44,48 +46,56 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), seed: int = 0) -> list[float]:
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(), seed: int = 0,
+          precision: str = "fp32") -> list[float]:
     """Train model in place with cross-entropy; returns the mean loss of each epoch.
 
+    Runs on the model's device: the data is moved there once, each epoch's order is drawn on the CPU and moved
+    (the same batches on every device), and the losses are summed there (read once per epoch, no per-step
+    synchronisation). precision 'bf16': the forward pass and loss under bf16 autocast (precision.py).
     With cfg.augment each batch is randomly cropped and flipped (data/augment.py) with draws from
-    generator(seed, "augment", epoch), never from global random state.
+    generator(seed, "augment", epoch) on the CPU, never from global random state.
     """
     if len(data) == 0:
         raise ConfigError(f"dataset '{data.name}' is empty; cannot train on 0 samples")
     aug = cfg.augment
     if aug is not None:
         check_images(data.input_shape, "train.augment")
+    device = model_device(model)
+    x, y = data.x.to(device), data.y.to(device)
     opt = _optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
     losses = []
     model.train()
     steps, step = cfg.epochs * math.ceil(len(data) / cfg.batch_size), 0
     for epoch in range(cfg.epochs):
-        order = torch.randperm(len(data), generator=generator(seed, "batches", epoch))
+        order = torch.randperm(len(data), generator=generator(seed, "batches", epoch), device="cpu").to(device)
         aug_rng = generator(seed, "augment", epoch) if aug is not None else None
-        total = 0.0
+        total = torch.zeros((), device=device)
         for start in range(0, len(data), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, steps)
             step += 1
             opt.zero_grad(set_to_none=True)
-            xb = data.x[idx] if aug is None else augment(data.x[idx], aug_rng, aug.crop_padding, aug.flip)
-            loss = loss_fn(model(xb), data.y[idx])
+            xb = x[idx] if aug is None else augment(x[idx], aug_rng, aug.crop_padding, aug.flip)
+            with autocast(device, precision):
+                loss = loss_fn(model(xb), y[idx])
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
-        losses.append(total / len(data))
+            total += loss.detach().float() * len(idx)
+        losses.append(float(total) / len(data))
         progress.step(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}")
         check_epoch(losses[-1], epoch, cfg)
     model.eval()
     return losses
 
 
-def fine_tune(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(epochs=3, lr=0.01), seed: int = 0) -> nn.Module:
+def fine_tune(model: nn.Module, data: Dataset, cfg: TrainConfig = TrainConfig(epochs=3, lr=0.01), seed: int = 0,
+              precision: str = "fp32") -> nn.Module:
     """A copy of model trained further on data (the original is not modified)."""
     tuned = copy.deepcopy(model)
-    train(tuned, data, cfg, seed)
+    train(tuned, data, cfg, seed, precision)
     return tuned
 
 
@@ -95,24 +105,27 @@ IMAGE_BATCH = 128
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """Logits of model on x, in eval mode, batched.
+    """Logits of model on x, in eval mode, batched; computed on the model's device (x moved there once) and
+    returned on x's device.
 
     Models with Conv2d on images run as a channels_last copy in batches of at most IMAGE_BATCH: on CPU the
     convolutions then emit channels_last outputs, whose max-pool and ReLU are several times faster than
     on NCHW (2,000 MNIST images through `cnn`: 474 -> 87 ms; docs/benchmarks.md). The model is not changed.
     """
     if not len(x):
-        return torch.empty(0)
+        return torch.empty(0, device=x.device)
+    home, device = x.device, model_device(model)
+    x = x.to(device)
     if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        batch_size = min(batch_size, IMAGE_BATCH)
+        batch_size = min(batch_size, IMAGE_BATCH) if device.type == "cpu" else batch_size  # a CPU cache size
         batches = (x[i:i + batch_size].contiguous(memory_format=torch.channels_last) for i in range(0, len(x), batch_size))
     else:
         batches = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(b) for b in batches]).contiguous()
+        return torch.cat([model(b) for b in batches]).contiguous().to(home)
     finally:
         model.train(was_training)
 

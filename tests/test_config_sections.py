@@ -104,7 +104,12 @@ def test_builders_pass_every_shared_setting_through(tmp_path):
 def test_the_engine_memory_budget_default_is_defined_once():
     from poisonlab import resources
 
-    assert FederationConfig().memory_budget == ENGINE_MEMORY_BUDGET and resources.ENGINE_MEMORY_BUDGET is ENGINE_MEMORY_BUDGET
+    import torch
+
+    from poisonlab.fl.local import engine_budget
+
+    assert FederationConfig().memory_budget is None  # None: from the device
+    assert engine_budget(torch.device("cpu")) == ENGINE_MEMORY_BUDGET and resources.ENGINE_MEMORY_BUDGET is ENGINE_MEMORY_BUDGET
 
 
 def test_builders_import_neither_the_runner_nor_flower():

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from poisonlab.commands._device import add_device
 from poisonlab.errors import ConfigError
 
 
 def add_config_arguments(parser, config_help: str, out_help: str, set_help: str) -> None:
-    """CONFIG, --out, --memory-budget and --set KEY.PATH=VALUE, as run and sweep take them."""
+    """CONFIG, --out, --memory-budget, --device and --set KEY.PATH=VALUE, as run and sweep take them."""
     parser.add_argument("config", help=config_help)
     parser.add_argument("--out", help=out_help)
     add_memory_budget(parser)
+    add_device(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help=set_help)
 

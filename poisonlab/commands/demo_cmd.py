@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from poisonlab.commands._options import add_device
 from poisonlab.config import parse
 from poisonlab.console import console, percent, table
 from poisonlab.outdir import claim
@@ -30,6 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, help="override the number of rounds (default 20)")
     parser.add_argument("--force", action="store_true", help="replace an earlier demo run with other settings in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_device(parser, "auto")
 
 
 def demo_document(seed: int = 0, rounds: int | None = None) -> dict:
@@ -61,7 +63,8 @@ def run(args) -> int:
         rule = "+".join(c.name for c in config.federated.aggregator_chain())
         config = config.model_copy(update={"name": rule})
         console.print(f"[{i}/{len(cells)}] {rule}")
-        metrics = run_experiment(config, out / cell.slug, report=False, force=args.force, quiet=args.quiet)
+        metrics = run_experiment(config, out / cell.slug, report=False, force=args.force, quiet=args.quiet,
+                                 device=args.device)
         runs.append(metrics)
         rows.append(_row(rule, metrics))
     report = write_report(out / "report.html", runs, title="poisonlab demo: backdoor vs aggregation rules",

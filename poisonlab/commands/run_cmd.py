@@ -35,7 +35,8 @@ def run(args) -> int:
     warn(ignored_settings(config, resume=args.resume))
     out = output_dir(args.out, config.output.dir, config.name)
     metrics = run_experiment(config, out, resume=args.resume, quiet=args.quiet, engine=args.engine,
-                             memory_budget=memory_budget_bytes(args.memory_budget), force=args.force)
+                             memory_budget=memory_budget_bytes(args.memory_budget), force=args.force,
+                             device=args.device)
     print_summary(metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.html'})")
     if args.track:

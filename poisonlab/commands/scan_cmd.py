@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from poisonlab.commands._device import add_device, chosen_device
 from poisonlab.commands._options import load_dataset
 from poisonlab.console import console, percent, table
 from poisonlab.data import load
@@ -44,6 +45,7 @@ def add_arguments(parser) -> None:
                                         " (roni, provenance), the clean set of input and model detectors (strip,"
                                         " neural_cleanse)")
     parser.add_argument("--out", default=None, help="report directory (default runs/scan-<detector>)")
+    add_device(parser, "auto")
 
 
 def _truth(path: str, n: int) -> torch.Tensor:
@@ -96,7 +98,7 @@ def run(args) -> int:
                             "in 'poisonlab scan' (probes: use the Python API, poisonlab.detect.get)")
     out = claim(output_dir(args.out, None, f"scan-{args.detector}"), "scan")  # before any work: refused early
     data = load_dataset(args.dataset, args)
-    model = load_checkpoint(args.model) if args.model else None
+    model = load_checkpoint(args.model).to(chosen_device(args.device)) if args.model else None
     clean = load("npz", path=args.clean) if args.clean else None
     inputs = detect.inputs_for(detector.inspects, data=data, model=model, held_out=clean,
                                sources=_sources(args.dataset) if detector.inspects == "sources" else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from poisonlab.config import apply_overrides, read_yaml
+from poisonlab.commands._device import chosen_device
 from poisonlab.commands._options import add_config_arguments, add_track, memory_budget_bytes
 from poisonlab.console import console
 from poisonlab.outdir import output_dir
@@ -34,12 +35,13 @@ def run(args) -> int:
 
     def run_one(config, cell_dir):
         metrics = run_experiment(config, cell_dir, quiet=True, report=not args.no_report, memory_budget=budget,
-                                 force=args.force)
+                                 force=args.force, device=args.device)
         if args.track:
             tags = {"poisonlab.sweep": str(doc.get("name", out.name)), "poisonlab.cell": cell_dir.name}
             console.print(f"  tracked: {track_run(args.track, cell_dir, config.model_dump(mode='json'), metrics, tags, cell_dir.name)}")
         return metrics
 
+    chosen_device(args.device or doc.get("device", "auto"))  # printed once; each cell records its own in metrics.json
     rows = run_sweep(doc, out, run_one, log=console.print)
     csv_path, md_path = write_summary(out, summarize(rows))
     print(md_path.read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from poisonlab.commands._device import add_device, chosen_device
 from poisonlab.console import console, percent, table
 from poisonlab.data import load
 from poisonlab.data.sources import SOURCES
@@ -28,6 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the trained model as DIR/model.safetensors (the checkpoint format"
                                       " 'poisonlab scan --model' and load_checkpoint read)")
+    add_device(parser, "auto")
 
 
 def dataset_params(args) -> dict:
@@ -44,7 +46,8 @@ def run(args) -> int:
     if args.epochs < 1:
         raise ConfigError(f"--epochs={args.epochs} must be at least 1")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
+    device = chosen_device(args.device)
+    model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed).to(device)
     out = claim(output_dir(args.out, None, "train"), "train") if args.out is not None else None
     with console.status(f"training {args.model} on {data.name} ({len(train_set)} samples, {args.epochs} epochs)"):
         losses = train(model, train_set, cfg, seed=args.seed)

@@ -18,7 +18,9 @@ class FederatedTraining(Section):
     """rounds; sample: a fraction of K (float in (0, 1]) or a count (int) per round; local: client SGD;
     server_lr: eta; eval_every: evaluate every n rounds (and after the last); checkpoint_every: checkpoint
     every n rounds (0 = never); batch_norm: "shared" (batch-norm layers are averaged like every layer) or "local"
-    (FedBN, Li et al. 2021: each client keeps its batch-norm parameters and statistics; fl/fedbn.py)."""
+    (FedBN, Li et al. 2021: each client keeps its batch-norm parameters and statistics; fl/fedbn.py);
+    client_gpus: GPUs reserved per Flower ClientApp (engine flower only; 0: the clients train on the CPU;
+    e.g. 0.25 runs four ClientApps per GPU; needs device cuda)."""
 
     rounds: int = Field(30, ge=1, le=MAX_EPOCHS)
     sample: float | int = 1.0
@@ -27,6 +29,7 @@ class FederatedTraining(Section):
     eval_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(0, ge=0)
     batch_norm: Literal["shared", "local"] = "shared"
+    client_gpus: float = Field(0.0, ge=0.0)
 
     @field_validator("sample")
     @classmethod
@@ -38,13 +41,13 @@ class FederatedTraining(Section):
 
 class FederationConfig(FederatedTraining):
     """The engine's settings: the shared ones above plus seed; memory_budget: bytes per chunk of clients
-    trained together; checkpoint_dir (needed by checkpoint_every); target: backdoor target class for ASR;
+    trained together (None: from the device, fl/local.py engine_budget); checkpoint_dir (needed by checkpoint_every); target: backdoor target class for ASR;
     flips: (source, target) pairs to count on the test set; quiet: no progress bar; engine: "vectorized"
     (all clients at once, local.py) or "reference" (the plain per-client loop, reference.py, for checks
     and benchmarks)."""
 
     seed: int = 0
-    memory_budget: int = Field(ENGINE_MEMORY_BUDGET, ge=1)
+    memory_budget: int | None = Field(None, ge=1)
     checkpoint_dir: str | None = None
     target: int | None = None
     flips: tuple[tuple[int, int], ...] = ()

@@ -11,7 +11,7 @@ registries after parsing, in ``validate.py``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -94,10 +94,14 @@ class OutputSpec(Strict):
 
 
 class ExperimentConfig(Strict):
-    """One experiment: data, model, training, poisoning, detection, federation, seed, output, grid."""
+    """One experiment: data, model, training, poisoning, detection, federation, seed, output, grid; device: where
+    it computes (auto | cpu | cuda | cuda:N | mps; poisonlab/device.py); precision: fp32, or bf16 autocast for
+    centralized and local training (poisonlab/precision.py says where bf16 is refused)."""
 
     name: str = "experiment"
     seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
     data: DataSpec = Field(default_factory=DataSpec)
     model: Component = Field(default_factory=lambda: Component(name="cnn"))
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -107,6 +111,16 @@ class ExperimentConfig(Strict):
     federated: FederatedSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        from poisonlab.device import ACCEPTED, check_spec
+
+        try:
+            return check_spec(device)
+        except Exception:
+            raise ValueError(f"not a device; accepted: {ACCEPTED}") from None
 
     @property
     def kind(self) -> str:

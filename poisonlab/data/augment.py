@@ -57,9 +57,10 @@ def draw(n: int, generator: torch.Generator, crop_padding: int = 4, flip: bool =
     if crop_padding < 0:
         raise ConfigError(f"augment crop_padding={crop_padding} is out of range; accepted: [0, 64]")
     p = int(crop_padding)
-    shift = (torch.randint(-p, p + 1, (n, 2), generator=generator) if p
-             else torch.zeros(n, 2, dtype=torch.long))
-    flips = (torch.randint(0, 2, (n,), generator=generator) == 1) if flip else torch.zeros(n, dtype=torch.bool)
+    shift = (torch.randint(-p, p + 1, (n, 2), generator=generator, device="cpu") if p
+             else torch.zeros(n, 2, dtype=torch.long, device="cpu"))
+    flips = ((torch.randint(0, 2, (n,), generator=generator, device="cpu") == 1) if flip
+             else torch.zeros(n, dtype=torch.bool, device="cpu"))
     return Draws(shift, flips)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from poisonlab.device import as_tensor
 from poisonlab.errors import DataError, check_range
 from poisonlab.rng import as_generator
 
@@ -26,8 +27,8 @@ class Dataset:
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        x = torch.as_tensor(self.x)
-        y = torch.as_tensor(self.y)
+        x = as_tensor(self.x)  # a tensor stays on its device; arrays and lists become CPU tensors
+        y = as_tensor(self.y)
         if x.dtype != torch.float32:
             x = x.float()
         if y.dtype != torch.int64:
@@ -76,7 +77,7 @@ class Dataset:
         """The samples at index (int positions or a boolean mask), in that order."""
         if not isinstance(index, torch.Tensor):
             index = np.asarray(index)
-            index = torch.as_tensor(index.astype(np.int64) if index.size == 0 else index)  # [] is float otherwise
+            index = as_tensor(index.astype(np.int64) if index.size == 0 else index)  # [] is float otherwise
         return self.replace(x=self.x[index], y=self.y[index])
 
     def concat(self, other: Dataset, name: str | None = None) -> Dataset:

@@ -102,8 +102,8 @@ class ActivationClustering:
         the class silhouette (silhouette analysis); 0 otherwise.
         """
         require(self, data=data)
-        acts = representations(data.x, model, self.feature_layer).double().numpy()
-        y = data.y.numpy()
+        acts = representations(data.x, model, self.feature_layer).double().cpu().numpy()  # to scikit-learn
+        y = data.y.cpu().numpy()
         scores = np.zeros(len(data))
         flagged = np.zeros(len(data), dtype=bool)
         clusters = np.zeros(len(data), dtype=np.int64)
@@ -114,7 +114,8 @@ class ActivationClustering:
                 continue
             seed = derive_seed(self.seed, "activation_clustering", c)
             labels, sil = two_means(reduce_dims(acts[idx], self.dims, self.reduce, seed % 2**32), seed % 2**32)
-            if self.orient and not poisoned_side(data.x, data.y, torch.from_numpy(idx), torch.from_numpy(labels == 1),
+            if self.orient and not poisoned_side(data.x, data.y, torch.from_numpy(idx).to(data.y.device),
+                                                 torch.from_numpy(labels == 1).to(data.y.device),
                                                  c, generator(self.seed, "activation_clustering", c)):
                 labels = 1 - labels  # the cluster nearer to other classes is the suspicious one
             share = float(labels.mean())

@@ -27,6 +27,7 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.detect.base import Detection, flag_top_fraction, require
 from poisonlab.detect.features import representations, standardize
 from poisonlab.detect.registry import DETECTORS
+from poisonlab.device import as_tensor, host
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.models import init_parameters
 from poisonlab.rng import derive_seed, generator
@@ -60,18 +61,18 @@ class Anomaly:
              validation=None, sources=None) -> Detection:
         """Score each sample of data (a Dataset or a features tensor) on raw features or model embeddings."""
         require(self, data=data)
-        x = data.x if isinstance(data, Dataset) else torch.as_tensor(data)
+        x = data.x if isinstance(data, Dataset) else as_tensor(data)
         feats = representations(x, model, self.feature_layer).double()
-        groups = [torch.arange(len(feats))]
+        groups = [torch.arange(len(feats), device=feats.device)]
         if self.per_class and isinstance(data, Dataset):
             groups = [torch.nonzero(data.y == c).flatten() for c in range(data.num_classes)]
-        scores = torch.zeros(len(feats), dtype=torch.float64)
-        flagged = torch.zeros(len(feats), dtype=torch.bool)
+        scores = torch.zeros(len(feats), dtype=torch.float64, device=feats.device)
+        flagged = torch.zeros(len(feats), dtype=torch.bool, device=feats.device)
         for key, idx in enumerate(groups):
             if len(idx) < 2:
                 continue
             s, f = self._score(standardize(feats[idx])[0], derive_seed(self.seed, "anomaly", key) % 2**32)
-            scores[idx], flagged[idx] = s, f
+            scores[idx], flagged[idx] = s.to(feats.device), f.to(feats.device)
         return Detection(scores, flagged, {"method": self.method, "per_class": self.per_class})
 
     def _score(self, z: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +80,7 @@ class Anomaly:
         if self.method == "zscore":
             s = z.abs().max(dim=1).values
             return s, s > self.threshold
-        a = z.numpy()
+        a = z.cpu().numpy()  # scikit-learn estimators run on the CPU
         if self.method == "kmeans":
             km = KMeans(n_clusters=min(self.k, len(a)), n_init=4, random_state=seed).fit(a)
             s = torch.from_numpy(np.min(km.transform(a), axis=1))
@@ -100,9 +101,12 @@ class Anomaly:
 
     def _autoencoder(self, z: torch.Tensor, seed: int) -> torch.Tensor:
         d = z.shape[1]
-        net = nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, max(2, self.hidden // 4)),
-                            nn.ReLU(), nn.Linear(max(2, self.hidden // 4), self.hidden), nn.ReLU(), nn.Linear(self.hidden, d))
-        init_parameters(net, generator(seed, "autoencoder"))
+        with host():  # built and initialised on the CPU from the seed, then moved to the features' device
+            net = nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, max(2, self.hidden // 4)),
+                                nn.ReLU(), nn.Linear(max(2, self.hidden // 4), self.hidden), nn.ReLU(),
+                                nn.Linear(self.hidden, d))
+            init_parameters(net, generator(seed, "autoencoder"))
+        net = net.to(z.device)
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         for _ in range(self.epochs):
             opt.zero_grad(set_to_none=True)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from poisonlab.device import as_tensor
 from poisonlab.errors import ConfigError, DataError, check_range
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.metrics import DetectionScores, detection_scores, roc_curve
@@ -45,8 +46,8 @@ class Detection:
     details: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        scores = torch.as_tensor(self.scores).detach().to(torch.float64).flatten()
-        flagged = torch.as_tensor(self.flagged).detach().to(torch.bool).flatten()
+        scores = as_tensor(self.scores).detach().to("cpu", torch.float64).flatten()  # a Detection lives on the host
+        flagged = as_tensor(self.flagged).detach().to("cpu", torch.bool).flatten()
         if scores.shape != flagged.shape:
             raise DataError(f"detection has {scores.numel()} scores but {flagged.numel()} flags; they must match")
         object.__setattr__(self, "scores", scores)
@@ -100,7 +101,7 @@ def require(detector: Detector, **given) -> None:
 
 def _truth(truth, n: int) -> torch.Tensor:
     """Ground truth as a bool tensor of length n, or a DataError naming the mismatch."""
-    t = torch.as_tensor(np.asarray(truth) if not isinstance(truth, torch.Tensor) else truth).to(torch.bool).flatten()
+    t = as_tensor(np.asarray(truth) if not isinstance(truth, torch.Tensor) else truth).to("cpu", torch.bool).flatten()
     if t.numel() != n:
         raise DataError(f"truth mask has {t.numel()} entries but the detection has {n}; they must match")
     return t
@@ -114,7 +115,7 @@ def evaluate_detection(detection: Detection, truth) -> DetectionScores:
 def tpr_at_fpr(scores: torch.Tensor, truth, max_fpr: float = 0.05) -> tuple[float, float]:
     """The ROC operating point with the highest TPR whose FPR is <= max_fpr: (tpr, fpr)."""
     check_range("max_fpr", max_fpr, 0.0, 1.0)
-    fpr, tpr = roc_curve(scores, _truth(truth, torch.as_tensor(scores).numel()))
+    fpr, tpr = roc_curve(scores, _truth(truth, as_tensor(scores).numel()))
     ok = fpr <= max_fpr + 1e-12
     best = int(np.argmax(np.where(ok, tpr, -1.0)))
     return float(tpr[best]), float(fpr[best])
@@ -125,7 +126,7 @@ def flag_top_fraction(scores: torch.Tensor, fraction: float) -> torch.Tensor:
     check_range("fraction", fraction, 0.0, 1.0)
     n = scores.numel()
     k = min(n, int(np.ceil(fraction * n - 1e-9)))
-    flagged = torch.zeros(n, dtype=torch.bool)
+    flagged = torch.zeros(n, dtype=torch.bool, device=scores.device)
     if k > 0:
         flagged[torch.topk(scores, k).indices] = True
     return flagged

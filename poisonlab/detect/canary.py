@@ -16,6 +16,7 @@ from torch import nn
 
 from poisonlab.detect.base import Detection, require
 from poisonlab.detect.registry import DETECTORS
+from poisonlab.device import as_tensor
 from poisonlab.errors import DataError
 from poisonlab.training import predict_logits
 
@@ -31,7 +32,7 @@ class Canary:
     requires = ("model",)
 
     def __init__(self, *, x, y, ids: list[str] | None = None):
-        self.x, self.y = torch.as_tensor(x).float(), torch.as_tensor(y).long().flatten()
+        self.x, self.y = as_tensor(x).float(), as_tensor(y).long().flatten()
         if len(self.x) != len(self.y) or len(self.y) == 0:
             raise DataError(f"canary needs as many expected labels as probes (>0); got {len(self.x)} probes,"
                             f" {len(self.y)} labels")
@@ -54,5 +55,5 @@ class Canary:
         changes = [{"id": self.ids[i], "expected": int(self.y[i]), "predicted": int(pred[i]),
                     "before": None if before is None else int(before[i])}
                    for i in torch.nonzero(flagged).flatten().tolist()]
-        return Detection(1.0 - probs[torch.arange(len(self.y)), self.y], flagged,
+        return Detection(1.0 - probs[torch.arange(len(self.y), device=probs.device), self.y], flagged,
                          {"changes": changes, "passed": not changes})

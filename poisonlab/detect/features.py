@@ -39,9 +39,9 @@ def distance_to_other_classes(x: torch.Tensor, y: torch.Tensor, index: torch.Ten
     """
     other = torch.nonzero(y != label).flatten()
     if len(other) == 0:
-        return torch.full((len(index),), float("inf"))
+        return torch.full((len(index),), float("inf"), device=x.device)
     if len(other) > reference:
-        other = other[torch.randperm(len(other), generator=g)[:reference]]
+        other = other[torch.randperm(len(other), generator=g, device="cpu").to(other.device)[:reference]]
     flat = x.flatten(1).float()
     return torch.cdist(flat[index], flat[other]).min(dim=1).values
 
@@ -67,9 +67,9 @@ def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, weights: torch
     """
     G = weights.shape[0] if weights is not None else own_x.shape[0]
     d = x.shape[1]
-    w_shared = torch.ones(G, len(x)) if weights is None else weights.float()
-    W = torch.zeros(G, d, num_classes, requires_grad=True)
-    b = torch.zeros(G, num_classes, requires_grad=True)
+    w_shared = torch.ones(G, len(x), device=x.device) if weights is None else weights.float()
+    W = torch.zeros(G, d, num_classes, requires_grad=True, device=x.device)
+    b = torch.zeros(G, num_classes, requires_grad=True, device=x.device)
     opt = torch.optim.Adam([W, b], lr=lr)
     count = w_shared.sum(dim=1) + (own_x.shape[1] if own_x is not None else 0)
     for _ in range(steps):

@@ -23,6 +23,7 @@ from torch import nn
 from poisonlab.data.dataset import Dataset
 from poisonlab.detect.features import embed
 from poisonlab.detect.neural_cleanse import apply_trigger
+from poisonlab.device import as_tensor, host, resolve
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.model_spec import ModelSpec, build_model
 from poisonlab.models import linear_head
@@ -38,13 +39,15 @@ def _tuned(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int) -> nn.M
 
 
 def retrain_without(data: Dataset, flagged: torch.Tensor, model: ModelSpec = "cnn", cfg: TrainConfig = TrainConfig(),
-                    seed: int = 0, **model_params) -> nn.Sequential:
+                    seed: int = 0, device: str | torch.device = "cpu", **model_params) -> nn.Sequential:
     """A fresh build_model(model) (a name, 'package.module:factory', a factory or an nn.Module to copy)
-    trained on data without the flagged samples."""
-    flagged = torch.as_tensor(flagged, dtype=torch.bool)
+    trained on data without the flagged samples, on device (built on the CPU from the seed, then moved)."""
+    flagged = as_tensor(flagged, dtype=torch.bool).to(data.y.device)
     if flagged.shape != (len(data),):
         raise ConfigError(f"flagged has shape {tuple(flagged.shape)}; expected ({len(data)},) to match the data")
-    fresh = build_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    with host():
+        fresh = build_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    fresh = fresh.to(resolve(device))
     train(fresh, data.subset(~flagged), cfg, seed=seed)
     return fresh
 
@@ -94,7 +97,7 @@ def unlearn(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: t
             cfg: TrainConfig = TrainConfig(epochs=2, lr=0.01), seed: int = 0) -> nn.Sequential:
     """Neural Cleanse unlearning: fine-tune a copy on clean data with a share stamped by the reversed trigger, true labels."""
     check_range("share", share, 0.0, 1.0)
-    pick = torch.rand(len(clean), generator=generator(seed, "unlearn")) < share
+    pick = (torch.rand(len(clean), generator=generator(seed, "unlearn"), device="cpu") < share).to(clean.x.device)
     x = clean.x.clone()
     x[pick] = apply_trigger(x[pick], mask, pattern)
     return _tuned(model, clean.replace(x=x), cfg, seed)
@@ -102,12 +105,15 @@ def unlearn(model: nn.Sequential, clean: Dataset, mask: torch.Tensor, pattern: t
 
 def robust_training(data: Dataset, perturb: Callable[[torch.Tensor], torch.Tensor], share: float = 0.2,
                     model: ModelSpec = "cnn", cfg: TrainConfig = TrainConfig(), seed: int = 0,
-                    **model_params) -> nn.Sequential:
-    """Train a fresh model on data plus perturbed copies (perturb(x), e.g. a trigger stamp) of a share, true labels."""
+                    device: str | torch.device = "cpu", **model_params) -> nn.Sequential:
+    """Train a fresh model on data plus perturbed copies (perturb(x), e.g. a trigger stamp) of a share, true labels;
+    on device (built on the CPU from the seed, then moved)."""
     check_range("share", share, 0.0, 1.0)
-    pick = torch.rand(len(data), generator=generator(seed, "robust_training")) < share
-    extra = data.subset(pick)
+    pick = torch.rand(len(data), generator=generator(seed, "robust_training"), device="cpu") < share
+    extra = data.subset(pick.to(data.y.device))
     augmented = data.concat(extra.replace(x=perturb(extra.x)))
-    fresh = build_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    with host():
+        fresh = build_model(model, data.input_shape, data.num_classes, seed=seed, **model_params)
+    fresh = fresh.to(resolve(device))
     train(fresh, augmented, cfg, seed=seed)
     return fresh

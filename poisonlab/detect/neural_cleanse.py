@@ -28,6 +28,7 @@ from poisonlab.detect.base import Detection, require
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import DataError, check_range
 from poisonlab.rng import generator
+from poisonlab.device import as_tensor, model_device
 from poisonlab.stats import anomaly_index
 
 
@@ -58,21 +59,26 @@ class NeuralCleanse:
         self.seed = int(seed)
 
     def reverse_triggers(self, model: nn.Module, clean: torch.Tensor, num_classes: int):
-        """(masks (L, 1, h, w), patterns (L, c, h, w), norms (L,)) of the smallest successful triggers."""
+        """(masks (L, 1, h, w), patterns (L, c, h, w), norms (L,)) of the smallest successful triggers.
+
+        Runs on the model's device (clean is moved there); each step's batch is drawn on the CPU and moved."""
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        dev = model_device(frozen)
+        clean = clean.to(dev)
         L, (c, h, w) = num_classes, clean.shape[1:]
         g = generator(self.seed, "neural_cleanse")
-        m_raw = torch.zeros(L, 1, h, w, requires_grad=True)
-        p_raw = torch.zeros(L, c, h, w, requires_grad=True)
+        m_raw = torch.zeros(L, 1, h, w, requires_grad=True, device=dev)
+        p_raw = torch.zeros(L, c, h, w, requires_grad=True, device=dev)
         opt = torch.optim.Adam([m_raw, p_raw], lr=self.lr, betas=(0.5, 0.9))
-        cost = torch.full((L,), self.init_cost, dtype=torch.float32)
-        targets = torch.arange(L).repeat_interleave(min(self.batch_size, len(clean)))
-        best_norm = torch.full((L,), float("inf"))
+        cost = torch.full((L,), self.init_cost, dtype=torch.float32, device=dev)
+        targets = torch.arange(L, device=dev).repeat_interleave(min(self.batch_size, len(clean)))
+        best_norm = torch.full((L,), float("inf"), device=dev)
         best_mask = torch.sigmoid(m_raw.detach()).clone()
         best_pattern = torch.sigmoid(p_raw.detach()).clone()
-        hits = torch.zeros(L)
+        hits = torch.zeros(L, device=dev)
         for step in range(self.steps):
-            xb = clean[torch.randint(len(clean), (min(self.batch_size, len(clean)),), generator=g)]
+            pick = torch.randint(len(clean), (min(self.batch_size, len(clean)),), generator=g, device="cpu")
+            xb = clean[pick.to(dev)]
             mask, pattern = torch.sigmoid(m_raw), torch.sigmoid(p_raw)
             stamped = apply_trigger(xb.unsqueeze(0), mask.unsqueeze(1), pattern.unsqueeze(1))
             logits = frozen(stamped.flatten(0, 1))
@@ -86,7 +92,8 @@ class NeuralCleanse:
                 ok = acc >= self.success
                 better = ok & (norms < best_norm)
                 best_norm = torch.where(better, norms, best_norm)
-                best_mask[better], best_pattern[better] = mask[better], pattern[better]
+                pick = better[:, None, None, None]  # torch.where, not boolean indexing: no host sync per step
+                best_mask, best_pattern = torch.where(pick, mask, best_mask), torch.where(pick, pattern, best_pattern)
                 hits += ok.float()
                 progress.step(f"step {step + 1}/{self.steps}: {int((best_norm < float('inf')).sum())} of {L}"
                               f" classes have a trigger reaching {self.success:.0%}")
@@ -109,14 +116,17 @@ class NeuralCleanse:
         clean: clean images (or a Dataset) the defender holds; at most ``samples`` are used.
         """
         require(self, model=model, clean=clean)
-        x = clean.x if isinstance(clean, Dataset) else torch.as_tensor(clean)
+        x = clean.x if isinstance(clean, Dataset) else as_tensor(clean)
         if x.dim() != 4 or len(x) == 0:
             raise DataError(f"Neural Cleanse needs clean images (n, c, h, w); got shape {tuple(x.shape)}")
         if len(x) > self.samples:
-            x = x[torch.randperm(len(x), generator=generator(self.seed, "neural_cleanse", "sample"))[:self.samples]]
+            pick = torch.randperm(len(x), generator=generator(self.seed, "neural_cleanse", "sample"), device="cpu")
+            x = x[pick.to(x.device)[:self.samples]]
+        x = x.to(model_device(model))
         with torch.no_grad():
             num_classes = model(x[:1]).shape[1]
         masks, patterns, norms, reached = self.reverse_triggers(model, x.float(), num_classes)
+        masks, patterns, norms, reached = masks.cpu(), patterns.cpu(), norms.cpu(), reached.cpu()
         index = anomaly_index(norms)
         flagged = index > self.threshold
         return Detection(index, flagged, {"mask_l1": norms.tolist(), "reached_success": reached.tolist(),

@@ -195,10 +195,11 @@ class Provenance:
         if src.shape != (len(data),):
             raise DataError(f"sources has shape {src.shape}; expected ({len(data)},), one source id per sample")
         names, codes = np.unique(src, return_inverse=True)
-        codes = torch.from_numpy(codes)
         feats, fval = standardize(representations(data.x, model, self.feature_layer),
                                   representations(validation.x, model, self.feature_layer))
-        weights = torch.cat([torch.ones(1, len(data)), (codes[None] != torch.arange(len(names))[:, None]).float()])
+        codes = torch.from_numpy(codes).to(feats.device)
+        kinds = torch.arange(len(names), device=feats.device)
+        weights = torch.cat([torch.ones(1, len(data), device=feats.device), (codes[None] != kinds[:, None]).float()])
         W, b = fit_heads(feats, data.y, data.num_classes, weights=weights, steps=self.steps, lr=self.lr)
         acc, _ = heads_metrics(W, b, fval, validation.y)
         gain = acc[1:] - acc[0]

@@ -48,7 +48,7 @@ class Roni:
     def _groups(self, n: int) -> torch.Tensor:
         """(n_groups, group_size) sample positions of a seeded random partition; the last group is
         padded with repeats of its own members (same mean loss, no foreign rows)."""
-        order = torch.randperm(n, generator=generator(self.seed, "roni", "groups"))
+        order = torch.randperm(n, generator=generator(self.seed, "roni", "groups"), device="cpu")
         n_groups = -(-n // self.group_size)
         pad = n_groups * self.group_size - n
         if pad:
@@ -66,22 +66,23 @@ class Roni:
             raise ConfigError("RONI needs validation: a held-out clean Dataset of at least 2 samples")
         base = clean
         if base is None:
-            perm = torch.randperm(len(validation), generator=generator(self.seed, "roni", "base"))
+            perm = torch.randperm(len(validation), generator=generator(self.seed, "roni", "base"), device="cpu")
             half = min(self.base_size, len(validation) // 2)
             base, validation = validation.subset(perm[:half]), validation.subset(perm[half:])
         f_data, f_base, f_val = (representations(d.x, model, self.feature_layer) for d in (data, base, validation))
         f_base, f_data, f_val = standardize(f_base, f_data, f_val)
         C = data.num_classes
-        groups = self._groups(len(data))
-        W0, b0 = fit_heads(f_base, base.y, C, weights=torch.ones(1, len(base)), steps=self.steps, lr=self.lr)
+        dev = f_data.device
+        groups = self._groups(len(data)).to(dev)
+        W0, b0 = fit_heads(f_base, base.y, C, weights=torch.ones(1, len(base), device=dev), steps=self.steps, lr=self.lr)
         _, ref = heads_metrics(W0, b0, f_val, validation.y)
-        impact = torch.zeros(len(groups))
+        impact = torch.zeros(len(groups), device=dev)
         for start in range(0, len(groups), self.chunk):
             rows = groups[start:start + self.chunk]
-            W, b = fit_heads(f_base, base.y, C, weights=torch.ones(len(rows), len(base)),
+            W, b = fit_heads(f_base, base.y, C, weights=torch.ones(len(rows), len(base), device=dev),
                              own_x=f_data[rows], own_y=data.y[rows], steps=self.steps, lr=self.lr)
             impact[start:start + len(rows)] = heads_metrics(W, b, f_val, validation.y)[1] - ref
-        scores = torch.zeros(len(data), dtype=torch.float64)
+        scores = torch.zeros(len(data), dtype=torch.float64, device=dev)
         scores[groups.flatten()] = impact.double().repeat_interleave(groups.shape[1])
         return Detection(scores, scores > self.threshold, {"reference_loss": float(ref), "groups": int(groups.shape[0]),
                                                            "group_size": self.group_size})

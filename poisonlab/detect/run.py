@@ -34,6 +34,7 @@ from poisonlab import progress
 from poisonlab.data.dataset import Dataset
 from poisonlab.detect.base import Detection, Detector, check_inputs, detection_record
 from poisonlab.detect.registry import DETECTORS
+from poisonlab.device import host
 from poisonlab.errors import ConfigError
 from poisonlab.rng import derive_seed
 
@@ -105,12 +106,17 @@ def experiment_inputs(name: str, inspects: str, exp: Experiment, where: str = ""
     """(scan keywords, truth) for a detector that inspects ``inspects`` inside an experiment."""
     if inspects == "data":
         return inputs_for("data", data=exp.poisoned, model=exp.model, held_out=exp.test_set), exp.mask
+    with host():  # building the poison and stamping its trigger is data preparation
+        return _experiment_inputs(name, inspects, exp, where)
+
+
+def _experiment_inputs(name: str, inspects: str, exp: Experiment, where: str) -> tuple[dict, torch.Tensor]:
     probe = exp.backdoor()
     if probe is None:
         raise ConfigError(f"{where}'{name}' needs a backdoor poison to check against")
     clean_pool = exp.poisoned.subset(~exp.mask)
     if inspects == "model":
-        truth = torch.arange(exp.test_set.num_classes) == probe.target
+        truth = torch.arange(exp.test_set.num_classes, device="cpu") == probe.target
         return inputs_for("model", model=exp.model, held_out=clean_pool), truth
     test = exp.test_set
     triggered = probe.triggered(test.subset(test.y != probe.target), derive_seed(exp.seed, "triggered"))

@@ -33,7 +33,7 @@ def spectral_scores(reps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(tau, p): squared and signed projections of the centred rows of reps on their top right singular vector."""
     centred = reps.double() - reps.double().mean(dim=0, keepdim=True)
     if centred.shape[0] < 2:
-        zero = torch.zeros(centred.shape[0], dtype=torch.float64)
+        zero = torch.zeros(centred.shape[0], dtype=torch.float64, device=centred.device)
         return zero, zero
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     p = centred @ vh[0]
@@ -83,8 +83,8 @@ class SpectralSignatures:
         proj = {c: spectral_scores(reps[i]) for c, i in index.items()}
         if self.orient:
             return self._oriented(data, index, proj)
-        scores = torch.zeros(len(data), dtype=torch.float64)
-        flagged = torch.zeros(len(data), dtype=torch.bool)
+        scores = torch.zeros(len(data), dtype=torch.float64, device=reps.device)
+        flagged = torch.zeros(len(data), dtype=torch.bool, device=reps.device)
         fraction = min(1.0, self.multiplier * self.epsilon)
         per_class = {}
         for c, idx in index.items():
@@ -97,10 +97,10 @@ class SpectralSignatures:
 
     def _oriented(self, data: Dataset, index: dict, proj: dict) -> Detection:
         """The orient=True extension: class outlier test on mean tau, then the oriented far mode."""
-        strength = torch.tensor([float(proj[c][0].mean()) for c in index], dtype=torch.float64)
+        strength = torch.tensor([float(proj[c][0].mean()) for c in index], dtype=torch.float64, device="cpu")
         class_idx = anomaly_index(strength) * -1.0  # large mean tau -> positive index
-        scores = torch.zeros(len(data), dtype=torch.float64)
-        flagged = torch.zeros(len(data), dtype=torch.bool)
+        scores = torch.zeros(len(data), dtype=torch.float64, device=data.x.device)
+        flagged = torch.zeros(len(data), dtype=torch.bool, device=data.x.device)
         per_class = {}
         for k, (c, idx) in enumerate(index.items()):
             p = proj[c][1]

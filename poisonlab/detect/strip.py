@@ -13,6 +13,8 @@ sum clip(x + o, 0, 1); ``mode="blend"`` is (1 - alpha) x + alpha o.
 
 from __future__ import annotations
 
+import math
+
 from statistics import NormalDist
 
 import torch
@@ -22,6 +24,7 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.detect.base import Detection, require
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, DataError, check_range
+from poisonlab.device import as_tensor, model_device
 from poisonlab.rng import generator
 
 MODES = ("add", "blend")
@@ -37,11 +40,11 @@ def superimpose(x: torch.Tensor, overlays: torch.Tensor, mode: str = "add", alph
 def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (bits) of softmax(logits) along the last dimension."""
     logp = torch.log_softmax(logits.double(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1) / torch.log(torch.tensor(2.0, dtype=torch.float64))
+    return -(logp.exp() * logp).sum(dim=-1) / math.log(2.0)
 
 
 def _images(x, what: str) -> torch.Tensor:
-    x = x.x if isinstance(x, Dataset) else torch.as_tensor(x)
+    x = x.x if isinstance(x, Dataset) else as_tensor(x)
     if x.dim() != 4:
         raise DataError(f"STRIP needs images (n, c, h, w) for {what}; got shape {tuple(x.shape)}")
     return x.float()
@@ -68,7 +71,8 @@ class Strip:
         """Mean entropy over n_overlays superimpositions (overlays drawn from pool) for each input of x."""
         if len(pool) == 0:
             raise DataError("STRIP needs at least one held-out clean image to superimpose; got none")
-        idx = torch.randint(len(pool), (len(x), self.n_overlays), generator=generator(self.seed, "strip", purpose))
+        idx = torch.randint(len(pool), (len(x), self.n_overlays), generator=generator(self.seed, "strip", purpose),
+                            device="cpu").to(pool.device)  # drawn on the CPU, moved
         was_training = model.training
         model.eval()
         out = []
@@ -80,7 +84,7 @@ class Strip:
                 out.append(entropy_bits(logits).mean(dim=1))
         finally:
             model.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=x.device)
 
     def boundary(self, clean_entropies: torch.Tensor) -> tuple[float, float, float]:
         """(boundary, mu, sigma): the FRR quantile of a normal fitted to clean entropies."""
@@ -97,11 +101,13 @@ class Strip:
         """
         require(self, data=data, model=model, clean=clean)
         x, pool = _images(data, "the scanned inputs"), _images(clean, "the clean held-out set")
+        dev = model_device(model)  # the forward passes run on the model's device; the scores come back on the CPU
+        x, pool = x.to(dev), pool.to(dev)
         if x.shape[1:] != pool.shape[1:]:
             raise DataError(f"inputs have shape {tuple(x.shape[1:])} but clean images {tuple(pool.shape[1:])}")
         clean_h = self.entropies(model, pool, pool, "clean")
         bound, mu, sigma = self.boundary(clean_h)
-        h = self.entropies(model, x, pool, "scan")
+        h = self.entropies(model, x, pool, "scan").cpu()
         return Detection(-h, h < bound, {"entropy": h.tolist(), "boundary": bound, "clean_mean": mu,
                                           "clean_std": sigma, "frr": self.frr,
                                           "clean_rejected": float((clean_h < bound).double().mean())})

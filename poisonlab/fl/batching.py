@@ -36,6 +36,11 @@ class BatchPlan:
     steps: torch.Tensor
     augment: Draws | None = None
 
+    def to(self, device: torch.device) -> BatchPlan:
+        """The plan on device (drawn on the CPU, moved once per round; the same plan on every device). The
+        augmentation draws stay on the CPU: data/augment.apply moves each step's slice to the batch's device."""
+        return BatchPlan(self.index.to(device), self.weight.to(device), self.steps.to(device), self.augment)
+
     def clients(self, lo: int, hi: int) -> BatchPlan:
         """The plan of clients lo..hi-1 (views)."""
         aug = None if self.augment is None else self.augment[:, lo:hi]
@@ -51,8 +56,8 @@ def plan_batches(sizes: list[int], cfg: LocalConfig, generators: list[torch.Gene
     """
     E = cfg.epochs
     slots, offset, weight, steps = _batch_layout(tuple(sizes), cfg.batch_size, E)
-    index = torch.zeros(weight.numel(), dtype=torch.long)
-    perms = [torch.randperm(m, generator=g) for m, g in zip(sizes, generators) for _ in range(E)]
+    index = torch.zeros(weight.numel(), dtype=torch.long, device="cpu")
+    perms = [torch.randperm(m, generator=g, device="cpu") for m, g in zip(sizes, generators) for _ in range(E)]
     if perms and slots.numel():
         index[slots] = torch.cat(perms) + offset
     aug = None if cfg.augment is None else _plan_draws(sizes, E, generators, slots, weight.shape, cfg.augment)
@@ -82,14 +87,14 @@ def _batch_layout(sizes: tuple[int, ...], B: int, E: int) -> tuple[torch.Tensor,
     element of cat(perms) (client-major, epoch-major within), the (S, k, B) loss weights, the steps.
     """
     k = len(sizes)
-    n = torch.tensor(sizes, dtype=torch.long)
+    n = torch.tensor(sizes, dtype=torch.long, device="cpu")
     per_epoch = (n + B - 1) // B
     steps = E * per_epoch
     S = int(steps.max()) if k else 0
-    weight = torch.zeros(S * k * B, dtype=torch.float32)
-    client = torch.repeat_interleave(torch.arange(k), E * n)  # each drawn element's client
+    weight = torch.zeros(S * k * B, dtype=torch.float32, device="cpu")
+    client = torch.repeat_interleave(torch.arange(k, device="cpu"), E * n)  # each drawn element's client
     first = torch.cumsum(E * n, 0) - E * n
-    pos = torch.arange(len(client)) - first[client]
+    pos = torch.arange(len(client), device="cpu") - first[client]
     m = n[client]
     epoch, j = pos // m, pos % m
     step = epoch * per_epoch[client] + j // B

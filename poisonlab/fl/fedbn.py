@@ -39,10 +39,10 @@ class LocalNorm:
             raise ConfigError(f"federated.batch_norm='local' keeps batch-norm layers local, but model"
                               f" {type(model).__name__} has none; accepted: 'shared', or a model with batch norm")
         owned = [any(n.startswith(prefix + ".") for prefix in norms) for n, _ in model.named_parameters()]
-        mask = torch.cat([torch.full((p.numel(),), flag) for flag, p in zip(owned, model.parameters())])
+        mask = torch.cat([torch.full((p.numel(),), flag, device=p.device) for flag, p in zip(owned, model.parameters())])
         self.mask = mask
         self.buffer_names = tuple(n for n, _ in model.named_buffers() if any(n.startswith(p + ".") for p in norms))
-        self.weights = torch.tensor([float(s) for s in sizes])
+        self.weights = torch.tensor([float(s) for s in sizes], device=mask.device)
         K = len(sizes)
         self.params = flat_params(model)[mask].unsqueeze(0).repeat(K, 1)
         named = dict(model.named_buffers())
@@ -91,6 +91,7 @@ class LocalNorm:
             got = tensors.get(f"fedbn.buffer.{n}")
             if got is None or got.shape != b.shape or got.dtype != b.dtype:
                 return f"fedbn.buffer.{n} is missing or of another shape"
-        self.params = params.clone()
-        self.buffers = {n: tensors[f"fedbn.buffer.{n}"].clone() for n in self.buffers}
+        device = self.params.device  # checkpoints hold CPU tensors
+        self.params = params.to(device).clone()
+        self.buffers = {n: tensors[f"fedbn.buffer.{n}"].to(device).clone() for n in self.buffers}
         return None

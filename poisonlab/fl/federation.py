@@ -46,6 +46,8 @@ from torch import nn
 
 from poisonlab.config.federation import FederationConfig  # defined once, sharing the YAML's federated fields
 from poisonlab.data.dataset import Dataset
+from poisonlab.device import host, model_device, move_dataset, resolve
+from poisonlab.precision import check_precision
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.divergence import check_round
 from poisonlab.fl.adversary import Adversary, resolve_clients
@@ -91,13 +93,18 @@ class Federation:
     model spec that poisonlab.model_spec.build_model builds for the clients' input shape with config.seed;
     clients: the K clean local Datasets; test: the clean test set; triggered_test: the test inputs
     with the trigger applied and their TRUE labels (ASR needs config.target); root_data: the server's
-    root set for FLTrust; validation_data: the server's held-out set for validation-based rejection.
+    root set for FLTrust; validation_data: the server's held-out set for validation-based rejection;
+    device: where the federation computes (auto | cpu | cuda | cuda:N | mps, poisonlab/device.py; None: where the
+    given model is, the CPU for a spec): the model and every dataset are moved there once, after the adversaries'
+    poisons are applied on the host (a config run passes its resolved `device:`); precision:
+    fp32, or bf16 autocast for local training (poisonlab/precision.py).
     """
 
     def __init__(self, model: nn.Module | ModelSpec, clients: Sequence[Dataset], test: Dataset,
                  config: FederationConfig = FederationConfig(), aggregator=None,
                  adversaries: Sequence[Adversary] = (), triggered_test: Dataset | None = None,
-                 root_data: Dataset | None = None, validation_data: Dataset | None = None):
+                 root_data: Dataset | None = None, validation_data: Dataset | None = None,
+                 device: str | torch.device | None = None, precision: str = "fp32"):
         if not clients:
             raise ConfigError("a federation needs at least one client dataset")
         if not isinstance(model, nn.Module):  # a name, 'package.module:factory' or a factory
@@ -106,14 +113,17 @@ class Federation:
         if triggered_test is not None and config.target is None:
             raise ConfigError("triggered_test is given but config.target is None; set the backdoor target class")
         self.model, self.clients, self.test, self.config = model, list(clients), test, config
+        self.precision = check_precision(precision)
         self.aggregator = aggregator if aggregator is not None else default_aggregator()
         self.adversaries = list(adversaries)
         self.triggered_test, self.root_data, self.validation_data = triggered_test, root_data, validation_data
-        self.adversary_clients = resolve_clients(self.adversaries, len(self.clients), config.seed)
-        self.poisoned = [self._poisoned_data(a, ids) for a, ids in zip(self.adversaries, self.adversary_clients)]
-        self._eval_model = copy.deepcopy(model)
+        with host():  # the attackers' draws and their poisons: data preparation, on the CPU
+            self.adversary_clients = resolve_clients(self.adversaries, len(self.clients), config.seed)
+            self.poisoned = [self._poisoned_data(a, ids) for a, ids in zip(self.adversaries, self.adversary_clients)]
+        self._to_device(resolve(device) if device is not None else model_device(model))
+        self._eval_model = copy.deepcopy(self.model)
         self.aggregator_state: dict | None = None  # the rule's Aggregate.state of the last round
-        self.buffers = model_buffers(model)  # the global model's buffers (fl/buffers.py), set by each round
+        self.buffers = model_buffers(self.model)  # the global model's buffers (on the run's device) (fl/buffers.py), set by each round
         self.local_norm = self._local_norm()  # FedBN's per-client batch-norm layers, or None
 
     # ---------------------------------------------------------------- setup
@@ -122,6 +132,15 @@ class Federation:
         if self.config.batch_norm != "local":
             return None
         return LocalNorm(self.model, [len(c) for c in self.clients])
+    def _to_device(self, device: torch.device) -> None:
+        """Move the model and every dataset to device, once; the run computes there."""
+        self.device = device
+        if model_device(self.model) != device:  # a copy: the caller's model is not modified
+            self.model = copy.deepcopy(self.model).to(device)
+        self.clients = [move_dataset(ds, device) for ds in self.clients]
+        self.poisoned = [{c: move_dataset(ds, device) for c, ds in p.items()} for p in self.poisoned]
+        self.test, self.triggered_test, self.root_data, self.validation_data = (
+            move_dataset(ds, device) for ds in (self.test, self.triggered_test, self.root_data, self.validation_data))
 
     def _poisoned_data(self, adversary: Adversary, ids: list[int]) -> dict[int, Dataset]:
         out = {}
@@ -155,11 +174,11 @@ class Federation:
     def _roles(self, round: int, sampled: torch.Tensor) -> tuple[list[Dataset], torch.Tensor, list[torch.Tensor]]:
         """Local data of each sampled client, the malicious mask, and each active adversary's row mask."""
         data = [self.clients[int(c)] for c in sampled]
-        malicious = torch.zeros(len(sampled), dtype=torch.bool)
+        malicious = torch.zeros(len(sampled), dtype=torch.bool, device=sampled.device)
         masks = []
         for a, ids, poisoned in zip(self.adversaries, self.adversary_clients, self.poisoned):
-            rows = torch.isin(sampled, torch.tensor(ids, dtype=torch.long)) if a.schedule.active(round) else \
-                torch.zeros(len(sampled), dtype=torch.bool)
+            rows = torch.isin(sampled, torch.tensor(ids, dtype=torch.long, device=sampled.device)) \
+                if a.schedule.active(round) else torch.zeros(len(sampled), dtype=torch.bool, device=sampled.device)
             for r in torch.nonzero(rows).flatten().tolist():
                 data[r] = poisoned.get(int(sampled[r]), data[r])
             malicious |= rows
@@ -173,18 +192,21 @@ class Federation:
         extras = {}
         cfg = self.config
         buffers = self.buffers if buffers is None else buffers
+        home, global_params = global_params.device, global_params.to(self.device)  # computed here, answered there
+        buffers = {n: b.to(self.device) for n, b in buffers.items()}
         if self.root_data is not None:
             g = [generator(cfg.seed, "server", round)]
             server = local_updates(self.model, global_params, [self.root_data], cfg.local, g, cfg.memory_budget,
-                                   buffers)
-            extras["server_update"] = (server if self.local_norm is None else self.local_norm.shared_only(server))[0]
+                                   buffers, self.precision)
+            server = server if self.local_norm is None else self.local_norm.shared_only(server)
+            extras["server_update"] = server[0].to(home)
         if self.validation_data is not None:
             val = self.validation_data
 
             def validate(candidates: torch.Tensor) -> torch.Tensor:
                 """Accuracy (m,) on the server's validation set of global + server_lr * each candidate."""
-                return self.accuracies(global_params + cfg.server_lr * torch.atleast_2d(candidates), val,
-                                       buffers=buffers)
+                candidates = torch.atleast_2d(candidates).to(self.device)
+                return self.accuracies(global_params + cfg.server_lr * candidates, val, buffers=buffers).to(home)
 
             extras["validate"] = validate
             extras["base_accuracy"] = float(self.accuracies(global_params.unsqueeze(0), val, buffers=buffers)[0])
@@ -199,22 +221,24 @@ class Federation:
         out = []
         for lo in range(0, len(stacked), max_candidates):
             params = unflatten(self.model, stacked[lo:lo + max_candidates])
-            correct = torch.zeros(len(params[0]))
+            correct = torch.zeros(len(params[0]), device=stacked.device)
             for s in range(0, len(data), 512):
                 logits = stacked_logits(self.model, params, data.x[s:s + 512], shared=True, buffers=buffers)
                 correct += (logits.argmax(-1) == data.y[s:s + 512]).sum(dim=1)
             out.append(correct / max(1, len(data)))
-        return torch.cat(out) if out else torch.zeros(0)
+        return torch.cat(out) if out else torch.zeros(0, device=stacked.device)
 
     def round(self, round: int, global_params: torch.Tensor) -> tuple[torch.Tensor, RoundRecord]:
         """Run one round from global_params; returns the new global params and the round's record."""
         start = time.perf_counter()
         cfg = self.config
-        sampled = self.sample(round)
+        sampled = self.sample(round)  # drawn on the CPU; the roles are looked up there, then moved once
         data, malicious, masks = self._roles(round, sampled)
         trained = self.train_clients(round, global_params, sampled, data)
         updates = trained.updates
-        weights = torch.tensor([float(len(ds)) for ds in data])
+        sampled, malicious = sampled.to(self.device), malicious.to(self.device)
+        masks = [m.to(self.device) for m in masks]
+        weights = torch.tensor([float(len(ds)) for ds in data], device=self.device)
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
                            server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed,
                            extras={"weights": weights, **self.server_extras(round, global_params)},
@@ -243,10 +267,13 @@ class Federation:
         ids = sampled.tolist()
         starts = self.local_norm.starts(global_params, self.buffers, ids) if self.local_norm is not None else None
         if cfg.engine == "reference":
+            if self.precision != "fp32":
+                raise ConfigError(f"engine 'reference' is the fp32 definition; precision={self.precision!r} is"
+                                  " not; accepted: precision fp32 with the reference engine")
             trained = reference_train(self.model, global_params, data, cfg.local, gens, self.buffers, starts)
         else:
             trained = local_train(self.model, global_params, data, cfg.local, gens, cfg.memory_budget, self.buffers,
-                                  starts)
+                                  starts, precision=self.precision)
         if starts is None:
             return trained
         self.local_norm.store(ids, starts.params + trained.updates, trained.buffers)
@@ -301,15 +328,15 @@ class Federation:
 
     def _save(self, round: int, params: torch.Tensor, history: list[RoundRecord]) -> None:
         """Checkpoint: the global params, the global buffers ("buffer.<name>") and the rule's state tensors
-        ("aggregator.<key>") as tensors; the history and the state's other values (meta["aggregator"], None for
-        a stateless rule) as meta."""
-        tensors = {"global_params": params, **{f"buffer.{n}": b for n, b in self.buffers.items()}}
+        ("aggregator.<key>") as tensors, all on the CPU; the history and the state's other values
+        (meta["aggregator"], None for a stateless rule) as meta."""
+        tensors = {"global_params": params.cpu(), **{f"buffer.{n}": b.cpu() for n, b in self.buffers.items()}}
         if self.local_norm is not None:
-            tensors.update(self.local_norm.state())
+            tensors.update({n: t.cpu() for n, t in self.local_norm.state().items()})
         meta: dict = {"history": [r.to_dict() for r in history], "aggregator": None}
         state = self.aggregator_state
         if state is not None:
-            tensors.update({f"aggregator.{k}": v for k, v in state.items() if isinstance(v, torch.Tensor)})
+            tensors.update({f"aggregator.{k}": v.cpu() for k, v in state.items() if isinstance(v, torch.Tensor)})
             meta["aggregator"] = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
         save_checkpoint(self.config.checkpoint_dir, round, tensors, meta)
 
@@ -326,16 +353,17 @@ class Federation:
             problem = "a buffer holds NaN/Inf"
         if problem is not None:
             raise DataError(f"checkpoint in {self.config.checkpoint_dir}: {problem}; delete it to start over")
-        self.buffers = {n: buffers[n] for n in self.buffers}  # the model's order
+        self.buffers = {n: buffers[n].to(self.device) for n in self.buffers}  # the model's order, on the device
         problem = self.local_norm.load(tensors) if self.local_norm is not None else None
         if problem is not None:
             raise DataError(f"checkpoint in {self.config.checkpoint_dir}: {problem} (batch_norm: local);"
                             " delete it to start over")
         if meta.get("aggregator") is not None:
-            agg = {k.removeprefix("aggregator."): v for k, v in tensors.items() if k.startswith("aggregator.")}
+            agg = {k.removeprefix("aggregator."): v.to(self.device) for k, v in tensors.items()
+                   if k.startswith("aggregator.")}
             self.aggregator_state = {**meta["aggregator"], **agg}
         history = [RoundRecord.from_dict(r) for r in meta["history"]]
-        return tensors["global_params"], history, int(meta["round"]) + 1
+        return tensors["global_params"].to(self.device), history, int(meta["round"]) + 1
 
 
 class _progress:

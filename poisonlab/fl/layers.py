@@ -315,7 +315,7 @@ class Flatten(LayerOp):
         if not grouped:
             return g.reshape(shape), ()
         a, B = g.shape[:2]  # (a, B, c*h*w) -> grouped (B, a*c, h, w) in channels_last, as the ReLU output is
-        out = torch.empty(shape, memory_format=CL)
+        out = torch.empty(shape, memory_format=CL, device=g.device)
         out.unflatten(1, (a, -1)).copy_(g.reshape(a, B, -1, *shape[2:]).transpose(0, 1))
         return out, ()
 

@@ -24,12 +24,14 @@ import torch
 from torch import nn
 
 from poisonlab.config.federation import ENGINE_MEMORY_BUDGET
+from poisonlab.device import free_bytes, model_device
 from poisonlab.config.local import LocalConfig  # defined once, with the YAML's federated.local
 from poisonlab.errors import ConfigError, PoisonlabError, ResourceError
 from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.buffers import Buffers, model_buffers, stack
 from poisonlab.fl.dropout import HIDDEN_RANDOM, DropoutMasks, evaluating
-from poisonlab.fl.program import LayerProgram, Program, compile_layers, compile_model
+from poisonlab.fl.program import AutogradProgram, LayerProgram, Program, compile_layers, compile_model
+from poisonlab.precision import autocast
 from poisonlab.fl.stacked import train_stacked, views
 from poisonlab.fl.trainable import ClientStarts, LocalResult, check_trainable, flat_params
 
@@ -41,6 +43,13 @@ def is_fast_sequential(model: nn.Module) -> bool:
     """True if every module of the model has a layer op (an nn.Sequential of Linear/Conv2d(groups=1)/ReLU/Tanh/
     MaxPool2d/Flatten(1, -1)): it trains with the hand-written backward."""
     return compile_layers(model) is not None
+
+
+def autograd_program(model: nn.Module) -> AutogradProgram:
+    """The model's autograd program (torch.func under vmap), also for a model the layer program could run: the
+    path on which autocast applies (precision bf16)."""
+    named = list(model.named_parameters())
+    return AutogradProgram(model, tuple(n for n, _ in named), tuple(p.shape for _, p in named))
 
 
 def stacked_logits(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False,
@@ -70,7 +79,8 @@ def bytes_per_client(model: nn.Module, sample_shape: tuple[int, ...], batch_size
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad(), evaluating(model):  # eval: no running-statistic update, no dropout draw
-            model(torch.zeros(2, *sample_shape))  # 2: batch norm without running statistics needs > 1 sample
+            # 2 samples: batch norm without running statistics needs more than one
+            model(torch.zeros(2, *sample_shape, device=model_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -90,48 +100,72 @@ def chunk_size(model: nn.Module, sample_shape: tuple[int, ...], batch_size: int,
 _CHUNKS: dict[tuple, int] = {}
 
 CONV_CHUNK = 4
-"""At most this many clients per chunk for models with Conv2d: a grouped convolution and max-pool over
-a few clients stay in cache and run faster per client than over 100 (measured, docs/benchmarks.md)."""
+"""At most this many clients per chunk for models with Conv2d ON THE CPU: a grouped convolution and max-pool over
+a few clients stay in cache and run faster per client than over 100 (measured, docs/benchmarks.md). A GPU has
+no such cache effect: there every client that fits the device budget runs in one stacked step."""
+
+CUDA_BUDGET_FRACTION = 0.5
+"""On CUDA the engine plans a chunk of clients within this fraction of the device memory free when the run
+starts (torch.cuda.mem_get_info); the rest is left to the evaluation, the aggregator and the allocator."""
+
+
+def engine_budget(device: torch.device, memory_budget: int | None = None) -> int:
+    """Bytes one chunk of clients may use: memory_budget when given; else, on CUDA, CUDA_BUDGET_FRACTION of the
+    device's free memory, and elsewhere ENGINE_MEMORY_BUDGET (host memory, checked by resources.py)."""
+    if memory_budget is not None:
+        return memory_budget
+    free = free_bytes(device)
+    return int(free * CUDA_BUDGET_FRACTION) if free is not None else ENGINE_MEMORY_BUDGET
 
 
 def local_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                  generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET,
-                  buffers: Buffers | None = None) -> torch.Tensor:
+                  generators: list[torch.Generator], memory_budget: int | None = None,
+                  buffers: Buffers | None = None, precision: str = "fp32") -> torch.Tensor:
     """The updates (k, d) of local_train (its buffers dropped)."""
-    return local_train(model, global_params, datasets, cfg, generators, memory_budget, buffers).updates
+    return local_train(model, global_params, datasets, cfg, generators, memory_budget, buffers,
+                       precision=precision).updates
 
 
 def local_train(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                generators: list[torch.Generator], memory_budget: int = ENGINE_MEMORY_BUDGET,
-                buffers: Buffers | None = None, starts: ClientStarts | None = None) -> LocalResult:
+                generators: list[torch.Generator], memory_budget: int | None = None,
+                buffers: Buffers | None = None, starts: ClientStarts | None = None,
+                precision: str = "fp32") -> LocalResult:
     """k clients trained from the global model (global_params and buffers; None: the model's own buffers).
 
     datasets: the k clients' Datasets (their local, possibly poisoned, data); generators: one per client for
-    its batch order and then its dropout masks; memory_budget: bytes for one chunk of clients trained together;
-    starts: each client's own starting params and buffers instead of the global model's (updates are then
-    trained - starts.params).
+    its batch order and then its dropout masks; memory_budget: bytes for one chunk of clients trained together
+    (None: from the device, engine_budget); starts: each client's own starting params and buffers instead of the
+    global model's (updates are then trained - starts.params). Everything runs on global_params' device, where
+    the model and the data must be; the plan is drawn on the CPU (bit-identical on every device) and moved there
+    once. precision 'bf16': the forward passes under bf16 autocast, through the model's autograd program (the
+    layer program's hand-written backward is float32 only; poisonlab/precision.py).
     """
     check_trainable(model)
+    device = global_params.device
     buffers = model_buffers(model) if buffers is None else buffers
-    program = compile_model(model)  # once: every chunk runs it
+    program = compile_model(model) if precision == "fp32" else autograd_program(model)  # once: every chunk runs it
     sample_shape = tuple(datasets[0].x.shape[1:]) if datasets else ()
     dropout = _dropout_masks(model, sample_shape) if datasets and not isinstance(program, LayerProgram) else None
     if datasets and not _vectorizable(model, program, global_params, buffers, dropout, sample_shape):
         from poisonlab.fl.reference import reference_train
 
+        if precision != "fp32":
+            raise ConfigError(f"precision {precision}: {type(model).__name__} trains with the per-client reference"
+                              " loop, which runs float32 only; accepted: precision fp32 for this model")
         return reference_train(model, global_params, datasets, cfg, generators, buffers, starts)
     sizes = [len(ds) for ds in datasets]
-    plan = plan_batches(sizes, cfg, generators)
+    plan = plan_batches(sizes, cfg, generators).to(device)
     x = torch.cat([ds.x for ds in datasets])
     y = torch.cat([ds.y for ds in datasets])
     k, d = len(datasets), global_params.numel()
-    key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget)
-    if key not in _CHUNKS:  # the estimate runs a forward pass: once per model and shape
-        per = chunk_size(model, key[1], cfg.batch_size, memory_budget)
+    key = (id(model), tuple(x.shape[1:]), cfg.batch_size, memory_budget, str(device), precision)
+    if key not in _CHUNKS:  # the estimate runs a forward pass: once per model, shape and device
+        per = chunk_size(model, key[1], cfg.batch_size, engine_budget(device, memory_budget))
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        _CHUNKS[key] = min(per, CONV_CHUNK) if has_conv and isinstance(program, LayerProgram) else per
+        cpu_conv = device.type == "cpu" and has_conv and isinstance(program, LayerProgram)
+        _CHUNKS[key] = min(per, CONV_CHUNK) if cpu_conv else per
     per_chunk = _CHUNKS[key]
-    updates = torch.empty(k, d, dtype=torch.float32)  # every row is written below
+    updates = torch.empty(k, d, dtype=torch.float32, device=device)  # every row is written below
     rows = global_params.expand(k, d) if starts is None else starts.params
     # each client's own buffers, trained in place chunk by chunk
     state = stack(buffers, k) if starts is None else {n: b.clone() for n, b in starts.buffers.items()}
@@ -139,8 +173,9 @@ def local_train(model: nn.Module, global_params: torch.Tensor, datasets: list, c
         hi = min(k, lo + per_chunk)
         part = {n: b[lo:hi] for n, b in state.items()}  # views into state
         try:
-            trained = train_stacked(program, rows[lo:hi], x, y, plan.clients(lo, hi), cfg, part, dropout,
-                                    generators[lo:hi])
+            with autocast(device, precision):
+                trained = train_stacked(program, rows[lo:hi], x, y, plan.clients(lo, hi), cfg, part, dropout,
+                                        generators[lo:hi])
         except RuntimeError as err:
             if _random_in_vmap(err):
                 raise ConfigError(HIDDEN_RANDOM) from None

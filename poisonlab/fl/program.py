@@ -93,7 +93,7 @@ ROWS_LAYOUT, COLUMNS_LAYOUT = RowsLayout(), ColumnsLayout()
 def _weighted_onehot_t(y: torch.Tensor, w: torch.Tensor, classes: int) -> torch.Tensor:
     """(w * onehot(y)) with classes before the batch, (..., C, B): the target term of the weighted
     cross-entropy gradient w * (softmax - onehot), in the transposed layout."""
-    out = torch.zeros(*y.shape[:-1], classes, y.shape[-1])
+    out = torch.zeros(*y.shape[:-1], classes, y.shape[-1], device=y.device)
     return out.scatter_(-2, y.unsqueeze(-2), w.unsqueeze(-2))
 
 

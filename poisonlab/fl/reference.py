@@ -53,7 +53,7 @@ def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: lis
         for t in range(int(plan.steps[i])):
             real = plan.weight[t, i] > 0
             idx = plan.index[t, i][real]
-            hooks.masks = dropout.draw(generators[i], len(idx))
+            hooks.masks = [m.to(x.device) for m in dropout.draw(generators[i], len(idx))]
             opt.zero_grad(set_to_none=True)
             stream = global_stream(x.device)
             xb = x[idx] if plan.augment is None else augment_apply(x[idx], plan.augment[t, i][real])
@@ -62,7 +62,7 @@ def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: lis
             opt.step()
         rows.append(flat_params(local) - start)
         states.append(model_buffers(local))
-    updates = torch.stack(rows) if rows else torch.zeros(0, global_params.numel())
+    updates = torch.stack(rows) if rows else torch.zeros(0, global_params.numel(), device=global_params.device)
     stacked = {n: torch.stack([s[n] for s in states]) if states else b.new_zeros(0, *b.shape)
                for n, b in buffers.items()}
     return LocalResult(updates, stacked)

@@ -43,11 +43,11 @@ def sample_clients(num_clients: int, sample: float | int, seed: int, round: int,
     The draw is one permutation of the K clients; the forced ids are taken out of it and the first
     sample_size - len(forced) of the rest join them (all forced ids are kept even beyond the size).
     """
-    order = torch.randperm(num_clients, generator=generator(seed, "sample", round))
+    order = torch.randperm(num_clients, generator=generator(seed, "sample", round), device="cpu")
     if forced:
-        order = order[~torch.isin(order, torch.tensor(forced))]
+        order = order[~torch.isin(order, torch.tensor(forced, device="cpu"))]
     rest = order[: max(0, sample_size(sample, num_clients) - len(forced))]
-    return torch.cat([torch.tensor(forced, dtype=torch.long), rest]).sort().values
+    return torch.cat([torch.tensor(forced, dtype=torch.long, device="cpu"), rest]).sort().values
 
 
 def apply_adversaries(updates: torch.Tensor, masks: Sequence[torch.Tensor], adversaries: Sequence,
@@ -87,8 +87,8 @@ def aggregate_and_apply(rule: Callable[..., Aggregate], updates: torch.Tensor, w
 def flags(sampled: torch.Tensor, agg: Aggregate) -> torch.Tensor:
     """bool (k,): the rows the rule flagged: its own info["flagged"] client ids if given, else the rows not selected."""
     if "flagged" in (agg.info or {}):
-        return torch.isin(sampled, torch.as_tensor(agg.info["flagged"], dtype=torch.long))
-    return ~torch.as_tensor(agg.selected, dtype=torch.bool)
+        return torch.isin(sampled, torch.as_tensor(agg.info["flagged"], dtype=torch.long, device=sampled.device))
+    return ~torch.as_tensor(agg.selected, dtype=torch.bool, device=sampled.device)
 
 
 def round_record(round: int, sampled: torch.Tensor, malicious: torch.Tensor, updates: torch.Tensor,
@@ -98,7 +98,7 @@ def round_record(round: int, sampled: torch.Tensor, malicious: torch.Tensor, upd
 
     sampled: client ids (k,) of the rows of updates; malicious: bool (k,) truth.
     """
-    selected = torch.as_tensor(agg.selected, dtype=torch.bool)
+    selected = torch.as_tensor(agg.selected, dtype=torch.bool, device=sampled.device)
     flagged = flags(sampled, agg)
     precision, recall = flag_quality(flagged, malicious)
     return RoundRecord(round=round, sampled=sampled.tolist(), malicious=sampled[malicious].tolist(),

@@ -53,8 +53,8 @@ def train_stacked(program: Program, start: torch.Tensor, x: torch.Tensor, y: tor
     bufs = [torch.zeros_like(p) for p in params] if cfg.momentum > 0 else []
     index, weight, steps = plan.index[:, order], plan.weight[:, order], plan.steps[order]
     S = int(steps.max()) if len(steps) else 0
-    active = (steps.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
-    augment = None if plan.augment is None else plan.augment[:, order]  # crop-and-flip draws, same order
+    active = (steps.unsqueeze(0) > torch.arange(S, device=steps.device).unsqueeze(1)).sum(dim=1).tolist()  # a prefix per step
+    augment = None if plan.augment is None else plan.augment[:, order.cpu()]  # crop-and-flip draws, same order
     for t, (a, batch) in enumerate(program.batches(x, y, index, weight, active, augment)):
         masks = _draw_masks(dropout, gens[:a], weight[t, :a]) if dropout else None
         grads = program.grads([p[:a] for p in params], batch, {n: b[:a] for n, b in state.items()}, masks)

@@ -105,20 +105,22 @@ class Prepared:
         fed = self.federation
         data = self.client_data(client, rnd, malicious)
         gen = generator(fed.config.seed, "local", rnd, client)
+        home, global_params = global_params.device, global_params.to(fed.device)  # trains on the federation's device
+        buffers = None if buffers is None else {n: b.to(fed.device) for n, b in buffers.items()}
         trained = local_train(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget,
-                              buffers)
+                              buffers, precision=fed.precision)
         update = trained.updates
         a = self.adversary_of(client)
         adversary = fed.adversaries[a] if a is not None else Adversary(clients=[client])
         if attack is not None:
             adversary = adversary.model_copy(update={"attack": attack})
         acts = attack is not None or (a is not None and adversary.schedule.active(rnd) and malicious is not False)
-        rows = torch.tensor([acts])
-        ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client]),
+        rows = torch.tensor([acts], device=fed.device)
+        ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client], device=fed.device),
                            global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
                            omniscient=False, seed=fed.config.seed)
         update = apply_adversaries(update, [rows], [adversary], ctx)
-        return update[0], len(data), {n: b[0] for n, b in trained.buffers.items()}
+        return update[0].to(home), len(data), {n: b[0].to(home) for n, b in trained.buffers.items()}
 
     # ---------------------------------------------------------------- server side
     def sample(self, rnd: int, k: int | None = None) -> list[int]:
@@ -132,7 +134,9 @@ class Prepared:
     def evaluate(self, params: torch.Tensor, rnd: int | None = None, buffers: dict | None = None) -> dict:
         """The engine's evaluation of params with buffers (None: the initial ones): clean_accuracy, loss,
         attack_success_rate, flips."""
-        return self.federation.evaluate(params, self.initial_buffers() if buffers is None else buffers)
+        device = self.federation.device
+        buffers = self.initial_buffers() if buffers is None else buffers
+        return self.federation.evaluate(params.to(device), {n: b.to(device) for n, b in buffers.items()})
 
 
 def parse_experiment(experiment) -> object:

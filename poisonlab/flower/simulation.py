@@ -48,14 +48,17 @@ class RaySource:
         return _CACHE[key]
 
 
-def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1.0, verbose: bool = False) -> dict:
+def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1.0, client_gpus: float | None = None,
+                   verbose: bool = False) -> dict:
     """Run the experiment on Flower's simulation engine.
 
     Returns {"history": [metrics.json history entries], "params": final flat global model (d,),
     "buffers": its buffers, "model": a copy of the engine's model holding both, "wall_time": seconds}.
 
     num_cpus: CPUs Ray may use (its actor pool runs num_cpus / client_cpus ClientApps at once);
-    client_cpus: CPUs reserved per ClientApp actor. wall_time includes Ray's start-up.
+    client_cpus: CPUs reserved per ClientApp actor; client_gpus: GPUs reserved per ClientApp actor (None: the
+    config's federated.client_gpus; above 0 the experiment's device must be CUDA, and Ray gets every visible GPU).
+    wall_time includes Ray's start-up.
     """
     import ray
     from flwr.simulation import run_simulation as flwr_run_simulation
@@ -70,13 +73,15 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
     else:
         prepared = prepare(experiment_json(experiment))
     histories: list[dict] = []
-    backend = {"init_args": {"num_cpus": int(num_cpus), "num_gpus": 0, "include_dashboard": False},
-               "client_resources": {"num_cpus": float(client_cpus), "num_gpus": 0.0}}
+    gpus = client_gpu_share(prepared.federation, client_gpus)
+    num_gpus = torch.cuda.device_count() if gpus > 0 else 0
+    backend = {"init_args": {"num_cpus": int(num_cpus), "num_gpus": num_gpus, "include_dashboard": False},
+               "client_resources": {"num_cpus": float(client_cpus), "num_gpus": gpus}}
     _quiet(verbose)
     progress.step(f"starting Flower's simulation (Ray) for {prepared.num_clients} clients, {prepared.rounds} rounds",
                   last=True)
     try:
-        _start_ray(int(num_cpus), verbose)
+        _start_ray(int(num_cpus), verbose, num_gpus)
         source = RaySource(ray.put(prepared))
         flwr_run_simulation(server_app=server_app(sink=histories.append, source=lambda s: prepared),
                             client_app=client_app(source=source), num_supernodes=prepared.num_clients,
@@ -94,14 +99,26 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
             "wall_time": time.perf_counter() - started}
 
 
-def _start_ray(num_cpus: int, verbose: bool) -> None:
-    """ray.init with num_cpus, no dashboard, one torch thread per actor, poisonlab importable."""
+def client_gpu_share(federation, client_gpus: float | None) -> float:
+    """GPUs per ClientApp: client_gpus, or the federation config's client_gpus; above 0 only when the federation
+    runs on CUDA (its model and data are there, and the ClientApps must see a GPU to read them); 0 refuses a
+    federation on CUDA (a ClientApp without a GPU cannot read its tensors)."""
+    share = float(federation.config.client_gpus if client_gpus is None else client_gpus)
+    on_cuda = federation.device.type == "cuda"
+    if share < 0 or (share > 0) != on_cuda:
+        raise ConfigError(f"client_gpus={share} with the federation on {federation.device}; accepted: client_gpus > 0"
+                          " with device cuda, 0 with device cpu")
+    return share
+
+
+def _start_ray(num_cpus: int, verbose: bool, num_gpus: int = 0) -> None:
+    """ray.init with num_cpus and num_gpus, no dashboard, one torch thread per actor, poisonlab importable."""
     import ray
 
     if ray.is_initialized():
         return
     pythonpath = os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=num_cpus, num_gpus=0, include_dashboard=False, log_to_driver=verbose,
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.WARNING,
              runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1",
                                        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}})

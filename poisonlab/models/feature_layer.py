@@ -70,16 +70,20 @@ def features(model: nn.Module, x: torch.Tensor, feature_layer: str | None = None
     """Features (n, f) of x: the input of feature_layer (default: the last nn.Linear), flattened per sample.
 
     Eval mode, no gradients, in batches of batch_size; the model's training mode is restored and
-    the hook removed afterwards, also when the forward pass raises.
+    the hook removed afterwards, also when the forward pass raises. Computed on the model's device (x moved
+    there once) and returned on x's device.
     """
     feature_module(model, feature_layer)  # a bad name fails before any forward pass
+    home = x.device
+    first = next(iter(model.parameters()), None)
+    x = x.to(first.device) if first is not None else x
     was_training = model.training
     model.eval()
     try:
         parts = [features_with_grad(model, x[i:i + batch_size], feature_layer) for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
-    return torch.cat(parts) if parts else torch.empty(0, 0)
+    return torch.cat(parts).to(home) if parts else torch.empty(0, 0, device=home)
 
 
 class FeatureExtractor(nn.Module):

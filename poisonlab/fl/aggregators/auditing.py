@@ -51,8 +51,9 @@ def audited(rule: Rule | str, z: float = 3.0, exclude_rounds: int = 2, reputatio
         ids = client_ids(ctx, k)
         state = ctx.state or {}
         clients = max(int(ids.max()) + 1, ctx.num_clients)
-        excluded_until = _grown(state.get("excluded_until", torch.zeros(0, dtype=torch.long)), clients, 0)
-        trusted = _grown(state.get("reputation", torch.ones(0)), clients, 1)
+        excluded_until = _grown(state.get("excluded_until", torch.zeros(0, dtype=torch.long, device=ids.device)),
+                                clients, 0)
+        trusted = _grown(state.get("reputation", torch.ones(0, device=ids.device)), clients, 1)
         inner_state = {key[5:]: v for key, v in state.items() if key.startswith("rule.")} or None
         active = excluded_until[ids] <= ctx.round
         if not bool(active.any()):
@@ -60,7 +61,7 @@ def audited(rule: Rule | str, z: float = 3.0, exclude_rounds: int = 2, reputatio
         sub = dataclasses.replace(subset_context(ctx, active), state=inner_state)
         inner = rule(updates[active], (weights * trusted[ids])[active], sub)
         suspicion, flagged = _monitor(updates, active, inner.update, z)
-        selected = torch.zeros(k, dtype=torch.bool)
+        selected = torch.zeros(k, dtype=torch.bool, device=updates.device)
         selected[active] = inner.selected
         trust = (selected & ~flagged).float()
         seen = ids[active]
@@ -78,7 +79,8 @@ def _grown(values: torch.Tensor, clients: int, fill) -> torch.Tensor:
     """A copy of values with room for client ids < clients (new clients get fill)."""
     if clients <= len(values):
         return values.clone()
-    return torch.cat([values, torch.full((clients - len(values),), fill, dtype=values.dtype)])
+    return torch.cat([values, torch.full((clients - len(values),), fill, dtype=values.dtype,
+                                             device=values.device)])
 
 
 def _state(excluded_until: torch.Tensor, reputation: torch.Tensor, inner: dict | None) -> dict:

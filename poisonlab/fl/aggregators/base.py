@@ -65,7 +65,7 @@ class Rule:
         """The checks and apply, without filling in the update of a passing-on step (what chain calls)."""
         check_updates(updates, weights)
         k = updates.shape[0]
-        ctx = default_context(k) if ctx is None else ctx
+        ctx = default_context(k, updates.device) if ctx is None else ctx
         if k == 0:
             return empty(updates, state=ctx.state)
         try:
@@ -81,9 +81,10 @@ class Rule:
         return agg if agg.update is not None else passed_mean(agg, updates, weights)
 
 
-def default_context(k: int) -> RoundContext:
-    """The context of a call without one: round 0, the rows are clients 0..k-1, seed 0, no truth, no state."""
-    return RoundContext(round=0, num_clients=k, sampled=torch.arange(k), seed=0)
+def default_context(k: int, device: torch.device | str = "cpu") -> RoundContext:
+    """The context of a call without one: round 0, the rows are clients 0..k-1 (on device), seed 0, no truth,
+    no state."""
+    return RoundContext(round=0, num_clients=k, sampled=torch.arange(k, device=device), seed=0)
 
 
 def passed_mean(agg: Aggregate, updates: torch.Tensor, weights: torch.Tensor) -> Aggregate:
@@ -149,13 +150,14 @@ def row_norms(updates: torch.Tensor) -> torch.Tensor:
 def empty(updates: torch.Tensor, info: dict | None = None, state: dict | None = None) -> Aggregate:
     """The answer when no row contributes: a zero update, nothing selected (state passed through)."""
     k, d = updates.shape
-    return Aggregate(torch.zeros(d, dtype=updates.dtype), torch.zeros(k, dtype=torch.bool), None,
+    return Aggregate(torch.zeros(d, dtype=updates.dtype, device=updates.device),
+                     torch.zeros(k, dtype=torch.bool, device=updates.device), None,
                      dict(info or {}, empty=True), state)
 
 
-def one_hot(k: int, index) -> torch.Tensor:
-    """bool (k,) with True at index (an int or an index tensor)."""
-    mask = torch.zeros(k, dtype=torch.bool)
+def one_hot(k: int, index, device: torch.device | str = "cpu") -> torch.Tensor:
+    """bool (k,) on device with True at index (an int or an index tensor)."""
+    mask = torch.zeros(k, dtype=torch.bool, device=device)
     mask[index] = True
     return mask
 
@@ -183,8 +185,9 @@ def block_gram(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES, center: bool = F
     Gram of x[rows], gathered block by block (the same blocks as x[rows] would give, without its copy).
     """
     k, d = (x.shape[0] if rows is None else len(rows)), x.shape[1]
-    gram = torch.zeros(k, k, dtype=torch.float64)
-    for cols in column_chunks(k, d, x.element_size(), min(chunk_bytes, CACHE_BLOCK_BYTES)):
+    gram = torch.zeros(k, k, dtype=torch.float64, device=x.device)
+    block_bytes = min(chunk_bytes, CACHE_BLOCK_BYTES) if x.device.type == "cpu" else chunk_bytes  # cache: CPU only
+    for cols in column_chunks(k, d, x.element_size(), block_bytes):
         block = x[:, cols] if rows is None else x[:, cols].index_select(0, rows)
         if center:
             block = block - block.mean(dim=0)
@@ -204,7 +207,7 @@ def cosine_similarities(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES, rows: t
     memory: column blocks of at most chunk_bytes (no copy of x, no abs() of x).
     """
     exponent = torch.frexp(row_abs_max(x, rows, chunk_bytes).double()).exponent.clamp(-125, 125)
-    scale = torch.ldexp(torch.ones(len(exponent), dtype=x.dtype), -exponent)
+    scale = torch.ldexp(torch.ones(len(exponent), dtype=x.dtype, device=x.device), -exponent)
     gram = block_gram(x, chunk_bytes, row_scale=scale, rows=rows)
     norms = gram.diagonal().sqrt().clamp_min(1e-30)
     return gram / norms[:, None] / norms[None, :]
@@ -213,7 +216,7 @@ def cosine_similarities(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES, rows: t
 def row_abs_max(x: torch.Tensor, rows: torch.Tensor | None = None, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """max_j |x_ij| of each row (of x[rows] when given), from column chunks: x.abs() would copy all of x."""
     k = x.shape[0] if rows is None else len(rows)
-    top = torch.zeros(k, dtype=x.dtype)
+    top = torch.zeros(k, dtype=x.dtype, device=x.device)
     for cols in column_chunks(k, x.shape[1], x.element_size(), chunk_bytes):
         block = x[:, cols] if rows is None else x[:, cols].index_select(0, rows)
         top = torch.maximum(top, block.abs().amax(dim=1))
@@ -223,7 +226,7 @@ def row_abs_max(x: torch.Tensor, rows: torch.Tensor | None = None, chunk_bytes: 
 def row_norms_float64(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """||x_i|| of each row in float64, from row chunks of at most chunk_bytes (x.double() would be 2x x)."""
     k, d = x.shape
-    out = torch.empty(k, dtype=torch.float64)
+    out = torch.empty(k, dtype=torch.float64, device=x.device)
     step = max(1, int(chunk_bytes) // max(1, 8 * d))
     for start in range(0, k, step):
         out[start:start + step] = torch.linalg.vector_norm(x[start:start + step].double(), dim=1)
@@ -239,7 +242,9 @@ def subset_context(ctx: RoundContext, keep: torch.Tensor) -> RoundContext:
 
 def client_ids(ctx: RoundContext, k: int) -> torch.Tensor:
     """The rows' client ids (ctx.sampled), or 0..k-1 when the engine did not give them."""
-    return ctx.sampled.long() if ctx.sampled is not None else torch.arange(k)
+    if ctx.sampled is not None:
+        return ctx.sampled.long()
+    return torch.arange(k, device=ctx.global_params.device if ctx.global_params is not None else "cpu")
 
 
 def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
@@ -251,7 +256,7 @@ def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
 def row_distances(updates: torch.Tensor, point: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """||x_i - point|| for each row as float64, exactly (column chunks of x - point, no cancellation)."""
     k, d = updates.shape
-    sq = torch.zeros(k, dtype=torch.float64)
+    sq = torch.zeros(k, dtype=torch.float64, device=updates.device)
     for cols in column_chunks(k, d, updates.element_size(), chunk_bytes):
         diff = updates[:, cols].double() - point[cols].double()
         sq += torch.einsum("kd,kd->k", diff, diff)

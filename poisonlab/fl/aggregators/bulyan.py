@@ -32,21 +32,22 @@ def iterative_krum(dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
     with the smaller total distance to the remaining rows (the medoid), then the lower index.
     """
     n = dist.shape[0]
-    order = torch.argsort(dist + torch.diag(torch.full((n,), float("inf"), dtype=dist.dtype)), dim=1)
+    order = torch.argsort(dist + torch.diag(torch.full((n,), float("inf"), dtype=dist.dtype, device=dist.device)),
+                         dim=1)
     near = torch.gather(dist, 1, order)  # row i's distances, nearest first; self is last
-    not_self = order != torch.arange(n)[:, None]
-    active = torch.ones(n, dtype=torch.bool)
+    not_self = order != torch.arange(n, device=dist.device)[:, None]
+    active = torch.ones(n, dtype=torch.bool, device=dist.device)
     chosen = []
     for _ in range(theta):  # one vectorized (n, n) pass per selection, no distance recomputation
         q = int(active.sum()) - f - 2
         alive = active[order] & not_self
         take = alive & (torch.cumsum(alive, dim=1) <= q)
-        scores = torch.where(take, near, torch.zeros((), dtype=near.dtype)).sum(dim=1)
+        scores = torch.where(take, near, torch.zeros((), dtype=near.dtype, device=near.device)).sum(dim=1)
         scores[~active] = float("inf")
         best = _argmin_tie_broken(scores, dist, active)
         chosen.append(best)
         active[best] = False
-    return torch.tensor(chosen, dtype=torch.long)
+    return torch.tensor(chosen, dtype=torch.long, device=dist.device)
 
 
 def _argmin_tie_broken(scores: torch.Tensor, dist: torch.Tensor, active: torch.Tensor) -> int:
@@ -69,7 +70,7 @@ def closest_to_median_mean(x: torch.Tensor, beta: int, chunk_bytes: int = CHUNK_
     n = 1000, f = 10).
     """
     theta, d = (x.shape[0] if rows is None else len(rows)), x.shape[1]
-    out = torch.empty(d, dtype=x.dtype)
+    out = torch.empty(d, dtype=x.dtype, device=x.device)
     for cols in column_chunks(theta, d, 3 * x.element_size() + 8, chunk_bytes):
         block = x[:, cols] if rows is None else x[:, cols].index_select(0, rows)
         med = coordinate_median(block, chunk_bytes)
@@ -94,6 +95,6 @@ def bulyan(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
         dist = pairwise_sq_distances(updates, chunk_bytes)
         chosen = iterative_krum(dist, f, theta)
         update = closest_to_median_mean(updates, theta - 2 * f, chunk_bytes, rows=chosen)
-        return Aggregate(update, one_hot(n, chosen), krum_scores(dist, f).float(), {"chosen": chosen.tolist()})
+        return Aggregate(update, one_hot(n, chosen, updates.device), krum_scores(dist, f).float(), {"chosen": chosen.tolist()})
 
     return Rule(apply, f"bulyan(f={f})", check_rows=check_rows, memory=distances_memory("bulyan"))

@@ -32,7 +32,7 @@ def centered_clipping(tau: float = 1.0, iterations: int = 1, chunk_bytes: int = 
         d = updates.shape[1]
         center = (ctx.state or {}).get("center")
         v = center.to(updates.dtype) if center is not None and center.numel() == d else \
-            torch.zeros(d, dtype=updates.dtype)
+            torch.zeros(d, dtype=updates.dtype, device=updates.device)
         for _ in range(iterations):
             dist = row_distances(updates, v, chunk_bytes)
             c = w * (tau / dist.clamp_min(1e-30)).clamp_max(1.0)

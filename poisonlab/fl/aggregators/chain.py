@@ -41,8 +41,9 @@ def chain(*steps: Rule) -> Rule:
 def _run(steps: tuple, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
     """The steps in order on the rows each one passes on (see the module docstring)."""
     k = updates.shape[0]
-    rows = torch.arange(k)
-    selected = torch.ones(k, dtype=torch.bool)
+    dev = updates.device
+    rows = torch.arange(k, device=dev)
+    selected = torch.ones(k, dtype=torch.bool, device=dev)
     scores: torch.Tensor | None = None
     info: dict = {}
     state = dict(ctx.state or {})
@@ -50,7 +51,7 @@ def _run(steps: tuple, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundC
     for i, step in enumerate(steps[:-1]):
         t = step.step(x, w, dataclasses.replace(c, state=_substate(ctx.state, i)))
         state = _put_substate(state, i, t.state)
-        keep = t.keep if t.keep is not None else torch.ones(len(rows), dtype=torch.bool)
+        keep = t.keep if t.keep is not None else torch.ones(len(rows), dtype=torch.bool, device=dev)
         selected[rows] &= t.selected & keep
         scores = _merge_scores(scores, t.scores, rows, k)
         info.update(t.info)
@@ -70,7 +71,7 @@ def _run(steps: tuple, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundC
     selected[rows] &= agg.selected
     scores = _merge_scores(scores, agg.scores, rows, k)
     if scores is not None and rows.numel() < k:
-        dropped = torch.ones(k, dtype=torch.bool)
+        dropped = torch.ones(k, dtype=torch.bool, device=dev)
         dropped[rows] = False
         scores[dropped] = float("inf")
     return Aggregate(agg.update, selected, scores, {**info, **agg.info}, state or None)
@@ -96,6 +97,6 @@ def _merge_scores(scores, new, rows, k):
     if new is None:
         return scores
     if scores is None:
-        scores = torch.full((k,), float("nan"))
+        scores = torch.full((k,), float("nan"), device=new.device)
     scores[rows] = new.to(scores.dtype)
     return scores

@@ -56,8 +56,8 @@ def dp_gaussian(bound: float = 1.0, sigma: float = 0.01) -> Rule:
         factors, norms = clip_factors(updates, bound)
         w = normalized(weights)
         std = sigma * bound * float(w.max())
-        noise = torch.randn(updates.shape[1], generator=generator(ctx.seed, "dp_gaussian", ctx.round))
-        update = (w * factors).to(updates.dtype) @ updates + std * noise.to(updates.dtype)
+        noise = torch.randn(updates.shape[1], generator=generator(ctx.seed, "dp_gaussian", ctx.round), device="cpu")
+        update = (w * factors).to(updates.dtype) @ updates + std * noise.to(updates)  # drawn on the CPU, moved
         return Aggregate(update, norms <= bound, norms / bound,
                          {"clipped": int((norms > bound).sum()), "noise_std": std})
 

@@ -30,7 +30,7 @@ def cosine_distances(x: torch.Tensor) -> np.ndarray:
     """(k, k) float64 matrix 1 - cos(x_i, x_j), zero diagonal, clipped to [0, 2]."""
     dist = (1 - cosine_similarities(x)).clamp(0, 2)
     dist.fill_diagonal_(0)
-    return ((dist + dist.T) / 2).numpy()
+    return ((dist + dist.T) / 2).cpu().numpy()  # the small (k, k) matrix goes to scikit-learn on the CPU
 
 
 def majority_cluster(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -57,13 +57,13 @@ def flame(noise_lambda: float = 0.001) -> Rule:
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         k, d = updates.shape
         admitted, outlier, found = majority_cluster(cosine_distances(updates))
-        admitted = torch.from_numpy(admitted)
+        admitted = torch.from_numpy(admitted).to(updates.device)
         norms = row_norms_float64(updates, CHUNK_BYTES)
         bound = float(norms.median()) if k % 2 else float(norms.double().quantile(0.5))
         factors = ((bound / norms.clamp_min(1e-30)).clamp_max(1.0) * admitted / admitted.sum()).float()
-        noise = torch.randn(d, generator=generator(ctx.seed, "flame", ctx.round)).to(updates.dtype)
+        noise = torch.randn(d, generator=generator(ctx.seed, "flame", ctx.round), device="cpu").to(updates)
         update = factors.to(updates.dtype) @ updates + noise_lambda * bound * noise
-        return Aggregate(update, admitted, torch.from_numpy(outlier).float(),
+        return Aggregate(update, admitted, torch.from_numpy(outlier).float().to(updates.device),
                          {"clip_bound": bound, "cluster_found": found, "admitted": int(admitted.sum())})
 
     return Rule(apply, f"flame(noise_lambda={noise_lambda})",

@@ -25,7 +25,7 @@ def fltrust() -> Rule:
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         g0 = require_extra(ctx, "server_update", "fltrust", "the server's update g0 on its root dataset")
-        g0 = torch.as_tensor(g0, dtype=updates.dtype).flatten()
+        g0 = torch.as_tensor(g0, dtype=updates.dtype, device=updates.device).flatten()
         if g0.shape != (updates.shape[1],) or not bool(torch.isfinite(g0).all()):
             raise DataError(f"fltrust: server_update must be a finite ({updates.shape[1]},) vector;"
                             f" got shape {tuple(g0.shape)}")

@@ -29,7 +29,7 @@ def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0, rows: torch.Tenso
     (an index tensor): those of history[rows], read block by block instead of copied."""
     k = history.shape[0] if rows is None else len(rows)
     if k < 2:
-        return torch.ones(k)
+        return torch.ones(k, device=history.device)
     cs = cosine_similarities(history, rows=rows)  # float64, from cache-sized float32 blocks
     cs.fill_diagonal_(float("-inf"))
     v = cs.max(dim=1).values
@@ -38,23 +38,23 @@ def foolsgold_alpha(history: torch.Tensor, kappa: float = 1.0, rows: torch.Tenso
     alpha = (1 - cs.max(dim=1).values).clamp(0, 1)
     top = alpha.max()
     if not bool(top > 0):
-        return torch.zeros(k)
+        return torch.zeros(k, device=history.device)
     alpha = (alpha / top).clamp_max(0.99)
     logit = kappa * (torch.log(alpha / (1 - alpha)) + 0.5)  # log(0) = -inf -> clipped to 0
     return logit.nan_to_num(nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1).float()
 
 
-def grown_history(history: torch.Tensor | None, rows: int, d: int, max_history_bytes: int) -> torch.Tensor:
-    """history with room for rows clients of d coordinates (new rows zero); the same tensor when it fits.
-    (Growing copies the old rows once: the engine's first round starts from none, so that is a no-op.)"""
+def grown_history(history: torch.Tensor | None, rows: int, d: int, max_history_bytes: int,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """history with room for rows clients of d coordinates (new rows zero) on device; the same tensor when it fits."""
     if history is None or history.shape[1] != d:
-        history = torch.zeros(0, d)
+        history = torch.zeros(0, d, device=device)
     if rows <= history.shape[0]:
         return history
     if rows * d * 4 > max_history_bytes:
         raise ResourceError(f"foolsgold: histories of {rows} clients x {d} parameters need"
                             f" {rows * d * 4 / 2**30:.1f} GiB > max_history_bytes={max_history_bytes}")
-    grown = torch.zeros(rows, d)
+    grown = torch.zeros(rows, d, device=history.device)
     grown[: history.shape[0]] = history
     return grown
 
@@ -89,9 +89,9 @@ def foolsgold(kappa: float = 1.0, max_history_bytes: int | None = None) -> Rule:
         k, d = updates.shape
         ids = client_ids(ctx, k)
         history = grown_history((ctx.state or {}).get("history"), max(int(ids.max()) + 1, ctx.num_clients), d,
-                                max_history_bytes)
+                                max_history_bytes, updates.device)
         history.index_add_(0, ids, updates.float())
-        every = bool((ids == torch.arange(k)).all())  # the first k clients, in order: a view
+        every = bool((ids == torch.arange(k, device=ids.device)).all())  # the first k clients, in order: a view
         alpha = foolsgold_alpha(history[:k], kappa) if every else foolsgold_alpha(history, kappa, rows=ids)
         update = (alpha * normalized(weights)).to(updates.dtype) @ updates
         return Aggregate(update, alpha > 0, 1 - alpha, {"alpha": alpha.tolist()}, {"history": history})

@@ -38,8 +38,8 @@ def krum_scores(dist: torch.Tensor, f: int) -> torch.Tensor:
     n = dist.shape[0]
     q = n - f - 2
     if q <= 0:
-        return torch.zeros(n, dtype=dist.dtype)
-    off = dist + torch.diag(torch.full((n,), float("inf"), dtype=dist.dtype))
+        return torch.zeros(n, dtype=dist.dtype, device=dist.device)
+    off = dist + torch.diag(torch.full((n,), float("inf"), dtype=dist.dtype, device=dist.device))
     return torch.topk(off, q, dim=1, largest=False).values.sum(dim=1)
 
 
@@ -67,7 +67,7 @@ def _multi_krum(f: int, m: int, name: str, chunk_bytes: int) -> Rule:
         scores = krum_scores(pairwise_sq_distances(updates, chunk_bytes), f)
         chosen = torch.sort(scores, stable=True).indices[:m]
         update = updates[chosen[0]].clone() if m == 1 else updates[chosen].mean(dim=0)
-        return Aggregate(update, one_hot(len(updates), chosen), scores.float(), {"chosen": chosen.tolist()})
+        return Aggregate(update, one_hot(len(updates), chosen, updates.device), scores.float(), {"chosen": chosen.tolist()})
 
     text = f"krum(f={f})" if name == "krum" else f"multi_krum(f={f}, m={m})"
     return Rule(apply, text, check_rows=check_rows, memory=distances_memory(name))

@@ -20,7 +20,7 @@ REFERENCE = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Opt
 def coordinate_median(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """Per-column median of x (k, d); for even k the mean of the two middle values (as numpy)."""
     k, d = x.shape
-    out = torch.empty(d, dtype=x.dtype)
+    out = torch.empty(d, dtype=x.dtype, device=x.device)
     lo_rank, hi_rank = (k + 1) // 2, k // 2 + 1  # 1-based ranks of the middle value(s)
     for cols in column_chunks(k, d, 3 * x.element_size() + 8, chunk_bytes):
         block = x[:, cols]
@@ -32,7 +32,7 @@ def coordinate_median(x: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.
 def coordinate_trimmed_mean(x: torch.Tensor, cut: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
     """Per-column mean of x after removing the cut smallest and cut largest values (scipy's trim_mean)."""
     k, d = x.shape
-    out = torch.empty(d, dtype=x.dtype)
+    out = torch.empty(d, dtype=x.dtype, device=x.device)
     for cols in column_chunks(k, d, 2 * x.element_size() + 8, chunk_bytes):
         ordered = torch.sort(x[:, cols], dim=0).values
         out[cols] = ordered[cut:k - cut].double().mean(dim=0).to(x.dtype)
@@ -54,7 +54,7 @@ def median(chunk_bytes: int = CHUNK_BYTES) -> Rule:
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         update = coordinate_median(updates, chunk_bytes)
-        selected = torch.ones(updates.shape[0], dtype=torch.bool)
+        selected = torch.ones(updates.shape[0], dtype=torch.bool, device=updates.device)
         return Aggregate(update, selected, distances_to(updates, update), {})
 
     return Rule(apply, "median()", memory=column_chunks_memory("median", chunk_bytes))
@@ -78,7 +78,7 @@ def trimmed_mean(beta: float = 0.1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
         k = updates.shape[0]
         cut = int(beta * k)
         update = coordinate_trimmed_mean(updates, cut, chunk_bytes)
-        selected = torch.ones(k, dtype=torch.bool)
+        selected = torch.ones(k, dtype=torch.bool, device=updates.device)
         return Aggregate(update, selected, distances_to(updates, update), {"trimmed_per_side": cut})
 
     return Rule(apply, f"trimmed_mean(beta={beta})", memory=column_chunks_memory("trimmed_mean", chunk_bytes))

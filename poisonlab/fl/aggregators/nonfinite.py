@@ -49,7 +49,7 @@ def nonfinite_guard(policy: str = "drop") -> Rule:
         info = {"nonfinite_clients": bad}
         if policy == "drop":
             return Aggregate(None, ok, None, info, keep=ok)
-        zeroed = torch.where(ok[:, None], updates, torch.zeros((), dtype=updates.dtype))
+        zeroed = torch.where(ok[:, None], updates, torch.zeros((), dtype=updates.dtype, device=updates.device))
         return Aggregate(None, ok, None, info, rows=zeroed)
 
     return Rule(apply, f"nonfinite({policy!r})", transform=True)

@@ -26,7 +26,7 @@ def accuracy_drop(updates: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
     validate = require_extra(ctx, "validate", "validation", "a callable scoring candidate updates on the"
                              " server's held-out set")
     base = float(require_extra(ctx, "base_accuracy", "validation", "the global model's held-out accuracy"))
-    acc = torch.as_tensor(validate(updates), dtype=torch.float64).flatten()
+    acc = torch.as_tensor(validate(updates), dtype=torch.float64, device=updates.device).flatten()
     if acc.shape != (updates.shape[0],) or not bool(torch.isfinite(acc).all()):
         raise DataError(f"validation: validate() must return {updates.shape[0]} finite accuracies;"
                         f" got shape {tuple(acc.shape)}")

@@ -12,7 +12,7 @@ def check(updates: torch.Tensor, malicious: torch.Tensor) -> torch.Tensor:
     """Validate a (k, d) update matrix and its (k,) malicious mask; return the mask as bool."""
     if updates.dim() != 2:
         raise DataError(f"updates have shape {tuple(updates.shape)}; expected (k, d)")
-    malicious = torch.as_tensor(malicious, dtype=torch.bool)
+    malicious = torch.as_tensor(malicious, dtype=torch.bool, device=updates.device)
     if malicious.shape != (updates.shape[0],):
         raise DataError(f"malicious mask has shape {tuple(malicious.shape)}; expected ({updates.shape[0]},)")
     return malicious

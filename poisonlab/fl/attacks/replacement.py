@@ -15,12 +15,12 @@ from poisonlab.fl.attacks.base import check, rewrite
 from poisonlab.fl.types import RoundContext
 
 
-def round_weights(ctx: RoundContext, k: int, dtype: torch.dtype) -> torch.Tensor:
-    """The aggregation weights a (k,), normalised to sum 1: ctx.extras["weights"] if given, else 1/k each."""
+def round_weights(ctx: RoundContext, k: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The aggregation weights a (k,) on device, normalised to sum 1: ctx.extras["weights"] if given, else 1/k each."""
     w = ctx.extras.get("weights")
     if w is None:
-        return torch.full((k,), 1.0 / k, dtype=dtype)
-    w = torch.as_tensor(w, dtype=dtype).flatten()
+        return torch.full((k,), 1.0 / k, dtype=dtype, device=device)
+    w = torch.as_tensor(w, dtype=dtype, device=device).flatten()
     if w.shape != (k,) or bool((w < 0).any()) or float(w.sum()) <= 0:
         raise DataError(f"ctx.extras['weights'] must be {k} non-negative numbers with a positive sum;"
                         f" got shape {tuple(w.shape)}")
@@ -35,7 +35,7 @@ def target_delta(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundConte
         return updates[malicious].mean(dim=0)
     if ctx.global_params is None:
         raise DataError("model_replacement with extras['target_params'] needs ctx.global_params (the flat global model)")
-    target = torch.as_tensor(target, dtype=updates.dtype).flatten()
+    target = torch.as_tensor(target, dtype=updates.dtype, device=updates.device).flatten()
     if target.shape != (updates.shape[1],):
         raise DataError(f"extras['target_params'] has {target.numel()} values; the model has {updates.shape[1]}")
     return target - ctx.global_params.to(updates.dtype).flatten()
@@ -50,7 +50,7 @@ def replacement_rows(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundC
     i.e. gamma = k / (eta * |M|) times (X - G) under the unweighted mean (K / eta for one attacker).
     All malicious rows submitting the same x is the split with the smallest sum of a_m ||x_m||^2.
     """
-    a = round_weights(ctx, updates.shape[0], updates.dtype)
+    a = round_weights(ctx, updates.shape[0], updates.dtype, updates.device)
     goal = target_delta(updates, malicious, ctx) / ctx.server_lr
     if omniscient:
         goal = goal - (a[~malicious, None] * updates[~malicious]).sum(dim=0)

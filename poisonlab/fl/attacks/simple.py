@@ -49,7 +49,7 @@ def gaussian(sigma: float | None = None, mean: str = "zero"):
         if scale is None:
             scale = float(benign_rows(updates, malicious, ctx).norm(dim=1).mean()) / d ** 0.5
         noise = torch.randn(m, d, generator=generator(ctx.seed, "attack", "gaussian", ctx.round),
-                            dtype=updates.dtype) * scale
+                            dtype=updates.dtype, device="cpu").to(updates.device) * scale  # drawn on the CPU
         base = updates[malicious] if mean == "own" else torch.zeros_like(noise)
         return rewrite(updates, malicious, base + noise)
 

@@ -37,7 +37,8 @@ def sybil(attack: str | None = None, params: dict | None = None, jitter: float =
         rows = crafted[malicious].mean(dim=0).expand(s, -1)
         if jitter > 0:
             g = generator(ctx.seed, "attack", "sybil", ctx.round)
-            rows = rows + jitter * torch.randn(s, updates.shape[1], generator=g, dtype=updates.dtype)
+            noise = torch.randn(s, updates.shape[1], generator=g, dtype=updates.dtype, device="cpu")  # drawn on the CPU
+            rows = rows + jitter * noise.to(updates.device)
         return rewrite(updates, malicious, rows)
 
     return run
