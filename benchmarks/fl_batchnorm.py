@@ -36,7 +36,7 @@ CLIENTS = 20
 LOCAL = LocalConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9)
 
 
-def federation(rounds: int, engine: str = "vectorized", local: LocalConfig = LOCAL) -> Federation:
+def federation(rounds: int, engine: str = "vectorized", local: LocalConfig = LOCAL, device: str = "cpu") -> Federation:
     """The benchmark's federation: ResNet-8 (width 8) on 20 iid clients of the 8,000-sample MNIST split."""
     from poisonlab.data import load
 
@@ -45,11 +45,11 @@ def federation(rounds: int, engine: str = "vectorized", local: LocalConfig = LOC
     model = make_model("resnet20", (1, 28, 28), 10, seed=0, width=8, blocks=1)
     cfg = FederationConfig(rounds=rounds, sample=1.0, seed=0, quiet=True, engine=engine,
                            local=local)
-    return Federation(model, clients, test, cfg)
+    return Federation(model, clients, test, cfg, device=device)
 
 
-def fedavg(rounds: int, local: LocalConfig) -> None:
-    fed = federation(rounds, local=local)
+def fedavg(rounds: int, local: LocalConfig, device: str = "cpu") -> None:
+    fed = federation(rounds, local=local, device=device)
     t = time.perf_counter()
     result = fed.run()
     seconds = time.perf_counter() - t
@@ -59,15 +59,18 @@ def fedavg(rounds: int, local: LocalConfig) -> None:
           f" ({seconds / rounds:.1f} s / round, evaluation included)")
 
 
-def one_round(local: LocalConfig) -> None:
+def one_round(local: LocalConfig, device: str = "cpu") -> None:
     """Round 0's local training on both engines, from the same global model with the same batches."""
     out = {}
     for engine in ("reference", "vectorized"):
-        fed = federation(1, engine, local)
+        fed = federation(1, engine, local, device)
         sampled = fed.sample(0)
         data = [fed.clients[int(c)] for c in sampled]
         t = time.perf_counter()
-        out[engine] = (fed.train_clients(0, flat_params(fed.model), sampled, data), time.perf_counter() - t)
+        trained = fed.train_clients(0, flat_params(fed.model), sampled, data)
+        if fed.device.type == "cuda":
+            torch.cuda.synchronize()
+        out[engine] = (trained, time.perf_counter() - t)
     (ref, tr), (vec, tv) = out["reference"], out["vectorized"]
     du = float((ref.updates - vec.updates).abs().max())
     ru = float((ref.updates - vec.updates).norm() / ref.updates.norm())
@@ -86,14 +89,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=LOCAL.epochs)
     parser.add_argument("--batch-size", type=int, default=LOCAL.batch_size)
     parser.add_argument("--momentum", type=float, default=LOCAL.momentum)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     args = parser.parse_args()
     local = LOCAL.model_copy(update={"epochs": args.epochs, "batch_size": args.batch_size, "momentum": args.momentum})
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     if args.only in ("round", "all"):
-        one_round(local)
+        one_round(local, args.device)
     if args.only in ("fedavg", "all"):
-        fedavg(args.rounds, local)
+        fedavg(args.rounds, local, args.device)
 
 
 if __name__ == "__main__":
