@@ -16,12 +16,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import pickle
 import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -467,19 +465,25 @@ def test_catalog_is_large_and_unique():
 def test_bad_input_is_one_line(case: Case, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # the user-model cases import a module written there
-    argv = case.build(tmp_path)
+    line = one_error_line(case.build(tmp_path), capsys)
+    for word in case.says:
+        assert word in line, f"{word!r} missing from: {line[:500]}"
+    if case.no_side_effect:
+        assert not marker(tmp_path).exists(), "the pickle payload ran"
+
+
+def one_error_line(argv: list[str], capsys) -> str:
+    """Run the CLI; assert exit 2, exactly one stderr line starting with 'poisonlab' (at most ~2000 characters),
+    no traceback; return that line. Every catalog file's error cases go through it."""
     capsys.readouterr()
     code = cli(argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, f"exit code {code}; stderr: {err}"
+    assert code == 2, f"exit code {code}; stderr: {err[-2000:]}"
     assert "Traceback" not in err
     assert len(lines) == 1, f"expected one line on stderr, got {lines}"
-    assert lines[0].startswith("poisonlab"), lines[0]
-    for word in case.says:
-        assert word in lines[0], f"{word!r} missing from: {lines[0]}"
-    if case.no_side_effect:
-        assert not marker(tmp_path).exists(), "the pickle payload ran"
+    assert lines[0].startswith("poisonlab") and len(lines[0]) <= 2100, lines[0][:300]
+    return lines[0]
 
 
 # ---------------------------------------------------------------- through a real process: no traceback at all

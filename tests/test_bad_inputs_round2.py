@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_bad_inputs import (BASE, C, Case, _manifest_args, _write, checkpoint_args, cli, config_with,
+from tests.test_bad_inputs import (BASE, one_error_line, C, Case, _manifest_args, _write, checkpoint_args, cli, config_with,
                                    data_config, idx_bytes, mnist_args, npz_args, run_args, scan_model_args)
 
 LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['x'] * 9)}]\n" for i in range(7))
@@ -394,19 +394,6 @@ WARNINGS = [
       lambda t: run_args(t, config_with(t, ("train", {"epochs": 1}), ("injection", {"mode": "concat", "epochs": 9}),
                                         drop=("federated",))), "injection.epochs", "mode is concat"),
 ]
-
-
-def one_error_line(argv: list[str], capsys) -> str:
-    """Run the CLI; assert exit 2, exactly one stderr line starting with 'poisonlab', no traceback; return it."""
-    capsys.readouterr()
-    code = cli(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, f"exit code {code}; stderr: {err[-2000:]}"
-    assert "Traceback" not in err
-    assert len(lines) == 1, f"expected one line on stderr, got {lines}"
-    assert lines[0].startswith("poisonlab") and len(lines[0]) <= 2100, lines[0][:300]
-    return lines[0]
 
 
 def test_round2_catalog_is_large_and_unique():
