@@ -399,3 +399,17 @@ def test_batch_norm_in_chunks_of_one_client_equals_all_at_once():
     assert torch.allclose(whole.updates, one.updates, atol=1e-5)
     for name in whole.buffers:
         assert torch.allclose(whole.buffers[name].double(), one.buffers[name].double(), atol=1e-5), name
+
+
+def test_the_bf16_program_applies_dropout_masks_and_only_batch_norm_groups_by_length():
+    """autograd_program (the bf16 path) knows the dropout modules, as compile_model's program does (without them
+    the masks would be drawn and silently not applied); only batch/instance norm needs padding rows kept out."""
+    from torch import nn
+
+    from poisonlab.fl.program import autograd_program, compile_model
+
+    drop = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Dropout(0.5), nn.Linear(3, 2))
+    assert autograd_program(drop).dropout_names == compile_model(drop).dropout_names == ("2",)
+    assert not autograd_program(drop).batch_stats
+    assert autograd_program(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))).batch_stats
+    assert not autograd_program(nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2))).batch_stats

@@ -30,7 +30,7 @@ from poisonlab.errors import ConfigError, PoisonlabError, ResourceError
 from poisonlab.fl.batching import plan_batches
 from poisonlab.fl.buffers import Buffers, model_buffers, stack
 from poisonlab.fl.dropout import HIDDEN_RANDOM, DropoutMasks, evaluating
-from poisonlab.fl.program import AutogradProgram, LayerProgram, Program, compile_layers, compile_model
+from poisonlab.fl.program import LayerProgram, Program, autograd_program, compile_layers, compile_model
 from poisonlab.precision import autocast
 from poisonlab.fl.stacked import train_stacked, views
 from poisonlab.fl.trainable import ClientStarts, LocalResult, check_trainable, flat_params
@@ -43,13 +43,6 @@ def is_fast_sequential(model: nn.Module) -> bool:
     """True if every module of the model has a layer op (an nn.Sequential of Linear/Conv2d(groups=1)/ReLU/Tanh/
     MaxPool2d/Flatten(1, -1)): it trains with the hand-written backward."""
     return compile_layers(model) is not None
-
-
-def autograd_program(model: nn.Module) -> AutogradProgram:
-    """The model's autograd program (torch.func under vmap), also for a model the layer program could run: the
-    path on which autocast applies (precision bf16)."""
-    named = list(model.named_parameters())
-    return AutogradProgram(model, tuple(n for n, _ in named), tuple(p.shape for _, p in named))
 
 
 def stacked_logits(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, shared: bool = False,

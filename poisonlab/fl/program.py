@@ -191,7 +191,7 @@ class AutogradProgram(Program):
     batch norm's in-place running-statistic updates land in each client's own rows. Batch statistics are per
     client and never include padding: the active clients of a step are grouped by their real batch length
     (padding sits at the end of a batch) and each group runs as one vmap call on x[:, :L] (all full batches:
-    one call). Dropout modules run in eval mode and a forward hook applies the client's pre-drawn mask
+    one call); a model without batch statistics runs every step as one call, padding rows weighted 0. Dropout modules run in eval mode and a forward hook applies the client's pre-drawn mask
     (fl/dropout.py). Training runs the model in train mode, evaluation (``logits``) in eval mode.
     """
 
@@ -201,6 +201,7 @@ class AutogradProgram(Program):
     layout: RowsLayout = ROWS_LAYOUT
     classes: int = 0
     dropout_names: tuple[str, ...] = ()
+    batch_stats: bool = False
 
     def logits(self, params, x, shared=False, buffers=None):
         """Eval-mode logits (k, B, C); buffers: name -> tensor shared by the k parameter sets (None: the model's)."""
@@ -231,9 +232,11 @@ class AutogradProgram(Program):
         """Gradients as Program.grads; buffers: name -> (a, *shape), updated in place (train mode); masks: each
         dropout module's (a, B, *mask shape) masks, in module order."""
         x, y, w = batch
+        buffers = buffers if buffers is not None else {}
+        if not self.batch_stats:  # padding rows have zero loss weight and touch no statistic: one call as is
+            return self._grads(params, batch, buffers, masks)
         lengths = (w > 0).sum(dim=1)
         distinct = torch.unique(lengths).tolist()
-        buffers = buffers if buffers is not None else {}
         if len(distinct) == 1:  # one vmap call: views, so buffer updates land in place
             L = distinct[0]
             sub = tuple(m[:, :L] for m in masks) if masks is not None else None
@@ -267,9 +270,17 @@ def compile_model(model: nn.Module) -> Program:
     program = compile_layers(model)
     if program is not None:
         return program
+    return autograd_program(model)
+
+
+def autograd_program(model: nn.Module) -> AutogradProgram:
+    """The model's AutogradProgram (torch.func under vmap), also for a model the layer program could run: the path
+    on which autocast applies (precision bf16). Its dropout modules get the pre-drawn masks; batch_stats says
+    whether a module normalises with batch statistics (batch / instance norm), which padding rows must not enter."""
     named = list(model.named_parameters())
+    batch_stats = any(isinstance(m, nn.modules.batchnorm._NormBase) for m in model.modules())
     return AutogradProgram(model, tuple(n for n, _ in named), tuple(p.shape for _, p in named),
-                           dropout_names=tuple(n for n, _ in dropout_modules(model)))
+                           dropout_names=tuple(n for n, _ in dropout_modules(model)), batch_stats=batch_stats)
 
 
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
