@@ -75,9 +75,9 @@ def apply(x: torch.Tensor, draws: Draws) -> torch.Tensor:
     n = flat.shape[0]
     if n == 0:
         return x.clone()
+    p = int(draws.shift.abs().max())  # pad once, by the largest offset drawn (read where the draws are: the CPU)
     shift = draws.shift.reshape(n, 2).to(x.device)
     flips = draws.flip.reshape(n).to(x.device)
-    p = int(shift.abs().max())  # pad once, by the largest offset drawn
     padded = F.pad(flat, (p, p, p, p))  # zeros outside the image
     r = torch.arange(h, device=x.device)
     s = torch.arange(w, device=x.device)
