@@ -51,6 +51,9 @@ def run(args) -> int:
 
     if getattr(args, "threads", None) is None and "POISONLAB_THREADS" not in os.environ:
         torch.set_num_threads(1)  # the demo's models are tiny: one thread is fastest and never oversubscribes
+    from poisonlab.device import resolve
+
+    resolve(args.device)  # an absent device is refused before anything is printed or written
     out = claim(Path(args.out), "demo")
     start = time.perf_counter()
     cells = expand_grid(demo_document(args.seed, args.rounds))
