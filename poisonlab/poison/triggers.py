@@ -10,9 +10,10 @@ Semantics follow IBM ART's image perturbations (read for reference, not copied):
   - ``stamp_pattern`` = ``add_pattern_bd``: value at (H-d, W-d), (H-d-1, W-d-1), (H-d, W-d-2), (H-d-2, W-d);
   - ``stamp_image``   = ``insert_image``: the trigger (resized) is alpha-composited through its own alpha
     channel a at (row, col), then blended with the original by factor b:
-    out = (1-b) x + b (a t + (1-a) x) = x + b a (t - x). For binary alpha this is exactly ART's result;
-    ART additionally squares a fractional alpha (a PIL paste-with-mask quirk) and rounds to uint8, which
-    we do not reproduce.
+    out = (1-b) x + b (a t + (1-a) x) = x + b a (t - x). For binary alpha this is ART's result up to
+    ART's 8-bit rounding; ART additionally squares a fractional alpha (a PIL paste-with-mask quirk) and
+    quantises the whole image to uint8. ``ImageTrigger(semantics="art")`` reproduces ART 1.20's
+    ``insert_image`` pixel for pixel instead (poison/art_insert.py).
 Patch triggers are BadNets (Gu et al. 2017); blended triggers are Chen et al. 2017 ("blended injection").
 The tabular ``features`` trigger (``stamp_features``) sets a few features of (n, f) rows to a fixed value,
 the tabular analogue of a BadNets patch.
@@ -266,15 +267,25 @@ def _load_rgba(path: str, size: tuple[int, int] | None) -> torch.Tensor:
     return read_rgba(path, size)
 
 
+IMAGE_SEMANTICS = ("poisonlab", "art")
+
+
 @TRIGGERS.register("image", reference="Gu et al. 2017; Chen et al. 2017; ART insert_image")
 @dataclass(frozen=True)
 class ImageTrigger(Trigger):
-    """An image file resized to size=(h, w), alpha-composited at position, blended with factor blend."""
+    """An image file resized to size=(h, w), alpha-composited at position, blended with factor blend.
+
+    semantics "poisonlab" (default): out = x + blend * a * (t - x) in floating point inside the box,
+    the rest of the image untouched, the trigger resized with Lanczos. "art": IBM ART 1.20's
+    insert_image pixel for pixel (8-bit PIL pipeline: the whole image quantised to 1/255 steps,
+    fractional alpha squared, PIL's default resize filter); see poison/art_insert.py.
+    """
 
     path: str
     size: tuple[int, int] | None = (8, 8)
     position: str | tuple[int, int] = "random"
     blend: float = 0.8
+    semantics: str = "poisonlab"
     name = "image"
 
     def __post_init__(self):
@@ -282,13 +293,27 @@ class ImageTrigger(Trigger):
         if self.size is not None:
             object.__setattr__(self, "size", tuple(int(v) for v in self.size))
         object.__setattr__(self, "position", _pos(self.position))
+        if self.semantics not in IMAGE_SEMANTICS:
+            raise ConfigError(f"semantics={self.semantics!r} is not known; accepted: {', '.join(IMAGE_SEMANTICS)}")
 
     def rgba(self) -> torch.Tensor:
         """The (4, h, w) trigger image in [0, 1], read once and cached."""
         return _load_rgba(self.path, self.size)
 
     def __call__(self, x, generator=None):
+        if self.semantics == "art":
+            return self._stamp_art(x, generator)
         return stamp_image(x, self.rgba(), self.position, self.blend, generator)
+
+    def _stamp_art(self, x, generator):
+        from poisonlab.poison.art_insert import read_rgba_art, stamp_image_art
+
+        if not 0.0 <= self.blend <= 1.0:
+            raise ConfigError(f"blend={self.blend} is out of range; accepted: [0, 1]")
+        xb, single = _batch(x)
+        trigger = read_rgba_art(self.path, self.size)
+        rows, cols = resolve_position(self.position, xb.shape[0], *xb.shape[-2:], *trigger.shape[-2:], generator)
+        return _unbatch(stamp_image_art(xb, trigger, rows, cols, self.blend), single)
 
 
 @TRIGGERS.register("blend", reference="Chen et al. 2017, Targeted backdoor attacks ... using data poisoning (blended)")
