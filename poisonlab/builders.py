@@ -21,6 +21,7 @@ from poisonlab.data.augment import check_images
 from poisonlab.data.dataset import Dataset
 from poisonlab.device import host
 from poisonlab.errors import ConfigError
+from poisonlab.poison.targets import asr_target
 from poisonlab.rng import derive_seed, generator
 
 
@@ -51,7 +52,7 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
         train_set, root, validation = carve_server_data(fed, train_set, config.seed)
         clients = partition_clients(fed, train_set, config.seed)
         adversaries, probe = build_adversaries(fed, config.seed)
-        target = probe.target if probe is not None and probe.has_trigger else None
+        target = asr_target(probe, test_set.num_classes) if probe is not None and probe.has_trigger else None
         triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
         model = build_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
                             **config.model.params)

@@ -29,6 +29,7 @@ from poisonlab.model_spec import ModelSpec, build_model, spec_label
 from poisonlab.poison.injection import Injection, fine_tune_set, retrain_head
 from poisonlab.poison.registry import make_poison
 from poisonlab.poison.result import Poisoned
+from poisonlab.poison.targets import asr_target
 from poisonlab.report.record import poison_classes, poisoned_examples, triggered_examples
 from poisonlab.training import TrainConfig, evaluate, fine_tune, predict, train
 
@@ -211,7 +212,8 @@ def _triggered(poisons, test_set: Dataset, model, clean_model, seed: int) -> dic
     if len(trig) == 0:
         return none
     pred, pred0 = predict(model, trig.x), predict(clean_model, trig.x)
-    target, k = int(p.target), test_set.num_classes
+    k = test_set.num_classes
+    target = asr_target(p, k)
     confusions = ((None, None) if p.name in PLACEHOLDER_LABELS
                   else (confusion_matrix(pred, trig.y, k).tolist(), confusion_matrix(pred0, trig.y, k).tolist()))
     examples = (triggered_examples(test_set.x, test_set.y, trig.x, trig.y, target, pred, pred0)

@@ -6,6 +6,7 @@ All take predicted and true labels as int64 tensors; nothing here trains or draw
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,10 +33,19 @@ def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) ->
     return cm.diagonal() / cm.sum(dim=1)
 
 
-def attack_success_rate(pred_triggered: torch.Tensor, y_true: torch.Tensor, target: int) -> float:
-    """ASR: among triggered inputs whose true class is not the target, the fraction predicted as target."""
-    keep = y_true != target
-    return accuracy(pred_triggered[keep], torch.full_like(y_true[keep], target))
+def attack_success_rate(pred_triggered: torch.Tensor, y_true: torch.Tensor, target: int | Sequence[int]) -> float:
+    """ASR: among triggered inputs whose class is attacked, the fraction predicted as their class's target.
+
+    target: one class (all-to-one: every input whose true class is not the target counts), or a target
+    map (map[c] = target of class c, -1 = not attacked; poison/targets.py) for all-to-all and
+    per-source backdoors.
+    """
+    if isinstance(target, int):
+        keep = y_true != target
+        return accuracy(pred_triggered[keep], torch.full_like(y_true[keep], target))
+    wanted = torch.as_tensor(list(target), dtype=torch.long, device=y_true.device)[y_true.long()]
+    keep = (wanted >= 0) & (wanted != y_true)
+    return accuracy(pred_triggered[keep], wanted[keep])
 
 
 def flip_count(pred: torch.Tensor, y: torch.Tensor, source: int, target: int) -> int:

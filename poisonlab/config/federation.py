@@ -41,7 +41,7 @@ class FederatedTraining(Section):
 
 class FederationConfig(FederatedTraining):
     """The engine's settings: the shared ones above plus seed; memory_budget: bytes per chunk of clients
-    trained together (None: from the device, fl/local.py engine_budget); checkpoint_dir (needed by checkpoint_every); target: backdoor target class for ASR;
+    trained together (None: from the device, fl/local.py engine_budget); checkpoint_dir (needed by checkpoint_every); target: backdoor target class for ASR (or a target map, poison/targets.py);
     flips: (source, target) pairs to count on the test set; quiet: no progress bar; engine: "vectorized"
     (all clients at once, local.py) or "reference" (the plain per-client loop, reference.py, for checks
     and benchmarks)."""
@@ -49,7 +49,7 @@ class FederationConfig(FederatedTraining):
     seed: int = 0
     memory_budget: int | None = Field(None, ge=1)
     checkpoint_dir: str | None = None
-    target: int | None = None
+    target: int | tuple[int, ...] | None = None
     flips: tuple[tuple[int, int], ...] = ()
     quiet: bool = False
     engine: Literal["vectorized", "reference"] = "vectorized"

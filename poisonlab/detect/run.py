@@ -36,6 +36,7 @@ from poisonlab.detect.base import Detection, Detector, check_inputs, detection_r
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.device import host
 from poisonlab.errors import ConfigError
+from poisonlab.poison.targets import attacked_classes, target_map, targets_of
 from poisonlab.rng import derive_seed
 
 IN_EXPERIMENT = ("data", "inputs", "model")           # what `poisonlab run` can give a detector
@@ -116,10 +117,11 @@ def _experiment_inputs(name: str, inspects: str, exp: Experiment, where: str) ->
         raise ConfigError(f"{where}'{name}' needs a backdoor poison to check against")
     clean_pool = exp.poisoned.subset(~exp.mask)
     if inspects == "model":
-        truth = torch.arange(exp.test_set.num_classes, device="cpu") == probe.target
-        return inputs_for("model", model=exp.model, held_out=clean_pool), truth
+        tmap = target_map(probe.target, exp.test_set.num_classes)
+        return inputs_for("model", model=exp.model, held_out=clean_pool), attacked_classes(tmap)
     test = exp.test_set
-    triggered = probe.triggered(test.subset(test.y != probe.target), derive_seed(exp.seed, "triggered"))
+    attacked = targets_of(test.y, target_map(probe.target, test.num_classes))
+    triggered = probe.triggered(test.subset((attacked >= 0) & (attacked != test.y)), derive_seed(exp.seed, "triggered"))
     truth = torch.cat([torch.zeros(len(test), dtype=torch.bool), torch.ones(len(triggered), dtype=torch.bool)])
     return inputs_for("inputs", data=torch.cat([test.x, triggered.x]), model=exp.model, held_out=clean_pool), truth
 

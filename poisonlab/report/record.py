@@ -60,7 +60,7 @@ def poisoned_examples(clean_x: torch.Tensor, clean_y: torch.Tensor, poisoned_x: 
 
 
 def triggered_examples(test_x: torch.Tensor, test_y: torch.Tensor, trig_x: torch.Tensor, trig_y: torch.Tensor,
-                       target: int, pred_poisoned: torch.Tensor, pred_clean: torch.Tensor) -> list[dict]:
+                       target: int | tuple[int, ...], pred_poisoned: torch.Tensor, pred_clean: torch.Tensor) -> list[dict]:
     """Up to MAX_EXAMPLES triggered test inputs whose label is not the target, with both models' predictions.
 
     The clean input is paired only when the triggered set is the test set stamped row by row (same
@@ -68,7 +68,9 @@ def triggered_examples(test_x: torch.Tensor, test_y: torch.Tensor, trig_x: torch
     """
     aligned = len(trig_y) == len(test_y) and torch.equal(trig_y, test_y)
     out = []
-    for i in torch.nonzero(trig_y != target).flatten()[:MAX_EXAMPLES].tolist():
+    wanted = (torch.full_like(trig_y, target) if isinstance(target, int)
+              else torch.as_tensor(list(target), dtype=torch.long)[trig_y.long()])
+    for i in torch.nonzero((wanted >= 0) & (wanted != trig_y)).flatten()[:MAX_EXAMPLES].tolist():
         out.append({"label": int(trig_y[i]), "clean": png_b64(test_x[i]) if aligned else None,
                     "triggered": png_b64(trig_x[i]), "predicted": int(pred_poisoned[i]),
                     "predicted_clean_model": int(pred_clean[i])})
