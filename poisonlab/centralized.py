@@ -61,7 +61,7 @@ class CentralizedResult:
     confusion_triggered_clean_model: list[list[int]] | None = None
     poison_classes: dict | None = None
     examples: dict | None = None
-    attack_target: int | None = None
+    attack_target: int | tuple[int, ...] | None = None  # a target map for all-to-all / per-source backdoors
     model: Any = field(default=None, repr=False)
     clean_model: Any = field(default=None, repr=False)
     poisoned: Poisoned | None = field(default=None, repr=False)

@@ -1,4 +1,5 @@
-"""Data poisoning: triggers, label flipping, feature noise, backdoors, external, clean-label, DBA and edge-case poisons.
+"""Data poisoning: triggers, label flipping, feature noise, backdoors (BadNets, blended, SIG, WaNet, BPP, FTrojan,
+CTRL, ReFool), external, clean-label, DBA and edge-case poisons.
 
 Use ``POISONS.get(name, **params).apply(dataset, seed)`` -> ``Poisoned(data, mask, info)``.
 
@@ -14,7 +15,8 @@ from poisonlab.poison.result import Poisoned
 from poisonlab.poison.triggers import (BlendTrigger, FeatureTrigger, ImageTrigger, PatchTrigger, PatternTrigger,
                                        PixelTrigger, Trigger, make_trigger)
 from poisonlab.poison import (  # noqa: F401  (each registers its poisons / triggers)
-    backdoor, clean_label, dba, edge_case, external, features, labels, semantic)
+    backdoor, bpp, clean_label, clean_label_backdoor, dba, edge_case, external, features, frequency, labels,
+    reflection, semantic, signal_triggers, warp)
 
 __all__ = ["POISONS", "TRIGGERS", "Poison", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
            "ImageTrigger", "BlendTrigger", "FeatureTrigger", "make_poison", "make_trigger"]

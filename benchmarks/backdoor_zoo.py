@@ -1,0 +1,108 @@
+"""The backdoor attack zoo on the MNIST split: clean accuracy and ASR of every attack at its paper's default rate.
+
+Run:  .venv/bin/python benchmarks/backdoor_zoo.py [--model cnn] [--data-dir ../shared/data] [--out docs/poisoning-zoo]
+      .venv/bin/python benchmarks/backdoor_zoo.py --gallery-only     # only the gallery PNGs (seconds)
+Seeded 8,000/2,000 split of the real MNIST test set, as benchmarks/poisoning_experiments.py; one clean
+model (same seed, data order and initial weights) is trained once and shared by every row. Writes
+<out>/results-<model>.json (after every row), <out>/<attack>.png galleries, and prints the markdown table
+that docs/poisoning-zoo.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from poisonlab.centralized import run_centralized
+from poisonlab.data import load
+from poisonlab.poison import POISONS
+from poisonlab.poison.gallery import render_gallery
+from poisonlab.rundir import atomic_write_text
+from poisonlab.training import TrainConfig
+
+SEED = 0
+CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "poison-images" / "embraer-190"
+
+
+def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
+    """name -> (poison spec, where its rate comes from)."""
+    patch = {"name": "patch", "params": {"size": 3}}
+    return {
+        "badnets": ({"name": "backdoor", "params": {"trigger": patch, "target": 0, "rate": 0.1}},
+                    "10% (BackdoorBench default; Gu et al.)"),
+        "badnets all-to-all": ({"name": "backdoor", "params": {"trigger": patch, "target": "all_to_all",
+                                                               "rate": 0.33, "per_class": True}},
+                               "a third of each class (ART's example)"),
+        "blended": ({"name": "backdoor", "params": {"trigger": {"name": "blend", "params": {"alpha": 0.2}},
+                                                    "target": 0, "rate": 0.1}}, "10%, alpha 0.2 (Chen et al.)"),
+        "sig (clean-label)": ({"name": "clean_label_backdoor", "params": {"trigger": "sig", "target": 0, "rate": 0.8}},
+                              "80% of the target class (~8% of the data)"),
+        "wanet": ({"name": "wanet", "params": {"target": 0, "rate": 0.1, "cross_ratio": 2}},
+                  "10% + 20% noise mode (Nguyen & Tran)"),
+        "bpp": ({"name": "backdoor", "params": {"trigger": "bpp", "target": 0, "rate": 0.1}}, "10%, 3 bits"),
+        "ftrojan": ({"name": "backdoor", "params": {"trigger": "ftrojan", "target": 0, "rate": 0.1}},
+                    "10%, magnitude 30/255"),
+        "ctrl": ({"name": "backdoor", "params": {"trigger": "ctrl", "target": 0, "rate": 0.1}}, "10%, magnitude 50/255"),
+        "refool (clean-label)": ({"name": "clean_label_backdoor",
+                                  "params": {"trigger": {"name": "reflection", "params": {"reflections": str(photos)}},
+                                             "target": 0, "rate": 0.8}}, "80% of the target class"),
+    }
+
+
+def slug(name: str) -> str:
+    """'badnets all-to-all' -> 'badnets-all-to-all'; 'sig (clean-label)' -> 'sig'."""
+    return name.split(" (")[0].replace(" ", "-")
+
+
+def gallery(test_set, specs: dict, out: Path) -> None:
+    """One PNG per attack: six test digits, clean above, triggered below."""
+    x = test_set.x[:6]
+    for name, (spec, _) in specs.items():
+        poison = POISONS.get(spec["name"], **spec["params"])
+        triggered = poison.triggered(test_set.subset(torch.arange(6)), SEED).x
+        render_gallery(x, triggered, out / f"{slug(name)}.png")
+        print(f"gallery {name}: max |change| {float((triggered - x).abs().max()):.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "poisoning-zoo"))
+    ap.add_argument("--model", default="cnn", help="a registered model (cnn, resnet20, ...)")
+    ap.add_argument("--only", nargs="*", default=None, help="attack names (default: all)")
+    ap.add_argument("--gallery-only", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mnist = load("mnist", data_dir=str(Path(args.data_dir) / "mnist"), part="test")
+    train_set, test_set = mnist.split(0.2, seed=SEED)
+    specs = {k: v for k, v in attacks(PHOTOS).items() if not args.only or slug(k) in args.only}
+    gallery(test_set, specs, out)
+    if args.gallery_only:
+        return
+    results, clean, rows = {}, None, []
+    for name, (spec, rate) in specs.items():
+        start = time.perf_counter()
+        r = run_centralized(train_set, test_set, args.model, [spec], None, CFG, SEED, clean_model=clean)
+        clean = r.clean_model
+        seconds = time.perf_counter() - start
+        results[name] = {"spec": spec, "rate": rate, "clean_accuracy": r.clean_accuracy,
+                         "clean_accuracy_clean_model": r.clean_accuracy_clean_model,
+                         "attack_success_rate": r.attack_success_rate,
+                         "attack_success_rate_clean_model": r.attack_success_rate_clean_model, "seconds": seconds}
+        atomic_write_text(out / f"results-{args.model}.json", json.dumps(results, indent=1))
+        rows.append(f"| {name} | {rate} | {100 * r.clean_accuracy_clean_model:.2f}% | {100 * r.clean_accuracy:.2f}% "
+                    f"| {100 * r.attack_success_rate:.2f}% | {100 * r.attack_success_rate_clean_model:.2f}% | {seconds:.0f} s |")
+        print(rows[-1], flush=True)
+    print("\n| attack | poisoning rate | clean acc, clean model | clean acc, poisoned | ASR | ASR, clean model | time |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
