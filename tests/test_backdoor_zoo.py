@@ -201,3 +201,51 @@ def test_every_zoo_trigger_leaves_its_input_alone_and_stamps_single_images(name)
     out = t(x, generator(0, "s"))
     assert torch.equal(x, x0) and out.shape == x.shape and not torch.equal(out, x)
     assert torch.allclose(t(x[1], generator(0, "s")), out[1], atol=1e-6)
+
+
+# ---------------------------------------------------------------- label-consistent
+def test_pgd_away_moves_each_pixel_by_at_most_eps_and_raises_the_true_label_loss():
+    from poisonlab.poison.label_consistent import pgd_away
+
+    g = generator(0, "lc-model")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.rand(5, 1, 4, 4, generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    out = pgd_away(model, x, y, eps=0.05, steps=3, step_size=0.02)
+    assert (out - x).abs().max() <= 0.05 + 1e-7 and out.min() >= 0 and out.max() <= 1
+    ce = torch.nn.functional.cross_entropy
+    assert ce(model(out), y, reduction="none").gt(ce(model(x), y, reduction="none")).all()
+    # one step on a linear model, by hand: x + step * sign(grad), grad of CE wrt x = W^T (softmax - onehot)
+    one = pgd_away(model, x[:1], y[:1], eps=1.0, steps=1, step_size=0.01)
+    w = model[1].weight
+    grad = w.T @ (torch.softmax(model(x[:1]), 1)[0] - torch.nn.functional.one_hot(y[:1], 3)[0].float())
+    assert torch.allclose(one.flatten(), (x[:1].flatten() + 0.01 * grad.sign()).clamp(0, 1), atol=1e-6)
+
+
+def test_label_consistent_perturbs_target_images_within_eps_stamps_them_and_keeps_labels(digits):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    p = POISONS.get("label_consistent", target=2, rate=0.25, eps=0.05, steps=2).bind(model)
+    out = p.apply(digits, seed=0)
+    assert torch.equal(out.data.y, digits.y) and (digits.y[out.mask] == 2).all()
+    assert int(out.mask.sum()) == round(0.25 * int((digits.y == 2).sum()))
+    changed = out.data.x[out.mask]
+    patch = p.trigger(changed)  # the trigger is on top: stamping again changes nothing
+    assert torch.equal(changed, patch)
+    outside = torch.ones_like(digits.x[0], dtype=torch.bool)
+    outside[..., -3:, -3:] = False  # away from the bottom-right 3x3 patch only the PGD change remains
+    delta = (changed - digits.x[out.mask])[:, outside]
+    assert delta.abs().max() <= 0.05 + 1e-6 and delta.abs().max() > 0
+    with pytest.raises(ConfigError, match="needs a surrogate model"):
+        POISONS.get("label_consistent").apply(digits)
+
+
+def test_clean_label_backdoor_can_amplify_the_trigger_at_test_time(digits):
+    weak = {"name": "sig", "params": {"delta": 0.05}}
+    strong = {"name": "sig", "params": {"delta": 0.3}}
+    p = POISONS.get("clean_label_backdoor", trigger=weak, target=1, rate=0.5, test_trigger=strong)
+    train_change = (p.apply(digits).data.x - digits.x).abs().max()
+    test_change = (p.triggered(digits).x - digits.x).abs().max()
+    assert train_change <= 0.05 + 1e-6 < test_change <= 0.3 + 1e-6

@@ -9,6 +9,8 @@ Tsipras and Madry 2019, who first make those images hard to learn; not done here
 
 rate is the share of the TARGET CLASS that is poisoned (the paper's alpha), or count images; at test time
 every input is stamped and keeps its true label, so the attack success rate counts inputs of other classes.
+``test_trigger`` (optional) stamps the test inputs with another trigger: Barni et al. amplify the signal
+at test time (a larger delta than in training), which this expresses.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ class CleanLabelBackdoor(Poison):
     target: int = 0
     rate: float | None = None
     count: int | None = None
+    test_trigger: Trigger | dict | str | None = None
     name = "clean_label_backdoor"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trigger", make_trigger(self.trigger))
+        if self.test_trigger is not None:
+            object.__setattr__(self, "test_trigger", make_trigger(self.test_trigger))
         if (self.rate is None) == (self.count is None):
             raise ConfigError(f"clean_label_backdoor needs exactly one of rate (share of the target class) and count;"
                               f" got rate={self.rate}, count={self.count}")
@@ -60,6 +65,7 @@ class CleanLabelBackdoor(Poison):
         return Poisoned(data.replace(x=x, name=f"{data.name}+clean-label-backdoor"), mask, info)
 
     def triggered(self, test_set: Dataset, seed: int = 0) -> Dataset:
-        """Every test input stamped with the trigger; TRUE labels kept (ASR excludes true == target)."""
-        x = self.trigger(test_set.x, generator(seed, "clean-label-backdoor", "test-stamp"))
+        """Every test input stamped with the (test) trigger; TRUE labels kept (ASR excludes true == target)."""
+        trigger = self.test_trigger if self.test_trigger is not None else self.trigger
+        x = trigger(test_set.x, generator(seed, "clean-label-backdoor", "test-stamp"))
         return test_set.replace(x=x, name=f"{test_set.name}+trigger")
