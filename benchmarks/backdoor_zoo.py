@@ -57,6 +57,8 @@ def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
         "ftrojan x4 magnitude (diagnostic)": ({"name": "backdoor", "params": {
             "trigger": {"name": "ftrojan", "params": {"magnitude": 120 / 255}}, "target": 0, "rate": 0.1}},
             "10%, magnitude 120/255 (not the paper's: a check of the magnitude)"),
+        "low-frequency": ({"name": "low_frequency", "params": {"target": 0, "rate": 0.1, "eps": 0.1}},
+                          "10%, L-inf 0.1, DCT u + v < 8 (Zeng et al.)"),
         "ctrl": ({"name": "backdoor", "params": {"trigger": "ctrl", "target": 0, "rate": 0.1}}, "10%, magnitude 50/255"),
         "refool (clean-label)": ({"name": "clean_label_backdoor",
                                   "params": {"trigger": {"name": "reflection", "params": {"reflections": str(photos)}},

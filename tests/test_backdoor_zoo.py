@@ -249,3 +249,42 @@ def test_clean_label_backdoor_can_amplify_the_trigger_at_test_time(digits):
     train_change = (p.apply(digits).data.x - digits.x).abs().max()
     test_change = (p.triggered(digits).x - digits.x).abs().max()
     assert train_change <= 0.05 + 1e-6 < test_change <= 0.3 + 1e-6
+
+
+# ---------------------------------------------------------------- low frequency
+def test_low_pass_keeps_low_dct_coefficients_and_removes_high_ones():
+    from poisonlab.poison.frequency import blocks_dct
+    from poisonlab.poison.low_frequency import low_pass
+
+    coeffs = torch.zeros(1, 8, 8, dtype=torch.float64)
+    coeffs[0, 1, 2] = 1.0  # u + v = 3: kept by cutoff 4
+    coeffs[0, 5, 6] = 1.0  # u + v = 11: removed
+    delta = blocks_dct(coeffs, 8, inverse=True)
+    kept = blocks_dct(low_pass(delta, 4), 8)
+    expect = torch.zeros_like(coeffs)
+    expect[0, 1, 2] = 1.0
+    assert torch.allclose(kept, expect, atol=1e-12)
+
+
+def test_low_frequency_trigger_is_smooth_within_eps_and_pushes_toward_the_target(digits):
+    from poisonlab.poison.frequency import blocks_dct
+
+    g = generator(0, "lf-model")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    p = POISONS.get("low_frequency", target=4, rate=0.1, eps=0.2, steps=30, cutoff=3).bind(model)
+    with pytest.raises(ConfigError, match="call apply\\(\\) before triggered\\(\\)"):
+        p.triggered(digits)
+    out = p.apply(digits, seed=0)
+    pattern = p.pattern
+    assert pattern.abs().max() <= 0.2 + 1e-6
+    high = blocks_dct(pattern.double(), 8)[0][torch.arange(8)[:, None] + torch.arange(8)[None, :] >= 3]
+    assert high.abs().max() < 0.2 * pattern.abs().max() + 1e-6  # the last projection clips a little energy up
+    assert (out.data.y[out.mask] == 4).all() and int(out.mask.sum()) == round(0.1 * len(digits))
+    others = digits.x[digits.y != 4]
+    before = torch.softmax(model(others), 1)[:, 4].mean()
+    after = torch.softmax(model((others + pattern).clamp(0, 1)), 1)[:, 4].mean()
+    assert after > before
+    assert torch.allclose(p.triggered(digits).x, (digits.x + pattern).clamp(0, 1))
