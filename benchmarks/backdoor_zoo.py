@@ -59,6 +59,8 @@ def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
             "10%, magnitude 120/255 (not the paper's: a check of the magnitude)"),
         "low-frequency": ({"name": "low_frequency", "params": {"target": 0, "rate": 0.1, "eps": 0.1}},
                           "10%, L-inf 0.1, DCT u + v < 8 (Zeng et al.)"),
+        "trojannn": ({"name": "trojannn", "params": {"target": 0, "rate": 0.1, "size": 5}},
+                     "10%, 5x5 patch optimised on 1 unit (BackdoorBench's form)"),
         "ctrl": ({"name": "backdoor", "params": {"trigger": "ctrl", "target": 0, "rate": 0.1}}, "10%, magnitude 50/255"),
         "refool (clean-label)": ({"name": "clean_label_backdoor",
                                   "params": {"trigger": {"name": "reflection", "params": {"reflections": str(photos)}},

@@ -288,3 +288,32 @@ def test_low_frequency_trigger_is_smooth_within_eps_and_pushes_toward_the_target
     after = torch.softmax(model((others + pattern).clamp(0, 1)), 1)[:, 4].mean()
     assert after > before
     assert torch.allclose(p.triggered(digits).x, (digits.x + pattern).clamp(0, 1))
+
+
+# ---------------------------------------------------------------- TrojanNN
+def test_trojannn_selects_the_most_connected_unit_and_drives_it_to_the_activation(digits):
+    from poisonlab.poison.trojannn import strongest_neurons
+
+    layer = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, -2.0, 0.3, 0.0], [0.1, 1.0, -0.4, 0.2], [0.1, 0.5, 0.2, 0.1]]))
+    assert strongest_neurons(layer, 2).tolist() == [1, 2]  # column |W| sums: 0.3, 3.5, 0.9, 0.3
+    g = generator(0, "trojannn-model")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    p = POISONS.get("trojannn", target=3, rate=0.1, size=3, activation=2.0, steps=300, lr=0.05).bind(model, digits)
+    pattern, box = p.pattern
+    with torch.no_grad():
+        alive = model[:3](torch.where(box, 0.5, 0.0).unsqueeze(0))[0] != 0
+        unit = strongest_neurons(model[3], 1, alive)
+        start_act = float(model[:3](torch.where(box, 0.5, 0.0).unsqueeze(0))[0, unit])
+        act = float(model[:3](pattern.unsqueeze(0))[0, unit])
+    assert abs(act - 2.0) < abs(start_act - 2.0) / 2  # driven toward the target activation
+    assert int(box.sum()) == 9 and torch.equal(pattern[~box], torch.zeros(int((~box).sum())))
+    out = p.apply(digits, seed=0)
+    assert (out.data.y[out.mask] == 3).all() and torch.equal(out.data.x[out.mask][:, box], pattern[box].expand(int(out.mask.sum()), -1))
+    assert torch.equal(out.data.x[out.mask][:, ~box], digits.x[out.mask][:, ~box])
+    with pytest.raises(ConfigError, match="call bind"):
+        POISONS.get("trojannn").apply(digits)
