@@ -21,6 +21,8 @@ from poisonlab.centralized import run_centralized
 from poisonlab.data import load
 from poisonlab.poison import POISONS
 from poisonlab.poison.gallery import render_gallery
+from poisonlab.poison.low_frequency import LowFrequency
+from poisonlab.rng import derive_seed
 from poisonlab.rundir import atomic_write_text
 from poisonlab.training import TrainConfig
 
@@ -73,14 +75,23 @@ def slug(name: str) -> str:
     return name.split(" (")[0].replace(" ", "-")
 
 
-def gallery(test_set, specs: dict, out: Path) -> None:
-    """One PNG per attack: six test digits, clean above, triggered below."""
+def draw(name: str, poison, train_set, test_set, out: Path) -> None:
+    """The gallery PNG of one attack: six test digits, clean above, triggered below."""
+    if isinstance(poison, (LowFrequency,)):
+        poison.apply(train_set, derive_seed(SEED, "poison", 0))  # its trigger is computed from the training data
     x = test_set.x[:6]
+    triggered = poison.triggered(test_set.subset(torch.arange(6)), SEED).x
+    render_gallery(x, triggered, out / f"{slug(name)}.png")
+    print(f"gallery {name}: max |change| {float((triggered - x).abs().max()):.3f}", flush=True)
+
+
+def gallery(train_set, test_set, specs: dict, out: Path, model=None) -> None:
+    """Gallery PNGs of the attacks that need no model (or, given the clean model, of those that do)."""
     for name, (spec, _) in specs.items():
         poison = POISONS.get(spec["name"], **spec["params"])
-        triggered = poison.triggered(test_set.subset(torch.arange(6)), SEED).x
-        render_gallery(x, triggered, out / f"{slug(name)}.png")
-        print(f"gallery {name}: max |change| {float((triggered - x).abs().max()):.3f}", flush=True)
+        if poison.requires_model != (model is not None):
+            continue
+        draw(name, poison.bind(model, test_set) if model is not None else poison, train_set, test_set, out)
 
 
 def main() -> None:
@@ -96,8 +107,9 @@ def main() -> None:
     mnist = load("mnist", data_dir=str(Path(args.data_dir) / "mnist"), part="test")
     train_set, test_set = mnist.split(0.2, seed=SEED)
     specs = {k: v for k, v in attacks(PHOTOS).items() if not args.only or slug(k) in args.only}
-    gallery(test_set, specs, out)
+    gallery(train_set, test_set, specs, out)
     if args.gallery_only:
+        print("(attacks that optimise on a model get their gallery from a full run)")
         return
     results, clean, rows = {}, None, []
     for name, (spec, rate) in specs.items():
@@ -113,6 +125,8 @@ def main() -> None:
         rows.append(f"| {name} | {rate} | {100 * r.clean_accuracy_clean_model:.2f}% | {100 * r.clean_accuracy:.2f}% "
                     f"| {100 * r.attack_success_rate:.2f}% | {100 * r.attack_success_rate_clean_model:.2f}% | {seconds:.0f} s |")
         print(rows[-1], flush=True)
+    if clean is not None:
+        gallery(train_set, test_set, specs, out, model=clean)
     print("\n| attack | poisoning rate | clean acc, clean model | clean acc, poisoned | ASR | ASR, clean model | time |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
