@@ -317,3 +317,53 @@ def test_trojannn_selects_the_most_connected_unit_and_drives_it_to_the_activatio
     assert torch.equal(out.data.x[out.mask][:, ~box], digits.x[out.mask][:, ~box])
     with pytest.raises(ConfigError, match="call bind"):
         POISONS.get("trojannn").apply(digits)
+
+
+# ---------------------------------------------------------------- gradient matching (Sleeper Agent, Witches' Brew)
+def _small_model(seed: str) -> torch.nn.Module:
+    g = generator(0, seed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def test_cosine_of_gradient_lists_by_hand():
+    from poisonlab.poison.gradient_matching import cosine_of
+
+    a = [torch.tensor([1.0, 0.0]), torch.tensor([[0.0]])]
+    b = [torch.tensor([1.0, 1.0]), torch.tensor([[0.0]])]
+    assert cosine_of(a, b).item() == pytest.approx(1 / 2 ** 0.5)
+
+
+def test_gradient_matching_aligns_the_poison_gradient_with_the_adversarial_one(digits):
+    from poisonlab.poison.gradient_matching import _grads, cosine_of, match_gradients
+
+    model = _small_model("gm")
+    ce = torch.nn.functional.cross_entropy
+    base, labels = digits.x[digits.y == 2][:20], digits.y[digits.y == 2][:20]
+    adv_x = TRIGGERS.get("patch", size=2)(digits.x[digits.y == 5][:20])
+    adv_y = torch.full((20,), 2)
+    target_grad = _grads(model, ce(model(adv_x), adv_y), create_graph=False)
+    before = cosine_of(target_grad, _grads(model, ce(model(base), labels), create_graph=False))
+    poisons = match_gradients(model, base, labels, adv_x, adv_y, eps=0.1, steps=30, lr=0.01)
+    after = cosine_of(target_grad, _grads(model, ce(model(poisons), labels), create_graph=False))
+    assert after > before + 0.1
+    assert (poisons - base).abs().max() <= 0.1 + 1e-6 and poisons.min() >= 0 and poisons.max() <= 1
+
+
+def test_sleeper_agent_and_witches_brew_keep_labels_and_stay_within_eps(digits):
+    model = _small_model("sa")
+    sa = POISONS.get("sleeper_agent", source=5, target=2, count=10, eps=0.05, steps=3).bind(model)
+    out = sa.apply(digits, seed=0)
+    assert torch.equal(out.data.y, digits.y) and (digits.y[out.mask] == 2).all() and int(out.mask.sum()) == 10
+    assert (out.data.x - digits.x).abs().max() <= 0.05 + 1e-6
+    assert (sa.triggered(digits).y == 5).all()
+    victim = int(torch.nonzero(digits.y == 7)[0])
+    wb = POISONS.get("witches_brew", victim=victim, target=1, count=5, eps=0.05, steps=3).bind(model, digits)
+    out = wb.apply(digits, seed=0)
+    assert torch.equal(out.data.y, digits.y) and (digits.y[out.mask] == 1).all()
+    assert wb.triggered(digits).y.tolist() == [7]
+    with pytest.raises(ConfigError, match="already of class 7"):
+        POISONS.get("witches_brew", victim=victim, target=7).bind(model, digits)

@@ -15,8 +15,8 @@ from poisonlab.poison.result import Poisoned
 from poisonlab.poison.triggers import (BlendTrigger, FeatureTrigger, ImageTrigger, PatchTrigger, PatternTrigger,
                                        PixelTrigger, Trigger, make_trigger)
 from poisonlab.poison import (  # noqa: F401  (each registers its poisons / triggers)
-    backdoor, bpp, clean_label, clean_label_backdoor, dba, edge_case, external, features, frequency, label_consistent,
-    labels, low_frequency, reflection, semantic, signal_triggers, trojannn, warp)
+    backdoor, bpp, clean_label, clean_label_backdoor, dba, edge_case, external, features, frequency, gradient_matching,
+    label_consistent, labels, low_frequency, reflection, semantic, signal_triggers, trojannn, warp)
 
 __all__ = ["POISONS", "TRIGGERS", "Poison", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
            "ImageTrigger", "BlendTrigger", "FeatureTrigger", "make_poison", "make_trigger"]
