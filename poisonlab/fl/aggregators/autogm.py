@@ -32,8 +32,13 @@ def simplex_weights(dist: torch.Tensor, lamb: float) -> torch.Tensor:
     ordered = torch.sort(dist).values
     p = torch.arange(1, len(dist) + 1, dtype=dist.dtype, device=dist.device)
     eta = (torch.cumsum(ordered, 0) + lamb) / p
-    last = int(torch.nonzero(eta > ordered).flatten().max())  # p = 1 always qualifies (eta_1 = d_(1) + lamb)
-    return (eta[last] - dist).clamp_min(0) / lamb
+    qualifies = eta > ordered
+    qualifies[0] = True  # eta_1 = d_(1) + lamb > d_(1), unless lamb is lost in rounding next to a huge d
+    alpha = (eta[int(torch.nonzero(qualifies).flatten().max())] - dist).clamp_min(0) / lamb
+    total = alpha.sum()
+    if not bool(total > 0):  # lamb below the distances' rounding: all weight on the nearest row(s)
+        alpha, total = (dist == ordered[0]).to(dist.dtype), (dist == ordered[0]).sum().to(dist.dtype)
+    return alpha / total
 
 
 def objective(alpha: torch.Tensor, dist: torch.Tensor, lamb: float) -> float:

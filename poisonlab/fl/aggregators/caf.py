@@ -9,7 +9,7 @@ mean). The total weight shrinks every pass but may approach n - 2f slowly (the r
 may be one already at weight 0), so the passes stop at max_passes (info 'capped').
 Exact eigenpairs, not ByzFL's one random power step: Sigma_c's non-zero spectrum is that of the
 (n, n) matrix diag(sqrt a) K diag(sqrt a), a = c / sum c, K_ij = (x_i - mu_c).(x_j - mu_c), all from
-one float64 Gram matrix (gram.py); then tau_i = ((K diag(sqrt a) u)_i)^2 / lambda. A zero covariance
+one Gram matrix of float64 products (gram.py, precise: the passes would amplify float32 rounding); then tau_i = ((K diag(sqrt a) u)_i)^2 / lambda. A zero covariance
 stops the filter (nothing left to remove). Client weights are not used (as in the paper). Needs n > 2f.
 selected: rows of positive weight in the chosen mean; scores: 1 - their weight c_i there.
 """
@@ -68,7 +68,7 @@ def caf(f: int = 1, max_passes: int = 1000, chunk_bytes: int = CHUNK_BYTES) -> R
             raise ConfigError(f"caf needs n > 2f; got n={n}, f={f}")
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        c, lam, passes = caf_weights(gram64(updates, chunk_bytes), f, max_passes)
+        c, lam, passes = caf_weights(gram64(updates, chunk_bytes, precise=True), f, max_passes)
         update = (c / c.sum()).to(updates.dtype) @ updates
         return Aggregate(update, c > 0, (1 - c).float(),
                          {"max_eigenvalue": lam, "passes": passes, "capped": passes >= max_passes})

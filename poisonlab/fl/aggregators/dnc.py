@@ -54,7 +54,7 @@ def dnc(f: int = 1, iterations: int = 1, b: int = 10_000, c: float = 1.0) -> Rul
         good = torch.ones(n, dtype=torch.bool, device=updates.device)
         share = torch.zeros(n, dtype=torch.float64, device=updates.device)
         for it in range(iterations):
-            cols = torch.randperm(d, generator=generator(ctx.seed, "dnc", ctx.round, it))[:b]
+            cols = torch.randperm(d, generator=generator(ctx.seed, "dnc", ctx.round, it), device="cpu")[:b]
             s = top_share(updates[:, torch.sort(cols).values.to(updates.device)])
             share = torch.maximum(share, s)
             if removed:

@@ -18,7 +18,7 @@ def random_order(ctx: RoundContext, k: int, purpose: str, device: torch.device) 
     """(k,) row indices in a random order keyed by client id (one uniform key per id, drawn on the CPU)."""
     ids = client_ids(ctx, k).cpu()
     n = max(int(ctx.num_clients), int(ids.max()) + 1 if k else 0)
-    keys = torch.rand(n, generator=generator(ctx.seed, purpose, ctx.round), dtype=torch.float64)[ids]
+    keys = torch.rand(n, generator=generator(ctx.seed, purpose, ctx.round), dtype=torch.float64, device="cpu")[ids]
     return torch.argsort(keys, stable=True).to(device)
 
 

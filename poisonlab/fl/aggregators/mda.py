@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, distances_to, one_hot
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, distances_to
 from poisonlab.fl.aggregators.gram import gram_memory, sq_distances
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.aggregators.subsets import MAX_SUBSETS, check_subsets, left_out_masks
@@ -56,7 +56,6 @@ def mda(f: int = 1, max_subsets: int = MAX_SUBSETS, chunk_bytes: int = CHUNK_BYT
         check_subsets("mda", n, f, max_subsets)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
-        n = updates.shape[0]
         chosen, diameter_sq = minimum_diameter_subset(sq_distances(updates, chunk_bytes), f)
         coef = chosen.to(updates.dtype) / int(chosen.sum())
         update = coef @ updates

@@ -7,7 +7,8 @@ which (parameter ``trusted``):
   (as FLTrust's g0; set federated.server_data.root_size). It is a reference point only: the answer
   is the mean of the n - f client rows nearest to it.
 - ``trusted=<client id>``: that client's row (a client the operator trusts, e.g. its own device); it
-  must be sampled in the round (DataError otherwise), and is its own nearest row (distance 0).
+  must be sampled in the round (DataError otherwise; a round where an earlier step dropped its row for
+  NaN/Inf is skipped with a zero update), and is its own nearest row (distance 0).
 update = (1 / (n - f)) sum of the n - f rows nearest to the trusted vector (ties to the lower row
 index). If the trusted vector is honest, every chosen attacker row is no farther from it than some
 honest row. Distances: exact, float64 column chunks (base.row_distances). Client
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError, DataError
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, client_ids, require_extra, row_distances
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, client_ids, empty, require_extra, row_distances
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
@@ -28,8 +29,9 @@ REFERENCE = ("Farhadkhani, Guerraoui, Gupta, Hoang, Pinot and Stephan 2023, Robu
              " Linear Gradient Overhead (ICML), MoNNA")
 
 
-def trusted_vector(updates: torch.Tensor, ctx: RoundContext, trusted: int | None) -> torch.Tensor:
-    """The (d,) vector MoNNA centres on: the server's update, or the row of client `trusted`."""
+def trusted_vector(updates: torch.Tensor, ctx: RoundContext, trusted: int | None) -> torch.Tensor | None:
+    """The (d,) vector MoNNA centres on: the server's update, or the row of client `trusted` (None if that
+    row was dropped by an earlier step for NaN/Inf: the round is then skipped, as a round with too few rows)."""
     if trusted is None:
         t = require_extra(ctx, "server_update", "monna", "a trusted vector: the server's update on its root data"
                           " (or monna's trusted=<client id>)")
@@ -39,6 +41,8 @@ def trusted_vector(updates: torch.Tensor, ctx: RoundContext, trusted: int | None
                             f" got shape {tuple(t.shape)}")
         return t
     row = torch.nonzero(client_ids(ctx, updates.shape[0]) == trusted).flatten()
+    if row.numel() != 1 and ctx.extras.get("rows_dropped"):
+        return None
     if row.numel() != 1:
         raise DataError(f"monna: trusted client {trusted} has no update in round {ctx.round} (not sampled, or"
                         " dropped for NaN/Inf); accepted: a client sampled every round, or trusted=None")
@@ -59,6 +63,8 @@ def monna(f: int = 1, trusted: int | None = None, chunk_bytes: int = CHUNK_BYTES
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n = updates.shape[0]
         t = trusted_vector(updates, ctx, trusted)
+        if t is None:
+            return empty(updates, {"trusted_missing": trusted})
         dist = row_distances(updates, t, chunk_bytes)
         chosen = torch.sort(dist, stable=True).indices[:n - f]
         coef = torch.zeros(n, dtype=updates.dtype, device=updates.device)

@@ -38,7 +38,8 @@ def left_out_masks(n: int, f: int, device: torch.device, chunk: int = 4096) -> I
         block = list(itertools.islice(combos, chunk))
         if not block:
             return
-        mask = torch.zeros(len(block), n, dtype=torch.bool)
+        mask = torch.zeros(len(block), n, dtype=torch.bool, device=device)
         if f:
-            mask[torch.arange(len(block))[:, None], torch.tensor(block, dtype=torch.long)] = True
-        yield mask.to(device)
+            rows = torch.arange(len(block), device=device)[:, None]
+            mask[rows, torch.tensor(block, dtype=torch.long, device=device)] = True
+        yield mask
