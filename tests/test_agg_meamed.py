@@ -31,3 +31,12 @@ def test_chunks_do_not_change_the_answer_and_checks():
     torch.testing.assert_close(meamed(f=2, chunk_bytes=200)(x, torch.ones(9)).update, meamed(f=2)(x, torch.ones(9)).update)
     with pytest.raises(ConfigError, match=r"^meamed needs n > 2f; got n=6, f=3$"):
         get("meamed", f=3).check_rows(6)
+
+
+def test_ties_at_the_edge_go_to_the_lower_rows_as_a_stable_sort_would():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 4, (11, 300), generator=g).float()  # many exact ties in every column
+    out = meamed(f=4)(x, torch.ones(11)).update
+    med = x.median(dim=0).values  # odd n: the middle value
+    nearest = torch.sort((x - med).abs(), dim=0, stable=True).indices[:7]
+    torch.testing.assert_close(out, torch.gather(x, 0, nearest).mean(0))

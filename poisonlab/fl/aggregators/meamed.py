@@ -3,8 +3,7 @@
 Per coordinate j, the mean of the n - f values closest to the coordinate's median:
 update_j = mean of the n - f x_ij with smallest |x_ij - median_i x_ij| (ties to the lower row index).
 Breakdown point f < n / 2 per coordinate: f values however far cannot move it beyond the range of
-the honest ones. Works on column chunks (the mean in float64, so rows near float32's largest value
-do not overflow it); ignores client weights (every row counts once, as in the paper). Needs n > 2f.
+the honest ones. Works on column chunks, by kthvalue and masks (no sort); ignores client weights (every row counts once, as in the paper). Needs n > 2f.
 selected: all rows; scores: ||x_i - update||.
 """
 
@@ -22,14 +21,22 @@ REFERENCE = "Xie, Koyejo and Gupta 2018, Generalized Byzantine-tolerant SGD (arX
 
 
 def mean_around_median(x: torch.Tensor, q: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
-    """Per column of x (n, d), the mean of the q entries closest to the column's median."""
+    """Per column of x (n, d), the mean of the q entries closest to the column's median.
+
+    The q-th smallest gap |x_ij - median_j| is found by kthvalue (no sort); every entry below it is kept,
+    and of the entries tied at it the lower row indices, until q are kept (the stable-sort choice). The
+    kept entries are divided by q before summing, so rows near float32's largest value do not overflow.
+    """
     n, d = x.shape
     out = torch.empty(d, dtype=x.dtype, device=x.device)
-    for cols in column_chunks(n, d, 40, chunk_bytes):  # block, gap, sort values and indices
+    for cols in column_chunks(n, d, 4 * x.element_size() + 16, chunk_bytes):  # block, gap, masks, sum
         block = x[:, cols]
-        gap = (block.double() - coordinate_median(block, chunk_bytes).double()).abs()
-        nearest = torch.sort(gap, dim=0, stable=True).indices[:q]
-        out[cols] = torch.gather(block, 0, nearest).double().mean(dim=0).to(x.dtype)
+        gap = (block - coordinate_median(block, chunk_bytes)).abs()
+        edge = torch.kthvalue(gap, q, dim=0).values
+        keep = gap < edge
+        tied = gap == edge
+        keep |= tied & (torch.cumsum(tied, dim=0) <= q - keep.sum(dim=0))
+        out[cols] = torch.where(keep, block / q, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=0)
     return out
 
 
