@@ -81,3 +81,17 @@ def test_the_rule_after_it_is_checked_on_the_buckets():
 def test_parameters_are_checked():
     with pytest.raises(ConfigError, match=r"^bucketing: s=0 is out of range; accepted: integer >= 1$"):
         get("bucketing", s=0)
+
+
+def test_a_config_chain_is_checked_on_the_buckets_before_it_runs():
+    from poisonlab.config import parse
+    from poisonlab.config.validate import check_components
+
+    doc = {"seed": 0, "data": {"dataset": "digits"}, "model": {"name": "mlp"},
+           "federated": {"clients": 8, "sample": 1.0, "rounds": 1,
+                         "aggregator": [{"name": "bucketing", "params": {"s": 2}}, {"name": "krum", "params": {"f": 1}}]}}
+    with pytest.raises(ConfigError, match=r"^federated.aggregator.1: krum needs n > 2f \+ 2; got n=4, f=1 .*4 rows"
+                                          r" after the earlier steps' regrouping"):
+        check_components(parse(doc))
+    doc["federated"]["aggregator"][0]["params"]["s"] = 1
+    check_components(parse(doc))

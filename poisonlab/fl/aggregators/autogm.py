@@ -3,7 +3,8 @@
 Minimises over v and weights alpha on the simplex
     sum_i alpha_i ||x_i - v|| + (lambda / 2) ||alpha||^2
 by alternating: v = the alpha-weighted geometric median (smoothed Weiszfeld, each alternation started
-from the last v); then, with
+from the last v; every iterate is a convex combination of the rows, so the iterations run on the one
+(n, n) Gram matrix, gram.py, and only the answer touches the (n, d) rows); then, with
 d_i = ||x_i - v||, the exact alpha step alpha_i = max(eta - d_i, 0) / lambda, eta the water level with
 sum alpha_i = 1 (found from the sorted d: eta = (lambda + sum of the p smallest d) / p for the largest
 p with eta > d_(p)). Rows farther than eta from the median get weight 0: the larger lambda, the more
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, check_positive, row_distances
-from poisonlab.fl.aggregators.median import column_chunks_memory
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, check_positive
+from poisonlab.fl.aggregators.gram import gram64, gram_memory
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
@@ -41,21 +42,29 @@ def simplex_weights(dist: torch.Tensor, lamb: float) -> torch.Tensor:
     return alpha / total
 
 
-def weighted_median(x: torch.Tensor, alpha: torch.Tensor, v: torch.Tensor, dist: torch.Tensor, nu: float,
-                    max_iter: int, ftol: float, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(v, ||x_i - v||): the alpha-weighted geometric median by smoothed Weiszfeld steps
-    v <- sum b_i x_i / sum b_i, b_i = alpha_i / max(nu, ||x_i - v||), started from the previous alternation's
-    v (warm: each alternation changes alpha a little), until the objective improves by less than ftol."""
+def gram_distances(gram: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """||x_i - v|| for v = sum_j coef_j x_j (coef on the simplex), from the Gram matrix about any point."""
+    g_coef = gram @ coef
+    return (gram.diagonal() - 2 * g_coef + coef @ g_coef).clamp_min(0).sqrt()
+
+
+def weighted_median(gram: torch.Tensor, alpha: torch.Tensor, coef: torch.Tensor, nu: float, max_iter: int,
+                    ftol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coef, ||x_i - v||): the alpha-weighted geometric median v = coef @ x by smoothed Weiszfeld steps
+    coef <- b / sum b, b_i = alpha_i / max(nu, ||x_i - v||), run on the (n, n) Gram matrix (every iterate
+    is a convex combination of the rows), from the previous alternation's coef, until the objective
+    improves by less than ftol."""
+    dist = gram_distances(gram, coef)
     value = float((alpha * dist).sum())
     for _ in range(max_iter):
         b = alpha / dist.clamp_min(nu)
-        v = (b / b.sum()).to(x.dtype) @ x
-        dist = row_distances(x, v, chunk_bytes)
+        coef = b / b.sum()
+        dist = gram_distances(gram, coef)
         new = float((alpha * dist).sum())
         if abs(value - new) <= ftol * max(new, 1e-30):
             break
         value = new
-    return v, dist
+    return coef, dist
 
 
 def objective(alpha: torch.Tensor, dist: torch.Tensor, lamb: float) -> float:
@@ -74,19 +83,19 @@ def autogm(lamb: float = 2.0, max_iter: int = 100, nu: float = 1e-6, ftol: float
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n = updates.shape[0]
+        gram = gram64(updates, chunk_bytes)
         alpha = torch.full((n,), 1.0 / n, dtype=torch.float64, device=updates.device)
-        v = alpha.to(updates.dtype) @ updates
-        v, dist = weighted_median(updates, alpha, v, row_distances(updates, v, chunk_bytes), nu, max_iter, ftol,
-                                  chunk_bytes)
+        coef, dist = weighted_median(gram, alpha, alpha, nu, max_iter, ftol)
         value = objective(alpha, dist, lamb)
         steps = 0
         for steps in range(1, max_iter + 1):
             alpha = simplex_weights(dist, lamb)
-            v, dist = weighted_median(updates, alpha, v, dist, nu, max_iter, ftol, chunk_bytes)
+            coef, dist = weighted_median(gram, alpha, coef, nu, max_iter, ftol)
             new = objective(alpha, dist, lamb)
             if abs(value - new) <= ftol * max(abs(new), 1e-30):
                 break
             value = new
-        return Aggregate(v, alpha > 0, (1 - n * alpha).float(), {"alternations": steps, "kept": int((alpha > 0).sum())})
+        update = coef.to(updates.dtype) @ updates
+        return Aggregate(update, alpha > 0, (1 - n * alpha).float(), {"alternations": steps, "kept": int((alpha > 0).sum())})
 
-    return Rule(apply, f"autogm(lamb={lamb})", memory=column_chunks_memory("autogm", chunk_bytes))
+    return Rule(apply, f"autogm(lamb={lamb})", memory=gram_memory("autogm"))

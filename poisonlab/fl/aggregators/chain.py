@@ -32,7 +32,7 @@ def chain(*steps: Rule) -> Rule:
     for step in flat[:-1]:
         if not step.transform:
             raise TypeError(f"chain: {step!r} is a reducer; only the last step may reduce"
-                            " (steps that pass rows on: norm_clip, nonfinite, validation)")
+                            " (steps that pass rows on: norm_clip, nonfinite, validation, bucketing, nnm, arc)")
 
     def memory(k: int, d: int, clients: int) -> dict[str, int]:
         return {name: b for step in flat for name, b in step.memory_parts(k, d, clients).items()}
