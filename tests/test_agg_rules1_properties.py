@@ -3,7 +3,6 @@ f < n / 2 outliers of any size, and the pre-aggregators' composition through cha
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
