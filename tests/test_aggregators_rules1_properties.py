@@ -26,7 +26,7 @@ RULES = {
 }
 EQUIVARIANT = [name for name in RULES if name not in ("arc+krum",)]  # clipping depends on the origin
 BOUNDED = [name for name in RULES if name != "bucketing+median"]  # s = 2 lets 3 attackers spoil 3 of 5 buckets
-# (the paper needs s <= n / (2f)); test_agg_bucketing checks 2 attackers of 12
+# (the paper needs s <= n / (2f)); test_aggregators_bucketing checks 2 attackers of 12
 
 
 def data(seed: int, k: int = 10, d: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
