@@ -26,6 +26,8 @@ RULES = {
     "mean": {}, "median": {}, "trimmed_mean": {"beta": 0.1}, "krum": "f", "multi_krum": "f",
     "bulyan": "f", "geometric_median": {}, "centered_clipping": {"tau": 1.0}, "norm_clip": {"bound": 1.0},
     "fltrust": {}, "foolsgold": {}, "dp_gaussian": {"bound": 1.0, "sigma": 0.01}, "flame": {},
+    "bucketing": {"s": 2}, "nnm": "f", "arc": "f", "meamed": "f", "mda": {"f": 2}, "smea": {"f": 2}, "monna": "f",
+    "caf": "f", "dnc": "f", "gm_of_means": {"groups": 5}, "autogm": {},
 }
 
 
@@ -137,12 +139,16 @@ def main() -> None:
     p.add_argument("--k", type=int, nargs="*", default=[20, 100, 500])
     p.add_argument("--d", type=int, nargs="*", default=[100_000, 1_000_000])
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--rules", nargs="*", default=None, help="only these rules (default: all of RULES)")
     p.add_argument("--max-gb", type=float, default=4.0)
     p.add_argument("--loop-budget", type=float, default=120.0,
                    help="run the loop baselines when they would take at most this many seconds, else extrapolate")
     p.add_argument("--loops", default="100x1000000",
                    help="k x d combos (comma separated) that also run the per-pair loop baselines; 'all' or ''")
     args = p.parse_args()
+    if args.rules:
+        for name in [r for r in RULES if r not in args.rules]:
+            del RULES[name]
     peak = matmul_peak()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s")
     print(f"{'k':>4} {'d':>8}  {'rule':48} {'seconds':>9}  ratio")
@@ -151,7 +157,7 @@ def main() -> None:
             if 3 * k * d * 4 / 2**30 > args.max_gb:  # input + sort/copy temporaries
                 print(f"{k:>4} {d:>8}  skipped: about {3 * k * d * 4 / 2**30:.1f} GB > {args.max_gb} GB")
                 continue
-            loops = args.loops == "all" or f"{k}x{d}" in args.loops.split(",")
+            loops = (args.loops == "all" or f"{k}x{d}" in args.loops.split(",")) and {"krum", "bulyan"} <= set(RULES)
             for k_, d_, name, sec, ratio in bench(k, d, args.reps, loops, peak, args.loop_budget):
                 extra = f"{ratio:6.1f}x" if ratio is not None else ""
                 print(f"{k_:>4} {d_:>8}  {name:48} {sec:9.4f}  {extra}", flush=True)

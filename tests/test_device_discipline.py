@@ -27,7 +27,7 @@ AGGREGATOR_PARAMS = {"krum": {"f": 1}, "multi_krum": {"f": 1}, "bulyan": {"f": 1
                      "centered_clipping": {"tau": 1.0}, "dp_gaussian": {"bound": 1.0, "sigma": 0.01}}
 ATTACK_PARAMS = {"constrain_and_scale": {"bound": 1.0}}
 PATCH = {"name": "patch", "params": {"size": 2, "color": [1.0], "position": "bottom-right"}}
-SERVER_DATA = {"fltrust": {"root_size": 40}, "validation": {"validation_size": 40}}
+SERVER_DATA = {"fltrust": {"root_size": 40}, "monna": {"root_size": 40}, "validation": {"validation_size": 40}}
 
 
 @contextlib.contextmanager

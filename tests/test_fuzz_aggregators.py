@@ -56,7 +56,22 @@ def params_for(name: str, k: int, data) -> dict | None:
         return {"f": f} if name == "krum" else {"f": f, "m": data.draw(st.integers(1, k - f), label="m")}
     if name == "bulyan":
         return None if k < 3 else {"f": data.draw(st.integers(0, (k - 3) // 4), label="f")}
+    half = (k - 1) // 2  # the largest f with n > 2f
     choices = {
+        "bucketing": lambda: {"s": data.draw(st.integers(1, k), label="s")},
+        "nnm": lambda: {"f": data.draw(st.integers(0, half), label="f")},
+        "arc": lambda: {"f": data.draw(st.integers(0, half), label="f")},
+        "meamed": lambda: {"f": data.draw(st.integers(0, half), label="f")},
+        "mda": lambda: {"f": data.draw(st.integers(0, half), label="f"), "max_subsets": 10**6},
+        "smea": lambda: {"f": data.draw(st.integers(0, half), label="f"), "max_subsets": 10**6},
+        "monna": lambda: {"f": data.draw(st.integers(0, k - 1), label="f"),
+                          "trusted": data.draw(st.sampled_from([None, 0, k - 1]), label="trusted")},
+        "caf": lambda: {"f": data.draw(st.integers(0, half), label="f"),
+                        "max_passes": data.draw(st.sampled_from([1, 1000]), label="max_passes")},
+        "dnc": lambda: {"f": data.draw(st.integers(0, k - 1), label="f"), "iterations": data.draw(st.integers(1, 2)),
+                        "b": data.draw(st.sampled_from([1, 5, 10_000]), label="b"), "c": 1.0},
+        "gm_of_means": lambda: {"groups": data.draw(st.integers(1, k), label="groups")},
+        "autogm": lambda: {"lamb": data.draw(st.sampled_from([1e-3, 2.0, 1e6]), label="lamb")},
         "trimmed_mean": lambda: {"beta": data.draw(st.sampled_from([0.0, 0.1, 0.2, 0.49]), label="beta")},
         "norm_clip": lambda: {"bound": data.draw(st.sampled_from([1e-3, 1.0, 1e6]), label="bound")},
         "dp_gaussian": lambda: {"bound": data.draw(st.sampled_from([1e-3, 1.0]), label="bound"),

@@ -23,7 +23,7 @@ from poisonlab.errors import ConfigError
 
 FINE_TUNE_ONLY = ("clean_fraction", "epochs", "lr", "batch_size", "momentum", "head_only", "feature_layer")
 """Injection settings that only mode fine_tune reads."""
-SERVER_DATA_USERS = {"root_size": ("fltrust",), "validation_size": ("validation",)}
+SERVER_DATA_USERS = {"root_size": ("fltrust", "monna"), "validation_size": ("validation",)}
 """Which aggregators read each server data set (federated.server_data)."""
 
 

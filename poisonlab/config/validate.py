@@ -45,13 +45,15 @@ def check_rows_per_round(config: ExperimentConfig) -> None:
                                             indexed=isinstance(fed.aggregator, list)):
         from poisonlab.fl.aggregators import build_rule
 
-        check = build_rule(name, params).check_rows
+        rule = build_rule(name, params)
         try:
-            check(n)
+            rule.check_rows(n)
         except ConfigError as err:
+            regrouped = "" if n == sampled_clients(config) else f"; {n} rows after the earlier steps' regrouping"
             raise ConfigError(f"{path.removesuffix('.name')}: {err} (n = updates a round, from federated.clients="
-                              f"{fed.clients} and sample={fed.sample}); accepted: parameters that fit n, or a"
-                              " larger sample") from None
+                              f"{fed.clients} and sample={fed.sample}{regrouped}); accepted: parameters that fit n,"
+                              " or a larger sample") from None
+        n = rule.rows_out(n)  # a step that regroups rows (bucketing) hands the next one fewer
 
 
 def components(config: ExperimentConfig):

@@ -29,8 +29,9 @@ class Aggregate:
     A step that rewrites or filters rows for the next step of a chain (clipping, the non-finite
     guard, validation) also says what it passes on: rows (k, d) rewritten rows (None: the input
     rows), scale (k,) factors the next step's rows are multiplied by (None: 1; a clipping step alone
-    then never materialises a clipped copy), keep bool (k,) rows passed on (None: all). Such a step
-    may leave update None: called alone, its answer is the weighted mean of the rows it passes on
+    then never materialises a clipped copy), keep bool (k,) rows passed on (None: all). A step that
+    regroups rows (bucketing: m bucket means from k rows) passes on rows (m, d) with weights (m,) (None:
+    the input weights; rows are then no longer clients). Such a step may leave update None: called alone, its answer is the weighted mean of the rows it passes on
     (fl.aggregators.base.Rule fills it in).
     """
 
@@ -42,6 +43,7 @@ class Aggregate:
     rows: torch.Tensor | None = None
     scale: torch.Tensor | None = None
     keep: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,17 @@ and how to add a rule. ``get`` returns the bare rule; a config's rule is ``build
 
 from __future__ import annotations
 
+from poisonlab.fl.aggregators.arc import arc
+from poisonlab.fl.aggregators.autogm import autogm
+from poisonlab.fl.aggregators.bucketing import bucketing
+from poisonlab.fl.aggregators.caf import caf
+from poisonlab.fl.aggregators.dnc import dnc
+from poisonlab.fl.aggregators.gm_of_means import gm_of_means
+from poisonlab.fl.aggregators.mda import mda
+from poisonlab.fl.aggregators.meamed import meamed
+from poisonlab.fl.aggregators.monna import monna
+from poisonlab.fl.aggregators.nnm import nnm
+from poisonlab.fl.aggregators.smea import smea
 from poisonlab.fl.aggregators.auditing import audited, robust_z
 from poisonlab.fl.aggregators.base import Rule
 from poisonlab.fl.aggregators.build import build_chain, build_rule, check_rule_params
@@ -39,3 +50,4 @@ __all__ = ["AGGREGATORS", "Rule", "audited", "build_chain", "build_rule", "bulya
            "check_rule_params", "dp_gaussian", "flame", "fltrust", "foolsgold", "geometric_median", "get", "krum",
            "mean", "median", "multi_krum", "nonfinite_guard", "norm_clip", "pairwise_sq_distances", "robust_z",
            "trimmed_mean", "validation"]
+__all__ += ["arc", "autogm", "bucketing", "caf", "dnc", "gm_of_means", "mda", "meamed", "monna", "nnm", "smea"]

@@ -35,15 +35,17 @@ class Rule:
     memory_parts(k, d, clients): name -> bytes of the temporaries of one call beyond the (k, d) input;
     names may hold {k}, {d} and {clients}, which the resource estimate fills in.
     transform: True for a step that passes rows on (may come before the last step of a chain).
+    rows_out(n): how many rows such a step passes on from n (n by default; bucketing: ceil(n / s)).
     steps: the steps of a chain (None for a single rule).
     """
 
     def __init__(self, apply: Callable[[torch.Tensor, torch.Tensor, RoundContext], Aggregate], text: str, *,
                  check_rows: Callable[[int], None] | None = None,
                  memory: Callable[[int, int, int], dict[str, int]] | None = None,
-                 transform: bool = False, steps: tuple | None = None):
+                 transform: bool = False, steps: tuple | None = None,
+                 rows_out: Callable[[int], int] | None = None):
         self.apply, self.text, self.transform, self.steps = apply, text, transform, steps
-        self._check_rows, self._memory = check_rows, memory
+        self._check_rows, self._memory, self._rows_out = check_rows, memory, rows_out
 
     def __repr__(self) -> str:
         return self.text
@@ -52,6 +54,10 @@ class Rule:
         """ConfigError unless a round of n rows can be aggregated (no requirement by default)."""
         if self._check_rows is not None:
             self._check_rows(n)
+
+    def rows_out(self, n: int) -> int:
+        """How many rows this step passes on from n rows (n unless it regroups them)."""
+        return self._rows_out(n) if self._rows_out is not None else n
 
     def memory_parts(self, k: int, d: int, clients: int = 0) -> dict[str, int]:
         """The temporaries of one call on k rows of d coordinates (clients: K in the federation), by name."""
@@ -91,6 +97,7 @@ def passed_mean(agg: Aggregate, updates: torch.Tensor, weights: torch.Tensor) ->
     """agg with update = the weighted mean of the rows it passes on: sum_i w_i s_i x'_i / sum_i w_i over the
     kept rows (x' = agg.rows or the input rows, s = agg.scale or 1), as one (k,) @ (k, d) product."""
     x = agg.rows if agg.rows is not None else updates
+    weights = weights if agg.weights is None else agg.weights  # a regrouping step's weights of its rows
     coef = normalized(weights if agg.keep is None else weights * agg.keep)
     if agg.scale is not None:
         coef = coef * agg.scale
