@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, record_range
 from poisonlab.fl.aggregators.base import Rule, check_positive, normalized, row_norms_float64
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
@@ -46,6 +46,7 @@ class AdaptiveClip:
         self.rule = rule
         self.z = check_positive(rule, "noise_multiplier", noise_multiplier, allow_zero=True)
         self.initial_clip = check_positive(rule, "initial_clip", initial_clip)
+        record_range("target_quantile", "[0, 1]")  # the range shown by `poisonlab list` (the first recorded)
         self.target = check_positive(rule, "target_quantile", target_quantile, allow_zero=True)
         if self.target > 1:
             raise ConfigError(f"{rule}: target_quantile={target_quantile!r} is out of range; accepted: 0 <= q <= 1")
@@ -113,8 +114,9 @@ def dp_adaptive_clipping(noise_multiplier: float = 0.0, initial_clip: float = 0.
 @AGGREGATORS.register("dp_adaptive_client", reference=REFERENCE)
 def dp_adaptive_client(noise_multiplier: float = 0.0, initial_clip: float = 0.1, target_quantile: float = 0.5,
                        clip_lr: float = 0.2, clipped_count_stddev: float | None = None) -> Rule:
-    """Client-side adaptive clipping: each row clipped to C before aggregation (a chain step), C follows the
-    target quantile from the clients' noisy bits (state); alone, the server's noisy mean."""
+    """Client-side adaptive clipping: rows clipped to C (a chain step); C tracks a quantile (state).
+
+    C follows the target quantile from the clients' noisy bits; alone, the answer is the server's noisy mean."""
     p = AdaptiveClip("dp_adaptive_client", noise_multiplier, initial_clip, target_quantile, clip_lr,
                      clipped_count_stddev)
 

@@ -80,8 +80,9 @@ def chunk_weights(y: torch.Tensor, line: str, lam: float, threshold: float
 @AGGREGATORS.register("residual_reweight", reference=REFERENCE)
 def residual_reweight(lam: float = 2.0, threshold: float = 0.1, line: str = "repeated_median",
                       chunk_bytes: int = CHUNK_BYTES) -> Rule:
-    """Residual-based reweighting: per-coordinate robust line, Huber IRLS weights, low-weight values replaced,
-    clients weighted by their confidence."""
+    """Residual reweighting: per-coordinate robust line and Huber weights; clients weighted by confidence.
+
+    Values whose weight is below threshold are replaced by the line's value (see the module docstring)."""
     lam = check_positive("residual_reweight", "lam", lam)
     threshold = check_positive("residual_reweight", "threshold", threshold, allow_zero=True)
     if line not in LINES:

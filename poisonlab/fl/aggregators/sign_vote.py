@@ -66,8 +66,9 @@ def signsgd_vote(step: float = 0.001, chunk_bytes: int = CHUNK_BYTES) -> Rule:
 
 @AGGREGATORS.register("robust_lr", reference=RLR_REFERENCE)
 def robust_lr(threshold: int = 4, chunk_bytes: int = CHUNK_BYTES) -> Rule:
-    """Robust Learning Rate: the weighted mean, with the sign of coordinate j flipped where fewer than
-    threshold clients agree on its sign (|sum_i sign(x_ij)| < threshold).
+    """Robust Learning Rate: the weighted mean, each coordinate's sign flipped where the sign vote is weak.
+
+    Coordinate j is flipped where fewer than threshold clients agree on its sign (|sum_i sign(x_ij)| < threshold).
 
     A round needs at least threshold voting rows (otherwise every coordinate would flip): check_rows.
     """

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, record_range
 from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_positive, normalized, row_norms_float64
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
@@ -67,10 +67,10 @@ def sign_filter(stats: np.ndarray) -> np.ndarray:
 
 @AGGREGATORS.register("signguard", reference=REFERENCE)
 def signguard(lower: float = 0.1, upper: float = 3.0, fraction: float = 0.1) -> Rule:
-    """SignGuard: norm-ratio filter and MeanShift on sign statistics; weighted mean of the survivors clipped
-    to the median norm."""
+    """SignGuard: norm-ratio filter, MeanShift on sign statistics; mean of survivors clipped to the median norm."""
     lower = check_positive("signguard", "lower", lower, allow_zero=True)
     upper = check_positive("signguard", "upper", upper)
+    record_range("fraction", "(0, 1]")  # the range shown by `poisonlab list` (the first recorded)
     fraction = check_positive("signguard", "fraction", fraction)
     if lower > upper or fraction > 1:
         raise ConfigError(f"signguard: lower={lower}, upper={upper}, fraction={fraction} out of range;"
