@@ -19,7 +19,7 @@ def test_repeated_median_line_by_hand():
     # a=0: (1-0)/1, (2-0)/2, (10-0)/3 = (1, 1, 3.33) -> 1
     # a=1: (1, 1, 4.5) -> 1; a=2: (1, 1, 8) -> 1; a=3: (3.33, 4.5, 8) -> 4.5; outer median of (1, 1, 1, 4.5) = 1
     # intercept = med(y) - 1 * 1.5 = 1.5 - 1.5 = 0
-    v = torch.tensor([[0.0], [1.0], [2.0], [10.0]], dtype=torch.float64)
+    v = torch.tensor([[0.0, 1.0, 2.0, 10.0]], dtype=torch.float64)
     intercept, slope = line_fit(v, "repeated_median")
     assert slope.item() == 1.0 and intercept.item() == 0.0
     intercept, slope = line_fit(v, "median")

@@ -32,47 +32,47 @@ REFERENCE = ("Fu, Xie, Li and Chen 2019, Attack-Resistant Federated Learning wit
 LINES = ("repeated_median", "median")
 
 
-def sorted_median(s: torch.Tensor, dim: int) -> torch.Tensor:
-    """The median along dim of a tensor already sorted along dim (even length: mean of the two middle)."""
-    m = s.shape[dim]
-    lo = s.narrow(dim, (m - 1) // 2, 1).squeeze(dim)
-    return lo if m % 2 else (lo + s.narrow(dim, m // 2, 1).squeeze(dim)) / 2
+def middle(values: torch.Tensor, lo: int, m: int) -> torch.Tensor:
+    """The median along the last dim of the m values ranked lo .. lo + m - 1 (0-based) of each row, by
+    selection (torch.kthvalue, no full sort); even m: the mean of the two middle ones."""
+    first = torch.kthvalue(values, lo + (m - 1) // 2 + 1, dim=-1).values
+    return first if m % 2 else (first + torch.kthvalue(values, lo + m // 2 + 1, dim=-1).values) / 2
 
 
 def line_fit(v: torch.Tensor, line: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(intercept, slope), each (cw,), of the line through the points (c, v[c]) of sorted columns v (n, cw)."""
-    n = v.shape[0]
-    med = sorted_median(v, 0)
+    """(intercept, slope), each (cw,), of the line through the points (c, v[:, c]) of the rows of v (cw, n),
+    each row sorted ascending."""
+    n = v.shape[1]
+    med = v[:, (n - 1) // 2] if n % 2 else (v[:, n // 2 - 1] + v[:, n // 2]) / 2  # rows already sorted
     if line == "median" or n < 2:
         return med, torch.zeros_like(med)
     x = torch.arange(n, dtype=v.dtype, device=v.device)
     gap = x[None, :] - x[:, None]  # c - a
     gap.fill_diagonal_(1.0)
-    slopes = (v[None, :, :] - v[:, None, :]) / gap[:, :, None]  # [a, c, j]
-    slopes.diagonal(dim1=0, dim2=1).fill_(float("inf"))  # excluded from each inner median: sorted last
-    inner = sorted_median(slopes.sort(dim=1).values[:, : n - 1], 1)  # (n, cw)
-    slope = sorted_median(inner.sort(dim=0).values, 0)
-    return med - slope * (n - 1) / 2, slope
+    slopes = (v[:, None, :] - v[:, :, None]) / gap  # [j, a, c] = (v_c - v_a) / (c - a)
+    slopes.diagonal(dim1=1, dim2=2).fill_(float("inf"))  # each inner median skips c = a: ranked last
+    return med - (slope := middle(middle(slopes, 0, n - 1), 0, n)) * (n - 1) / 2, slope
 
 
 def chunk_weights(y: torch.Tensor, line: str, lam: float, threshold: float
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weights w_ij (n, cw), values after replacement y' (n, cw)) for one column chunk y (n, cw), float64."""
-    n = y.shape[0]
-    v, order = y.sort(dim=0, stable=True)
-    rank = order.argsort(dim=0)
+    """(weights w (cw, n), values after replacement y' (cw, n)) for one chunk y (cw, n) of coordinates x clients,
+    float64."""
+    cw, n = y.shape
+    v, order = y.sort(dim=1)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=y.device).expand(cw, n))
     intercept, slope = line_fit(v, line)
-    fit = intercept + slope * rank.to(y.dtype)
+    fit = intercept[:, None] + slope[:, None] * rank.to(y.dtype)
     r = y - fit
     abs_r = r.abs()
-    tau = 1.4826 * (1 + 5 / max(n - 1, 1)) * (sorted_median(abs_r.sort(dim=0).values[1:], 0) if n > 1
-                                              else torch.zeros_like(y[0]))
+    scale = middle(abs_r, 1, n - 1) if n > 1 else torch.zeros_like(y[:, 0])  # the n - 1 largest |r|
+    tau = 1.4826 * (1 + 5 / max(n - 1, 1)) * scale
     x = torch.arange(n, dtype=y.dtype, device=y.device)
     spread = ((x - x.mean()) ** 2).sum()
     h = 1 / n + ((x - x.mean()) ** 2 / spread if n > 1 else torch.zeros_like(x))
     root = (1 - h).clamp_min(0).sqrt()[rank]  # sqrt(1 - h_i) of each value's rank
     k_huber = lam * (2 / n) ** 0.5
-    w = (k_huber * tau * root / abs_r).nan_to_num(nan=0.0, posinf=1.0).clamp_max(1.0)
+    w = (k_huber * tau[:, None] * root / abs_r).nan_to_num(nan=0.0, posinf=1.0).clamp_max(1.0)
     w = torch.where(abs_r == 0, torch.ones_like(w), w)
     return w, torch.where(w < threshold, fit, y)
 
@@ -93,12 +93,12 @@ def residual_reweight(lam: float = 2.0, threshold: float = 0.1, line: str = "rep
         k, d = updates.shape
         conf = torch.zeros(k, dtype=torch.float64, device=updates.device)
         cleaned = torch.empty_like(updates)
-        per_entry = 24 * k if line == "repeated_median" else 48  # the (k, k, cw) slope block, sorted
+        per_entry = 24 * k if line == "repeated_median" else 64  # the (cw, k, k) slope block and selections
         for cols in column_chunks(k, d, per_entry, chunk_bytes):
-            w, y = chunk_weights(updates[:, cols].double(), line, lam, threshold)
-            spread = w.std(dim=0) if k > 1 else torch.zeros_like(w[0])
-            conf += w @ spread
-            cleaned[:, cols] = y.to(updates.dtype)
+            w, y = chunk_weights(updates[:, cols].T.double(), line, lam, threshold)
+            spread = w.std(dim=1) if k > 1 else torch.zeros_like(w[:, 0])
+            conf += spread @ w
+            cleaned[:, cols] = y.T.to(updates.dtype)
         top = conf.max()
         c = (conf / top) ** 2 if bool(top > 0) else torch.ones_like(conf)
         update = normalized(weights * c).to(updates.dtype) @ cleaned
