@@ -4,13 +4,14 @@ With M = median_i ||x_i|| (numpy's median: even k averages the two middle norms)
 1. norm filter: S1 = {i : lower <= ||x_i|| / M <= upper} (the paper's L = 0.1, R = 3.0);
 2. sign filter: a random subset of ceil(fraction * d) coordinates (generator derived from ctx.seed
    and ctx.round) gives each row its sign statistics (share of positive, zero and negative entries,
-   a point in the 3-simplex); MeanShift (scikit-learn; bandwidth from estimate_bandwidth over all
-   rows, quantile 0.5, bin seeding) clusters these points and S2 = its largest cluster (all rows when
-   the points do not differ);
+   a point in the 3-simplex); MeanShift, the paper's clustering (scikit-learn; our settings: bandwidth
+   from estimate_bandwidth over all rows at quantile 0.5, bin seeding, orphans unassigned) clusters
+   these points and S2 = its largest cluster (all rows when the points do not differ). Blades
+   substitutes 2-means on all coordinates; fraction=1 gives the full sign statistics here too;
 3. update = the weighted mean over S1 ∩ S2 of the rows clipped to M: x_i * min(1, M / ||x_i||).
 selected: S1 ∩ S2; scores: 0 for a selected row, 1 if it fails one filter, 2 if both.
 Paper: Algorithm 1 of "Byzantine-robust Federated Learning through Collaborative Malicious Gradient
-Filtering" (ICDCS 2022); the MeanShift settings follow the authors' and Blades' code.
+Filtering" (ICDCS 2022).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def sign_statistics(updates: torch.Tensor, fraction: float, seed: int, round: in
     """(k, 3) float64 shares of positive, zero and negative entries on a random coordinate subset."""
     d = updates.shape[1]
     m = max(1, math.ceil(fraction * d))
-    cols = torch.randperm(d, generator=generator(seed, "signguard", round))[:m].to(updates.device)
+    cols = torch.randperm(d, generator=generator(seed, "signguard", round))[:m].sort().values.to(updates.device)
     part = updates.index_select(1, cols)
     stats = torch.stack([(part > 0).sum(dim=1), (part == 0).sum(dim=1), (part < 0).sum(dim=1)], dim=1)
     return (stats.double() / m).cpu().numpy()
