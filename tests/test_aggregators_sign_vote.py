@@ -61,3 +61,12 @@ def test_bad_parameters_are_one_line(name, params, match):
     with pytest.raises(ConfigError, match=match) as err:
         get(name, **params)
     assert "\n" not in str(err.value)
+
+
+def test_robust_lr_moves_against_a_minority_pushing_a_coordinate_honest_clients_leave_alone():
+    """The defining property: where fewer than threshold clients agree (a backdoor coordinate that honest
+    clients do not touch), the server rate flips and the model moves against the attackers' push."""
+    honest = torch.tensor([[1.0, 0.0]] * 6)
+    attackers = torch.tensor([[1.0, 5.0]] * 2)
+    out = robust_lr(threshold=4)(torch.cat([honest, attackers]), torch.ones(8))
+    assert out.update.tolist() == [1.0, -1.25] and out.info["flipped"] == 1

@@ -12,7 +12,9 @@ clipped_clustering (Li, Xia, Wang et al. 2023, An Experimental Study of Byzantin
   invariant, so clipping does not move the clusters; average linkage as in the paper) and the weighted
   mean of the larger cluster's clipped rows.
 majority_cluster: plain 2-means (Lloyd) on the Euclidean geometry of the rows, started from the
-  farthest pair, computed from the (k, k) Gram matrix; weighted mean of the larger cluster.
+  farthest pair, computed from the (k, k) Gram matrix; weighted mean of the larger cluster. (FLPoison's
+  SimpleClustering keeps the largest DBSCAN(eps=0.05) or MeanShift cluster of the raw updates; 2-means
+  has no absolute radius to tune, so it behaves the same at any update scale.)
 
 The larger cluster has more rows; a tie goes to the larger total weight, then to the cluster holding
 the lowest row index. selected: rows of the larger cluster; scores: 1 for the other cluster, 0 for
@@ -36,7 +38,8 @@ SATTLER = ("Sattler, Mueller and Samek 2020, Clustered Federated Learning: Model
            " Multitask Optimization Under Privacy Constraints (IEEE TNNLS)")
 LI = ("Li, Xia, Wang et al. 2023, An Experimental Study of Byzantine-Robust Aggregation Schemes in Federated"
       " Learning (IEEE Transactions on Big Data; Blades)")
-KMEANS = "Lloyd 1982, Least squares quantization in PCM (2-means); the majority-cluster filter of FLPoison"
+KMEANS = ("Lloyd 1982, Least squares quantization in PCM (2-means); the majority-cluster filter of FLPoison"
+          " (SimpleClustering)")
 LINKAGES = ("single", "complete", "average")
 
 

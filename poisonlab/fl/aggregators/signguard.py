@@ -4,8 +4,8 @@ With M = median_i ||x_i|| (numpy's median: even k averages the two middle norms)
 1. norm filter: S1 = {i : lower <= ||x_i|| / M <= upper} (the paper's L = 0.1, R = 3.0);
 2. sign filter: a random subset of ceil(fraction * d) coordinates (generator derived from ctx.seed
    and ctx.round) gives each row its sign statistics (share of positive, zero and negative entries,
-   a point in the 3-simplex); MeanShift, the paper's clustering (scikit-learn; our settings: bandwidth
-   from estimate_bandwidth over all rows at quantile 0.5, bin seeding, orphans unassigned) clusters
+   a point in the 3-simplex); MeanShift, the paper's clustering (scikit-learn; bandwidth from
+   estimate_bandwidth at quantile 0.5, bin seeding, orphans unassigned, as FLPoison's option) clusters
    these points and S2 = its largest cluster (all rows when the points do not differ). Blades
    substitutes 2-means on all coordinates; fraction=1 gives the full sign statistics here too;
 3. update = the weighted mean over S1 ∩ S2 of the rows clipped to M: x_i * min(1, M / ||x_i||).
