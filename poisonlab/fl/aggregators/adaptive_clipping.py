@@ -82,9 +82,9 @@ class AdaptiveClip:
         w = normalized(weights)
         z_delta = self.update_multiplier(k)
         std = z_delta * clip * float(w.max())
-        noise = torch.randn(d, generator=generator(ctx.seed, name, "update", ctx.round)).to(updates)
+        noise = torch.randn(d, generator=generator(ctx.seed, name, "update", ctx.round), device="cpu").to(updates)
         update = (w.double() * factors).to(updates.dtype) @ updates + std * noise
-        count_noise = float(torch.randn(1, generator=generator(ctx.seed, name, "count", ctx.round)))
+        count_noise = float(torch.randn(1, generator=generator(ctx.seed, name, "count", ctx.round), device="cpu"))
         fraction = (float(bits.sum()) + self.count_stddev(k) * count_noise) / k
         next_clip = clip * math.exp(-self.lr * (fraction - self.target))
         next_clip = min(max(next_clip, 1e-30), 1e30)  # a finite positive C whatever the noise draws

@@ -32,7 +32,7 @@ def local_dp(clip: float = 1.0, sigma: float = 0.01) -> Rule:
         k, d = updates.shape
         norms = row_norms_float64(updates)
         factors = (clip / norms.clamp_min(1e-300)).clamp_max(1.0).to(updates.dtype)
-        noise = torch.randn(k, d, generator=generator(ctx.seed, "local_dp", ctx.round)).to(updates)
+        noise = torch.randn(k, d, generator=generator(ctx.seed, "local_dp", ctx.round), device="cpu").to(updates)
         rows = torch.addcmul(noise.mul_(sigma * clip), updates, factors[:, None])
         return Aggregate(None, norms <= clip, (norms / clip).float(),
                          {"clipped": int((norms > clip).sum()), "noise_std": sigma * clip}, rows=rows)

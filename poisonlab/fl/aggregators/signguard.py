@@ -44,7 +44,8 @@ def sign_statistics(updates: torch.Tensor, fraction: float, seed: int, round: in
     """(k, 3) float64 shares of positive, zero and negative entries on a random coordinate subset."""
     d = updates.shape[1]
     m = max(1, math.ceil(fraction * d))
-    cols = torch.randperm(d, generator=generator(seed, "signguard", round))[:m].sort().values.to(updates.device)
+    order = torch.randperm(d, generator=generator(seed, "signguard", round), device="cpu")
+    cols = order[:m].sort().values.to(updates.device)  # in order: a cache-friendlier gather
     part = updates.index_select(1, cols)
     stats = torch.stack([(part > 0).sum(dim=1), (part == 0).sum(dim=1), (part < 0).sum(dim=1)], dim=1)
     return (stats.double() / m).cpu().numpy()

@@ -40,7 +40,7 @@ def row_scores(updates: torch.Tensor, weights: torch.Tensor, score: str, chunk_b
 def sigma_keep(scores: torch.Tensor, n_sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(keep mask |s_i - mu| <= n_sigma * sd, standardized deviation |s_i - mu| / sd) of (k,) float64 scores."""
     mu = scores.mean()
-    sd = scores.std(correction=0) if len(scores) > 1 else torch.zeros((), dtype=scores.dtype)
+    sd = scores.std(correction=0) if len(scores) > 1 else torch.zeros((), dtype=scores.dtype, device=scores.device)
     dev = (scores - mu).abs()
     z = torch.where(sd > 0, dev / sd.clamp_min(1e-300), torch.zeros_like(dev))
     return dev <= n_sigma * sd, z
