@@ -105,6 +105,7 @@ def residual_reweight(lam: float = 2.0, threshold: float = 0.1, line: str = "rep
         return Aggregate(update, c > 0, (1 - c).float(), {"confidence": c.tolist()})
 
     def memory(k: int, d: int, clients: int) -> dict[str, int]:
-        return {"residual_reweight cleaned copy": 4 * k * d, "residual_reweight chunk": min(chunk_bytes, 24 * k * k * d)}
+        return {"residual_reweight cleaned copy": 4 * k * d,
+                "residual_reweight chunk": min(chunk_bytes, 24 * k * k * d)}
 
     return Rule(apply, f"residual_reweight(lam={lam}, threshold={threshold}, line={line!r})", memory=memory)

@@ -9,7 +9,8 @@ robust_lr(threshold): with the weighted mean m = sum_i w_i x_i / sum_i w_i and t
   s_j = |sum_i sign(x_ij)| over rows with weight > 0, update_j = m_j if s_j >= threshold else -m_j
   (the server learning rate of coordinate j flips sign where too few clients agree: Algorithm 1 and
   eq. 3 of the paper, with the server rate eta carried by ctx.server_lr as for every rule).
-  selected: rows with weight > 0; scores: as signsgd_vote's (disagreement with the vote). info: 'flipped', the number of coordinates whose rate was flipped.
+  selected: rows with weight > 0; scores: as signsgd_vote's (disagreement with the vote).
+  info: 'flipped', the number of coordinates whose rate was flipped.
 
 Both run over column chunks of the (k, d) matrix (a (k, chunk) sign temporary, no loop over clients).
 """
