@@ -81,9 +81,35 @@ def params_for(name: str, k: int, data) -> dict | None:
         "foolsgold": lambda: {"kappa": data.draw(st.sampled_from([0.5, 1.0]), label="kappa")},
         "flame": lambda: {"noise_lambda": data.draw(st.sampled_from([0.0, 0.001]), label="noise_lambda")},
         "validation": lambda: {"epsilon": data.draw(st.sampled_from([0.0, 0.05]), label="epsilon")},
+        "signsgd_vote": lambda: {"step": data.draw(st.sampled_from([1e-3, 1.0]), label="step")},
+        "robust_lr": lambda: {"threshold": data.draw(st.integers(1, k), label="threshold")},
+        "three_sigma": lambda: {"score": data.draw(st.sampled_from(["norm", "median_distance", "mean_distance"]),
+                                                   label="score"),
+                                "n_sigma": data.draw(st.sampled_from([0.5, 1.0, 3.0]), label="n_sigma")},
+        "clustering": lambda: {"linkage": data.draw(st.sampled_from(["single", "complete", "average"]), label="l")},
+        "clipped_clustering": lambda: {"linkage": data.draw(st.sampled_from(["single", "average"]), label="l")},
+        "signguard": lambda: {"lower": data.draw(st.sampled_from([0.0, 0.1]), label="lower"),
+                              "upper": data.draw(st.sampled_from([1.0, 3.0]), label="upper"),
+                              "fraction": data.draw(st.sampled_from([0.1, 1.0]), label="fraction")},
+        "residual_reweight": lambda: {"lam": data.draw(st.sampled_from([0.5, 2.0]), label="lam"),
+                                      "threshold": data.draw(st.sampled_from([0.0, 0.1, 0.9]), label="threshold"),
+                                      "line": data.draw(st.sampled_from(["repeated_median", "median"]), label="line")},
+        "dp_adaptive_clipping": lambda: adaptive(data),
+        "dp_adaptive_client": lambda: adaptive(data),
+        "local_dp": lambda: {"clip": data.draw(st.sampled_from([1e-3, 1.0]), label="clip"),
+                             "sigma": data.draw(st.sampled_from([0.0, 0.01]), label="sigma")},
         "audited": lambda: {"rule": data.draw(st.sampled_from(["mean", "median", "trimmed_mean"]), label="rule")},
     }
     return choices[name]() if name in choices else {}
+
+
+def adaptive(data) -> dict:
+    """Parameters of the adaptive DP clipping rules (noise below 2 * clipped_count_stddev, as they require)."""
+    return {"noise_multiplier": data.draw(st.sampled_from([0.0, 0.5]), label="z"),
+            "initial_clip": data.draw(st.sampled_from([1e-3, 1.0]), label="initial_clip"),
+            "target_quantile": data.draw(st.sampled_from([0.0, 0.5, 1.0]), label="target_quantile"),
+            "clip_lr": data.draw(st.sampled_from([0.2, 5.0]), label="clip_lr"),
+            "clipped_count_stddev": data.draw(st.sampled_from([0.0, 1.0]), label="clipped_count_stddev")}
 
 
 def context(round: int, k: int, d: int, state: dict | None = None) -> RoundContext:

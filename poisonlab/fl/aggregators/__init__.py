@@ -39,6 +39,13 @@ from poisonlab.fl.aggregators.median import median, trimmed_mean
 from poisonlab.fl.aggregators.nonfinite import nonfinite_guard
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.aggregators.validation import validation
+from poisonlab.fl.aggregators.adaptive_clipping import dp_adaptive_client, dp_adaptive_clipping
+from poisonlab.fl.aggregators.clustering import clipped_clustering, clustering, majority_cluster
+from poisonlab.fl.aggregators.local_dp import local_dp
+from poisonlab.fl.aggregators.residual_reweight import residual_reweight
+from poisonlab.fl.aggregators.sign_vote import robust_lr, signsgd_vote
+from poisonlab.fl.aggregators.signguard import signguard
+from poisonlab.fl.aggregators.three_sigma import three_sigma
 
 
 def get(name: str, **params) -> Rule:
@@ -51,3 +58,5 @@ __all__ = ["AGGREGATORS", "Rule", "audited", "build_chain", "build_rule", "bulya
            "mean", "median", "multi_krum", "nonfinite_guard", "norm_clip", "pairwise_sq_distances", "robust_z",
            "trimmed_mean", "validation"]
 __all__ += ["arc", "autogm", "bucketing", "caf", "dnc", "gm_of_means", "mda", "meamed", "monna", "nnm", "smea"]
+__all__ += ["clipped_clustering", "clustering", "dp_adaptive_client", "dp_adaptive_clipping", "local_dp",  # rules2
+            "majority_cluster", "residual_reweight", "robust_lr", "signguard", "signsgd_vote", "three_sigma"]
