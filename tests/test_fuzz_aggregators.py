@@ -67,6 +67,15 @@ def params_for(name: str, k: int, data) -> dict | None:
         "flame": lambda: {"noise_lambda": data.draw(st.sampled_from([0.0, 0.001]), label="noise_lambda")},
         "validation": lambda: {"epsilon": data.draw(st.sampled_from([0.0, 0.05]), label="epsilon")},
         "audited": lambda: {"rule": data.draw(st.sampled_from(["mean", "median", "trimmed_mean"]), label="rule")},
+        "lazy_workers": lambda: {"tol": data.draw(st.sampled_from([0.0, 1e-3]), label="tol"),
+                                 "window": data.draw(st.integers(1, 3), label="window"),
+                                 "buckets": data.draw(st.sampled_from([16, 64]), label="buckets")},
+        "freqfed": lambda: {"fraction": data.draw(st.sampled_from([0.1, 0.5]), label="fraction")},
+        "auror": lambda: {"alpha": data.draw(st.sampled_from([0.0, 0.02]), label="alpha"),
+                          "tau": data.draw(st.sampled_from([0.0, 0.5]), label="tau")},
+        "crfl": lambda: {"rho": data.draw(st.sampled_from([1e-3, 15.0]), label="rho"),
+                         "sigma": data.draw(st.sampled_from([0.0, 0.01]), label="sigma")},
+        "fldetector": lambda: {"window": data.draw(st.integers(1, 2), label="window")},
     }
     return choices[name]() if name in choices else {}
 
