@@ -76,6 +76,13 @@ def params_for(name: str, k: int, data) -> dict | None:
         "crfl": lambda: {"rho": data.draw(st.sampled_from([1e-3, 15.0]), label="rho"),
                          "sigma": data.draw(st.sampled_from([0.0, 0.01]), label="sigma")},
         "fldetector": lambda: {"window": data.draw(st.integers(1, 2), label="window")},
+        "flanders": lambda: {"window": data.draw(st.integers(2, 3), label="window"),
+                             "sample": data.draw(st.sampled_from([1, 8]), label="sample"),
+                             "keep": data.draw(st.sampled_from([0.5, 1.0]), label="keep"),
+                             "iterations": data.draw(st.integers(1, 3), label="iterations")},
+        "deepsight": lambda: {"classes": 1, "features": 0,
+                              "tau": data.draw(st.sampled_from([1 / 3, 1.0]), label="tau")},
+        "fl_wbc": lambda: {"scale": data.draw(st.sampled_from([0.0, 0.01]), label="scale")},
     }
     return choices[name]() if name in choices else {}
 

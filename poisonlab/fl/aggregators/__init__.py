@@ -30,6 +30,9 @@ from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.aggregators.validation import validation
 from poisonlab.fl.aggregators.auror import auror
 from poisonlab.fl.aggregators.crfl import crfl
+from poisonlab.fl.aggregators.deepsight import deepsight
+from poisonlab.fl.aggregators.fl_wbc import fl_wbc
+from poisonlab.fl.aggregators.flanders import flanders
 from poisonlab.fl.aggregators.fldetector import fldetector
 from poisonlab.fl.aggregators.freqfed import freqfed
 from poisonlab.fl.aggregators.lazy_workers import lazy_workers
@@ -44,4 +47,4 @@ __all__ = ["AGGREGATORS", "Rule", "audited", "build_chain", "build_rule", "bulya
            "check_rule_params", "dp_gaussian", "flame", "fltrust", "foolsgold", "geometric_median", "get", "krum",
            "mean", "median", "multi_krum", "nonfinite_guard", "norm_clip", "pairwise_sq_distances", "robust_z",
            "trimmed_mean", "validation"]
-__all__ += ["auror", "crfl", "fldetector", "freqfed", "lazy_workers"]  # stateful detectors (issue 21)
+__all__ += ["auror", "crfl", "deepsight", "fl_wbc", "flanders", "fldetector", "freqfed", "lazy_workers"]  # stateful detectors (issue 21)
