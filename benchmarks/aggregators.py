@@ -26,6 +26,9 @@ RULES = {
     "mean": {}, "median": {}, "trimmed_mean": {"beta": 0.1}, "krum": "f", "multi_krum": "f",
     "bulyan": "f", "geometric_median": {}, "centered_clipping": {"tau": 1.0}, "norm_clip": {"bound": 1.0},
     "fltrust": {}, "foolsgold": {}, "dp_gaussian": {"bound": 1.0, "sigma": 0.01}, "flame": {},
+    # stateful detectors over rounds (issue 21): timed per round, each round given the previous state
+    "lazy_workers": {}, "freqfed": {}, "auror": {}, "crfl": {}, "fldetector": {"window": 3},
+    "flanders": {"window": 2}, "deepsight": {"classes": 10, "features": 84}, "fl_wbc": {},
 }
 
 
@@ -62,10 +65,12 @@ def loop_bulyan(x: torch.Tensor, f: int) -> torch.Tensor:
 
 def rounds(rule, x: torch.Tensor, w: torch.Tensor, ctx: RoundContext):
     """A call of rule per round, each given the state the previous one returned (as the engine does)."""
-    state = {}
+    state = {"round": 0}
 
-    def call():
-        state["last"] = rule(x, w, dataclasses.replace(ctx, state=state.get("last"))).state
+    def call():  # the global model moves each round (detectors over rounds need w_t - w_{t-1} != 0)
+        r = state["round"]
+        step = dataclasses.replace(ctx, state=state.get("last"), round=r, global_params=ctx.global_params + 1e-3 * r)
+        state["last"], state["round"] = rule(x, w, step).state, r + 1
 
     return call
 
@@ -103,13 +108,14 @@ def pair_time(x: torch.Tensor, pairs: int) -> float:
     return (time.perf_counter() - t0) / pairs
 
 
-def bench(k: int, d: int, reps: int, loops: bool, peak: float, loop_budget: float) -> list[tuple]:
+def bench(k: int, d: int, reps: int, loops: bool, peak: float, loop_budget: float,
+          only: list[str] | None = None) -> list[tuple]:
     x = torch.randn(k, d, generator=generator(0, "bench", k, d))
     w = torch.ones(k)
-    ctx = RoundContext(sampled=torch.arange(k), num_clients=k,
+    ctx = RoundContext(sampled=torch.arange(k), num_clients=k, global_params=torch.zeros(d),
                        extras={"server_update": torch.randn(d, generator=generator(1, "bench", d))})
     rows = []
-    for name in RULES:
+    for name in only or RULES:
         rule, f = build(name, k)
         rows.append((k, d, name, timed(rounds(rule, x, w, ctx), reps), None))
     gram = timed(lambda: x @ x.T, reps)
@@ -142,7 +148,12 @@ def main() -> None:
                    help="run the loop baselines when they would take at most this many seconds, else extrapolate")
     p.add_argument("--loops", default="100x1000000",
                    help="k x d combos (comma separated) that also run the per-pair loop baselines; 'all' or ''")
+    p.add_argument("--rules", default="", help="comma-separated rule names to time (default: every rule in RULES)")
     args = p.parse_args()
+    only = [r for r in args.rules.split(",") if r]
+    unknown = sorted(set(only) - set(RULES))
+    if unknown:
+        p.error(f"--rules: {unknown} not in RULES; accepted: {', '.join(RULES)}")
     peak = matmul_peak()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s")
     print(f"{'k':>4} {'d':>8}  {'rule':48} {'seconds':>9}  ratio")
@@ -151,8 +162,9 @@ def main() -> None:
             if 3 * k * d * 4 / 2**30 > args.max_gb:  # input + sort/copy temporaries
                 print(f"{k:>4} {d:>8}  skipped: about {3 * k * d * 4 / 2**30:.1f} GB > {args.max_gb} GB")
                 continue
-            loops = args.loops == "all" or f"{k}x{d}" in args.loops.split(",")
-            for k_, d_, name, sec, ratio in bench(k, d, args.reps, loops, peak, args.loop_budget):
+            loops = (args.loops == "all" or f"{k}x{d}" in args.loops.split(",")) and (
+                not only or {"krum", "bulyan"} <= set(only))
+            for k_, d_, name, sec, ratio in bench(k, d, args.reps, loops, peak, args.loop_budget, only):
                 extra = f"{ratio:6.1f}x" if ratio is not None else ""
                 print(f"{k_:>4} {d_:>8}  {name:48} {sec:9.4f}  {extra}", flush=True)
 

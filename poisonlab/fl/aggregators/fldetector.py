@@ -31,7 +31,8 @@ import torch
 
 from poisonlab.errors import ConfigError
 from poisonlab.fl.aggregators.auror import two_means_1d
-from poisonlab.fl.aggregators.base import Rule, check_int, check_positive, client_ids, normalized
+from poisonlab.fl.aggregators.base import (CHUNK_BYTES, Rule, check_int, check_positive, client_ids, column_chunks,
+                                           normalized)
 from poisonlab.fl.aggregators.foolsgold import default_history_bytes, grown_history
 from poisonlab.fl.aggregators.gap_statistic import gap_clusters
 from poisonlab.fl.aggregators.registry import AGGREGATORS
@@ -54,6 +55,16 @@ def lbfgs_hvp(dw: torch.Tensor, dg: torch.Tensor, v: torch.Tensor) -> torch.Tens
     coef = torch.linalg.lstsq(m, p[:, None]).solution[:, 0]
     n = len(s)
     return sigma * v - (sigma * coef[:n]) @ s - coef[n:] @ y
+
+
+def prediction_errors(last: torch.Tensor, who: torch.Tensor, hv: torch.Tensor, updates: torch.Tensor,
+                      rows: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """||last[who_r] + hv - updates[rows_r]|| for each r, float64, from column chunks (no (k, d) copy)."""
+    sq = torch.zeros(len(rows), dtype=torch.float64, device=updates.device)
+    for cols in column_chunks(len(rows), updates.shape[1], 24, chunk_bytes):
+        diff = last[:, cols].index_select(0, who).double() + hv[cols].double() - updates[:, cols].index_select(0, rows)
+        sq += torch.einsum("kd,kd->k", diff, diff)
+    return sq.sqrt()
 
 
 def roll(window: torch.Tensor | None, row: torch.Tensor, n: int) -> torch.Tensor:
@@ -104,8 +115,7 @@ def fldetector(window: int = 10, max_history_bytes: int | None = None) -> Rule:
             seen = last_round[ids] == ctx.round - 1
             if bool(seen.any()):
                 rows = torch.nonzero(seen).flatten()
-                predicted = last.index_select(0, ids[rows]) + hv
-                raw = torch.linalg.vector_norm((predicted - updates[rows]).double(), dim=1)
+                raw = prediction_errors(last, ids[rows], hv, updates, rows)
                 total = raw.sum()
                 dist[rows] = raw / total if bool(total > 0) else raw
         hist = roll(st.get("dist"), torch.zeros(clients, dtype=torch.float64, device=dev), window)
@@ -141,6 +151,7 @@ def fldetector(window: int = 10, max_history_bytes: int | None = None) -> Rule:
 
     def memory(k: int, d: int, clients: int) -> dict[str, int]:
         return {"fldetector last updates ({clients} x {d})": min(limit, 4 * clients * d),
-                "fldetector L-BFGS pairs (2 window x d)": 8 * window * d + 16 * k * d}
+                "fldetector L-BFGS pairs (2 window x d)": 8 * window * d + 24 * d,
+                "fldetector column chunks": min(CHUNK_BYTES, 24 * k * d)}
 
     return Rule(apply, f"fldetector(window={window})", memory=memory)

@@ -36,16 +36,18 @@ def dct_low(x: torch.Tensor, m: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Te
     """(k, m) float64: the first m orthonormal DCT-II coefficients of each row of x (m <= d // 2 + 1)."""
     k, d = x.shape
     f = torch.arange(m, dtype=torch.float64, device=x.device)
-    twiddle = torch.exp(-1j * math.pi * f / (2 * d))
     scale = torch.full((m,), math.sqrt(2 / d), dtype=torch.float64, device=x.device)
     scale[0] = math.sqrt(1 / d)
+    angle = math.pi * f / (2 * d)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale  # Re(V e^{-i angle}) = V.re cos + V.im sin
     out = torch.empty(k, m, dtype=torch.float64, device=x.device)
+    n = torch.arange(d, device=x.device)
+    order = torch.cat([n[0::2], n[1::2].flip(0)])  # Makhoul's reordering: even entries, then odd ones reversed
     step = max(1, int(chunk_bytes) // max(1, 32 * d))  # float64 reordered rows + their complex rfft
     for lo in range(0, k, step):
         rows = x[lo:lo + step].double()
-        v = torch.cat([rows[:, 0::2], rows[:, 1::2].flip(1)], dim=1)
-        spectrum = torch.fft.rfft(v, dim=1)[:, :m]
-        out[lo:lo + step] = (spectrum * twiddle).real * scale
+        spectrum = torch.fft.rfft(rows.index_select(1, order), dim=1)[:, :m]
+        out[lo:lo + step] = spectrum.real * cos + spectrum.imag * sin
     return out
 
 
