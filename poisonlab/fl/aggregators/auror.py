@@ -6,8 +6,8 @@ on an indicative coordinate when it lies in the smaller cluster (equal sizes: no
 flagged when it is suspicious on more than a fraction tau of the indicative coordinates (no
 indicative coordinate: no one is flagged).
 update = weighted mean of the rows not flagged (all rows if every row is: possible only for tau < 0.5,
-since fewer than k / 2 rows are in the minority of a coordinate). selected: the rows averaged; scores: the fraction of indicative coordinates where the row is in
-the minority.
+since fewer than k / 2 rows are in the minority of a coordinate). selected: the rows averaged;
+scores: the fraction of indicative coordinates where the row is in the minority.
 
 1-D 2-means is solved exactly rather than by Lloyd iterations: the optimal split of sorted values
 is a threshold, so for each coordinate every split s = 1..k-1 of the sorted column is scored by
