@@ -99,6 +99,22 @@ def params_for(name: str, k: int, data) -> dict | None:
         "local_dp": lambda: {"clip": data.draw(st.sampled_from([1e-3, 1.0]), label="clip"),
                              "sigma": data.draw(st.sampled_from([0.0, 0.01]), label="sigma")},
         "audited": lambda: {"rule": data.draw(st.sampled_from(["mean", "median", "trimmed_mean"]), label="rule")},
+        "lazy_workers": lambda: {"tol": data.draw(st.sampled_from([0.0, 1e-3]), label="tol"),
+                                 "window": data.draw(st.integers(1, 3), label="window"),
+                                 "buckets": data.draw(st.sampled_from([16, 64]), label="buckets")},
+        "freqfed": lambda: {"fraction": data.draw(st.sampled_from([0.1, 0.5]), label="fraction")},
+        "auror": lambda: {"alpha": data.draw(st.sampled_from([0.0, 0.02]), label="alpha"),
+                          "tau": data.draw(st.sampled_from([0.0, 0.5]), label="tau")},
+        "crfl": lambda: {"rho": data.draw(st.sampled_from([1e-3, 15.0]), label="rho"),
+                         "sigma": data.draw(st.sampled_from([0.0, 0.01]), label="sigma")},
+        "fldetector": lambda: {"window": data.draw(st.integers(1, 2), label="window")},
+        "flanders": lambda: {"window": data.draw(st.integers(2, 3), label="window"),
+                             "sample": data.draw(st.sampled_from([1, 8]), label="sample"),
+                             "keep": data.draw(st.sampled_from([0.5, 1.0]), label="keep"),
+                             "iterations": data.draw(st.integers(1, 3), label="iterations")},
+        "deepsight": lambda: {"classes": 1, "features": 0,
+                              "tau": data.draw(st.sampled_from([1 / 3, 1.0]), label="tau")},
+        "fl_wbc": lambda: {"scale": data.draw(st.sampled_from([0.0, 0.01]), label="scale")},
     }
     return choices[name]() if name in choices else {}
 

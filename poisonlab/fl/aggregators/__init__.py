@@ -46,6 +46,14 @@ from poisonlab.fl.aggregators.residual_reweight import residual_reweight
 from poisonlab.fl.aggregators.sign_vote import robust_lr, signsgd_vote
 from poisonlab.fl.aggregators.signguard import signguard
 from poisonlab.fl.aggregators.three_sigma import three_sigma
+from poisonlab.fl.aggregators.auror import auror
+from poisonlab.fl.aggregators.crfl import crfl
+from poisonlab.fl.aggregators.deepsight import deepsight
+from poisonlab.fl.aggregators.fl_wbc import fl_wbc
+from poisonlab.fl.aggregators.flanders import flanders
+from poisonlab.fl.aggregators.fldetector import fldetector
+from poisonlab.fl.aggregators.freqfed import freqfed
+from poisonlab.fl.aggregators.lazy_workers import lazy_workers
 
 
 def get(name: str, **params) -> Rule:
@@ -60,3 +68,4 @@ __all__ = ["AGGREGATORS", "Rule", "audited", "build_chain", "build_rule", "bulya
 __all__ += ["arc", "autogm", "bucketing", "caf", "dnc", "gm_of_means", "mda", "meamed", "monna", "nnm", "smea"]
 __all__ += ["clipped_clustering", "clustering", "dp_adaptive_client", "dp_adaptive_clipping", "local_dp",  # rules2
             "majority_cluster", "residual_reweight", "robust_lr", "signguard", "signsgd_vote", "three_sigma"]
+__all__ += ["auror", "crfl", "deepsight", "fl_wbc", "flanders", "fldetector", "freqfed", "lazy_workers"]  # stateful detectors (issue 21)
