@@ -181,6 +181,16 @@ def test_gaussian_noise_statistics_and_determinism():
     assert torch.allclose(own[mal] - x[mal], out[mal])
 
 
+def test_gaussian_with_a_numeric_mean():
+    x = torch.zeros(3, 20000, dtype=torch.float64)
+    out = get("gaussian", sigma=0.5, mean=3.0)(x, mask(3, 0, 2), RoundContext(num_clients=3, seed=1))
+    assert abs(float(out[[0, 2]].mean()) - 3.0) < 0.01 and abs(float(out[[0, 2]].std()) - 0.5) < 0.01
+    with pytest.raises(ConfigError, match="mean"):
+        get("gaussian", mean=float("nan"))
+    with pytest.raises(ConfigError, match="mean"):
+        get("gaussian", mean=True)
+
+
 def test_sybil_rows_are_coordinated():
     x = matrix(8, 5)
     mal = mask(8, 2, 5, 7)

@@ -3,7 +3,8 @@
 The malicious rows are all x = mu + gamma * p (mu the benign mean, p a perturbation direction of
 fl.attacks.minmax: "unit_vec", "std" or "sign"), with gamma tuned against the deployed rule R:
   selection rules (Krum, Multi-Krum, Bulyan: R leaves some rows unselected on the clean round):
-      the largest gamma for which R selects every malicious row, by the paper's halving search
+      the largest gamma for which R selects as many crafted rows as it can (all of them, or all the
+      rows it selects where that is fewer: Krum's one), by the paper's halving search
       (minmax.gamma_search, Algorithm 1);
   the others (trimmed mean, median, ...): the gamma maximising ||R(rows) - mu||, the deviation of
       the aggregate from the benign mean, by a line search (aware.line_maximize; the authors' code
@@ -63,7 +64,8 @@ def agr_tailored(rule: str | None = None, rule_params: dict | None = None, pertu
         if goal == "select":
             def ok(g: float) -> bool:
                 agg, fake = run(mu + g * p)
-                return bool(torch.as_tensor(agg.selected, dtype=torch.bool, device=fake.device)[fake].all())
+                chosen = torch.as_tensor(agg.selected, dtype=torch.bool, device=fake.device)
+                return int(chosen[fake].sum()) >= min(int(fake.sum()), int(chosen.sum()))
             gamma = gamma_search(ok, gamma_init, tau)
         else:
             score = deviation(run, mu)
