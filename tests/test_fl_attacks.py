@@ -15,7 +15,8 @@ from poisonlab.fl.attacks.minmax import gamma_search, sq_distances
 from poisonlab.fl.leverage import mean_shift
 from poisonlab.fl.types import RoundContext
 
-DEFAULT_PARAMS = {"constrain_and_scale": {"bound": 1.0}}
+DEFAULT_PARAMS = {"constrain_and_scale": {"bound": 1.0}, "agr_tailored": {"rule": "trimmed_mean", "rule_params": {"beta": 0.2}},
+                  "alie_opt": {"rule": "median"}, "ipm_opt": {"rule": "median"}}
 
 
 def toy(k: int = 20) -> torch.Tensor:
@@ -180,6 +181,16 @@ def test_gaussian_noise_statistics_and_determinism():
     assert torch.allclose(own[mal] - x[mal], out[mal])
 
 
+def test_gaussian_with_a_numeric_mean():
+    x = torch.zeros(3, 20000, dtype=torch.float64)
+    out = get("gaussian", sigma=0.5, mean=3.0)(x, mask(3, 0, 2), RoundContext(num_clients=3, seed=1))
+    assert abs(float(out[[0, 2]].mean()) - 3.0) < 0.01 and abs(float(out[[0, 2]].std()) - 0.5) < 0.01
+    with pytest.raises(ConfigError, match="mean"):
+        get("gaussian", mean=float("nan"))
+    with pytest.raises(ConfigError, match="mean"):
+        get("gaussian", mean=True)
+
+
 def test_sybil_rows_are_coordinated():
     x = matrix(8, 5)
     mal = mask(8, 2, 5, 7)
@@ -205,25 +216,28 @@ def test_only_malicious_rows_change_and_input_is_untouched(name, omniscient):
     x = matrix(10, 7, seed=5)
     keep = x.clone()
     mal = mask(10, 1, 4, 8)
-    out = build(name)(x, mal, RoundContext(num_clients=10, round=1, seed=2, omniscient=omniscient))
+    ctx = RoundContext(num_clients=10, round=1, seed=2, omniscient=omniscient, global_params=torch.ones(7))
+    out = build(name)(x, mal, ctx)
     assert torch.equal(x, keep)
     assert torch.equal(out[~mal], x[~mal])
     assert not torch.allclose(out[mal], x[mal])
     assert out.shape == x.shape and out.dtype == x.dtype
     assert torch.equal(build(name)(x, mask(10), RoundContext(num_clients=10)), x)  # no attacker: unchanged
+    assert torch.equal(build(name)(x, mal, ctx), out)  # deterministic
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_non_omniscient_does_not_read_honest_rows(name):
     x = matrix(10, 7, seed=6)
     mal = mask(10, 0, 3, 7)
-    ctx = RoundContext(num_clients=10, round=0, seed=1, omniscient=False)
+    ctx = RoundContext(num_clients=10, round=0, seed=1, omniscient=False, global_params=torch.ones(7))
     y = x.clone()
     y[~mal] = 100 * torch.randn(7, 7, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     assert torch.equal(build(name)(x, mal, ctx)[mal], build(name)(y, mal, ctx)[mal])
 
 
-@pytest.mark.parametrize("name", ["alie", "ipm", "min_max", "min_sum", "gaussian"])
+@pytest.mark.parametrize("name", ["alie", "ipm", "min_max", "min_sum", "gaussian", "fang_krum", "fang_trim",
+                                  "agr_tailored", "alie_opt", "ipm_opt", "mimic"])
 def test_omniscient_forms_do_read_honest_rows(name):
     x = matrix(10, 7, seed=6)
     mal = mask(10, 0, 3)

@@ -29,6 +29,7 @@ round and checkpointed with the global model.
 
 What the rules and attacks get in RoundContext.extras:
   "weights": (k,) the rows' aggregation weights (local sample counts);
+  "aggregator": the deployed rule (chain), for the aggregator-aware attacks (fl/attacks/aware.py);
   "server_update": (d,) the server's own update on root_data (FLTrust's g0), if root_data is given;
   "validate", "base_accuracy": accuracy of global + server_lr * candidate on validation_data, if given.
 """
@@ -241,7 +242,8 @@ class Federation:
         weights = torch.tensor([float(len(ds)) for ds in data], device=self.device)
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
                            server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed,
-                           extras={"weights": weights, **self.server_extras(round, global_params)},
+                           extras={"weights": weights, "aggregator": self.aggregator,
+                                   **self.server_extras(round, global_params)},
                            state=self.aggregator_state)
         updates = apply_adversaries(updates, masks, self.adversaries, ctx)
         new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, global_params, cfg.server_lr)

@@ -10,12 +10,19 @@ from the malicious rows themselves (the attackers' own honestly trained updates)
 from __future__ import annotations
 
 from poisonlab.fl.attacks.alie import alie
+from poisonlab.fl.attacks.fang import fang_krum, fang_trim
 from poisonlab.fl.attacks.ipm import ipm
+from poisonlab.fl.attacks.mimic import mimic
 from poisonlab.fl.attacks.minmax import min_max, min_sum
+from poisonlab.fl.attacks.mpaf import mpaf
+from poisonlab.fl.attacks.neurotoxin import neurotoxin
+from poisonlab.fl.attacks.optimal import alie_opt, ipm_opt
+from poisonlab.fl.attacks.probes import inf, zero
 from poisonlab.fl.attacks.registry import ATTACKS
 from poisonlab.fl.attacks.replacement import constrain_and_scale, model_replacement
 from poisonlab.fl.attacks.simple import gaussian, scale, sign_flip
 from poisonlab.fl.attacks.sybil import sybil
+from poisonlab.fl.attacks.tailored import agr_tailored
 
 
 def get(name: str, **params):
@@ -23,5 +30,6 @@ def get(name: str, **params):
     return ATTACKS.get(name, **params)
 
 
-__all__ = ["ATTACKS", "alie", "constrain_and_scale", "gaussian", "get", "ipm", "min_max", "min_sum",
-           "model_replacement", "scale", "sign_flip", "sybil"]
+__all__ = ["ATTACKS", "agr_tailored", "alie", "alie_opt", "constrain_and_scale", "fang_krum", "fang_trim", "gaussian",
+           "get", "inf", "ipm", "ipm_opt", "mimic", "min_max", "min_sum", "model_replacement", "mpaf", "neurotoxin",
+           "scale", "sign_flip", "sybil", "zero"]

@@ -27,18 +27,22 @@ def sign_flip(c: float = 1.0):
 
 
 @ATTACKS.register("gaussian", reference="Blanchard et al. 2017 (Krum), Gaussian Byzantine vectors")
-def gaussian(sigma: float | None = None, mean: str = "zero"):
+def gaussian(sigma: float | None = None, mean: str | float = "zero"):
     """Gaussian noise: x_m' = m + sigma * N(0, I_d), a fresh draw per malicious row.
 
     sigma None matches the benign norm: sigma = mean_i ||g_i|| / sqrt(d) over the benign rows
     (honest rows if omniscient, the attackers' own otherwise), so E||noise|| is about that norm.
-    mean "zero" gives pure noise (m = 0); mean "own" adds the noise to the row's own update.
+    mean "zero" gives pure noise (m = 0); mean "own" adds the noise to the row's own update; a number
+    mu gives N(mu, sigma^2) in every coordinate (m = mu * 1, ByzFL's Gaussian attack with a non-zero mean).
     Noise comes from poisonlab.rng.generator(seed, "attack", "gaussian", round).
     """
     if sigma is not None:
         check_range("sigma", sigma, 0.0)
-    if mean not in ("zero", "own"):
-        raise ConfigError(f"gaussian mean='{mean}' is not known; accepted: zero, own")
+    numeric = isinstance(mean, (int, float)) and not isinstance(mean, bool)
+    if numeric:
+        check_range("mean", float(mean), float("-inf"), float("inf"), low_open=True, high_open=True)
+    elif mean not in ("zero", "own"):
+        raise ConfigError(f"gaussian mean={mean!r} is not known; accepted: zero, own or a finite number")
 
     def attack(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         malicious = check(updates, malicious)
@@ -50,7 +54,7 @@ def gaussian(sigma: float | None = None, mean: str = "zero"):
             scale = float(benign_rows(updates, malicious, ctx).norm(dim=1).mean()) / d ** 0.5
         noise = torch.randn(m, d, generator=generator(ctx.seed, "attack", "gaussian", ctx.round),
                             dtype=updates.dtype, device="cpu").to(updates.device) * scale  # drawn on the CPU
-        base = updates[malicious] if mean == "own" else torch.zeros_like(noise)
+        base = updates[malicious] if mean == "own" else torch.full_like(noise, float(mean) if numeric else 0.0)
         return rewrite(updates, malicious, base + noise)
 
     return attack
