@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import matplotlib
 import numpy as np
@@ -23,6 +22,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from poisonlab.metrics import auroc, detection_scores, roc_curve
 from poisonlab.report import data
+from poisonlab.report.entry import (
+    ATTACKER, FLAGGED, HONEST, MARKERS, MAX_CONFUSIONS, Entry, attack_rounds, jitter)
 
 DPI = 110
 FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans", "WenQuanYi Zen Hei", "Droid Sans Fallback",
@@ -43,25 +44,6 @@ def font_family() -> list[str]:
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
          "xtick.labelsize": 9.5, "ytick.labelsize": 9.5, "axes.grid": True, "grid.alpha": 0.3,
          "font.family": font_family()}
-ATTACKER = "#D55E00"   # Okabe-Ito vermillion: malicious clients in every figure
-HONEST = "#7f7f7f"
-FLAGGED = "#0072B2"    # Okabe-Ito blue
-MAX_CONFUSIONS = 4
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
-
-
-class Entry(NamedTuple):
-    """One run as drawn: its display name, its colour and its metrics.json document."""
-
-    name: str
-    color: str
-    run: dict
-
-
-def palette(n: int) -> list[str]:
-    """n colour-blind-friendly colours: matplotlib 'tab10', then 'tab20' beyond ten runs."""
-    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
-    return [matplotlib.colors.to_hex(cmap(i % cmap.N)) for i in range(n)]
 
 
 def _png(fig: Figure) -> bytes:
@@ -84,22 +66,6 @@ def _grid(fig: Figure, n: int, ncols: int, **kw) -> list:
     for ax in axes[n:]:
         ax.remove()
     return list(axes[:n])
-
-
-def attack_rounds(entries: Sequence[Entry]) -> list[int]:
-    """Rounds in which an attacker took part, to shade: [] unless every run with a history agrees on
-    them and they are not all of its rounds (shading everything would say nothing)."""
-    found, everything = set(), set()
-    for e in entries:
-        records = data.history(e.run)
-        if not records:
-            continue
-        found.add(tuple(data.round_label(r, i) for i, r in enumerate(records) if data.attackers_present(r)))
-        everything.add(len(records))
-    if len(found) != 1:
-        return []
-    rounds = list(next(iter(found)))
-    return rounds if len(rounds) < min(everything) else []
 
 
 def accuracy_asr(entries: Sequence[Entry]) -> bytes | None:
@@ -206,7 +172,7 @@ def update_norms(entries: Sequence[Entry]) -> bytes | None:
         fig = _figure(12 if ncols == 2 else 8, 3.4 * -(-len(panels) // ncols) + 0.5)
         axes = _grid(fig, len(panels), ncols, sharey=True)
         for ax, (e, rounds, norms, bad) in zip(axes, panels):
-            x = rounds + _jitter(rounds)
+            x = rounds + jitter(rounds)
             ax.scatter(x[~bad], norms[~bad], s=10, color=HONEST, alpha=0.55, lw=0)
             ax.scatter(x[bad], norms[bad], s=34, color=ATTACKER, marker="^", edgecolor="black", lw=0.4)
             ax.set(title=e.name, xlabel="round", ylabel="update L2 norm" + (" (log scale)" if log else ""))
@@ -218,15 +184,6 @@ def update_norms(entries: Sequence[Entry]) -> bytes | None:
                    Line2D([], [], ls="", marker="^", color=ATTACKER, markeredgecolor="black", label="malicious client")]
         fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
         return _png(fig)
-
-
-def _jitter(rounds: np.ndarray) -> np.ndarray:
-    """Deterministic horizontal spread (within +-0.3 of a round) so points of one round do not overlap."""
-    offsets = np.zeros(len(rounds))
-    for r in np.unique(rounds):
-        idx = np.flatnonzero(rounds == r)
-        offsets[idx] = np.linspace(-0.3, 0.3, len(idx)) if len(idx) > 1 else 0.0
-    return offsets
 
 
 def flags(entries: Sequence[Entry]) -> bytes | None:
