@@ -7,7 +7,9 @@ best CPU time (user + system of the child, less sensitive to other processes on 
 Target (issue #24): poisonlab >= 3x faster than the loop; its time beyond `import torch` < 0.5 s;
 --help and list <= 0.3 s.
 
-    python benchmarks/end_to_end.py [--repeats 5]
+    python benchmarks/end_to_end.py [--repeats 5] [--before DIR]
+
+--before DIR adds --help, list and run from an older source tree (`git archive COMMIT | tar -x -C DIR`).
 """
 
 from __future__ import annotations
@@ -27,21 +29,32 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "fl-tutorial-backdoor.yaml"
 
 
-def commands(tmp: Path) -> dict[str, list[str]]:
+def commands(tmp: Path, before: Path | None) -> dict[str, tuple[list[str], Path]]:
+    """name -> (command, the source tree on its PYTHONPATH)."""
     py = sys.executable
-    return {
-        "python -c 'import torch'": [py, "-c", "import torch"],
-        "poisonlab --help": [py, "-m", "poisonlab", "--help"],
-        "poisonlab list aggregators": [py, "-m", "poisonlab", "list", "aggregators"],
-        "plain per-client loop": [py, str(ROOT / "benchmarks" / "tutorial_loop.py"), "--out", str(tmp / "loop.json")],
-        "poisonlab run (tutorial)": [py, "-m", "poisonlab", "run", str(CONFIG), "--out", str(tmp / "run"), "--quiet"],
+    out = {
+        "python -c 'import torch'": ([py, "-c", "import torch"], ROOT),
+        "poisonlab --help": ([py, "-m", "poisonlab", "--help"], ROOT),
+        "poisonlab list aggregators": ([py, "-m", "poisonlab", "list", "aggregators"], ROOT),
+        "plain per-client loop": ([py, str(ROOT / "benchmarks" / "tutorial_loop.py"), "--out", str(tmp / "loop.json")],
+                                  ROOT),
+        "poisonlab run (tutorial)": ([py, "-m", "poisonlab", "run", str(CONFIG), "--out", str(tmp / "run"), "--quiet"],
+                                     ROOT),
     }
+    if before is not None:  # the same commands on an older source tree, e.g. `git archive <commit> | tar -x -C DIR`
+        out.update({
+            "before: poisonlab --help": ([py, "-m", "poisonlab", "--help"], before),
+            "before: poisonlab list aggr.": ([py, "-m", "poisonlab", "list", "aggregators"], before),
+            "before: poisonlab run": ([py, "-m", "poisonlab", "run", str(CONFIG), "--out", str(tmp / "run"),
+                                       "--quiet"], before),
+        })
+    return out
 
 
-def timed(cmd: list[str], env: dict, before=None) -> tuple[float, float]:
+def timed(cmd: list[str], env: dict, prepare=None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the child) of one run of cmd; a failing command stops the benchmark."""
-    if before:
-        before()
+    if prepare:
+        prepare()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -55,19 +68,22 @@ def timed(cmd: list[str], env: dict, before=None) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="an older source tree to time beside this one")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="e2e-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "POISONLAB_CACHE": str(tmp / "cache")}
-    cmds = commands(tmp)
+    base = {**os.environ, "POISONLAB_CACHE": str(tmp / "cache")}
+    cmds = commands(tmp, args.before)
     fresh_run = lambda: shutil.rmtree(tmp / "run", ignore_errors=True)  # noqa: E731 - every run starts empty
-    timed(cmds["poisonlab list aggregators"], env)  # builds the catalog cache once, as a user's first list does
+    cmd, root = cmds["poisonlab list aggregators"]
+    timed(cmd, {**base, "PYTHONPATH": str(root)})  # builds the catalog cache once, as a user's first list does
     walls: dict[str, list[float]] = {name: [] for name in cmds}
     cpus: dict[str, list[float]] = {name: [] for name in cmds}
     for _ in range(args.repeats):
-        for name, cmd in cmds.items():
-            wall, cpu = timed(cmd, env, fresh_run if name.startswith("poisonlab run") else None)
+        for name, (cmd, root) in cmds.items():
+            wall, cpu = timed(cmd, {**base, "PYTHONPATH": str(root)}, fresh_run if " run" in name else None)
             walls[name].append(wall)
             cpus[name].append(cpu)
+            print(f"  {name:30s} {wall:6.2f} s wall {cpu:6.2f} s CPU", flush=True)
     print(f"{'command':30s} {'best wall':>10s} {'median':>8s} {'best CPU':>9s}   ({args.repeats} runs each, interleaved)")
     for name in cmds:
         print(f"{name:30s} {min(walls[name]):9.2f}s {statistics.median(walls[name]):7.2f}s {min(cpus[name]):8.2f}s")
