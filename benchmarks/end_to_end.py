@@ -7,7 +7,7 @@ best CPU time (user + system of the child, less sensitive to other processes on 
 Target (issue #24): poisonlab >= 3x faster than the loop; its time beyond `import torch` < 0.5 s;
 --help and list <= 0.3 s.
 
-    python benchmarks/end_to_end.py [--repeats 5] [--before DIR]
+    python benchmarks/end_to_end.py [--repeats 5] [--before DIR] [--threads N]
 
 --before DIR adds --help, list and run from an older source tree (`git archive COMMIT | tar -x -C DIR`).
 """
@@ -51,13 +51,15 @@ def commands(tmp: Path, before: Path | None) -> dict[str, tuple[list[str], Path]
     return out
 
 
-def timed(cmd: list[str], env: dict, prepare=None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the child) of one run of cmd; a failing command stops the benchmark."""
+def timed(cmd: list[str], root: Path, env: dict, prepare=None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child) of one run of cmd in root (`python -m` puts the working directory
+    first on sys.path, so root is the tree that runs); a failing command stops the benchmark."""
     if prepare:
         prepare()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, env={**env, "PYTHONPATH": str(root)}, cwd=root, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
@@ -69,18 +71,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--before", type=Path, help="an older source tree to time beside this one")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every command (on a loaded machine 1 "
+                                                    "keeps PyTorch's threads from spinning against each other)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="e2e-"))
-    base = {**os.environ, "POISONLAB_CACHE": str(tmp / "cache")}
+    base = {**os.environ, "POISONLAB_CACHE": str(tmp / "cache"),
+            **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     cmds = commands(tmp, args.before)
     fresh_run = lambda: shutil.rmtree(tmp / "run", ignore_errors=True)  # noqa: E731 - every run starts empty
     cmd, root = cmds["poisonlab list aggregators"]
-    timed(cmd, {**base, "PYTHONPATH": str(root)})  # builds the catalog cache once, as a user's first list does
+    timed(cmd, root, base)  # builds the catalog cache once, as a user's first list does
     walls: dict[str, list[float]] = {name: [] for name in cmds}
     cpus: dict[str, list[float]] = {name: [] for name in cmds}
     for _ in range(args.repeats):
         for name, (cmd, root) in cmds.items():
-            wall, cpu = timed(cmd, {**base, "PYTHONPATH": str(root)}, fresh_run if " run" in name else None)
+            wall, cpu = timed(cmd, root, base, fresh_run if " run" in name else None)
             walls[name].append(wall)
             cpus[name].append(cpu)
             print(f"  {name:30s} {wall:6.2f} s wall {cpu:6.2f} s CPU", flush=True)
