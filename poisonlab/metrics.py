@@ -11,10 +11,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import roc_auc_score
-from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -94,12 +90,16 @@ def _ordered(scores) -> np.ndarray:
     """Scores as finite float64 in the same order with the same ties: +-inf as the largest finite floats,
     NaN below everything (scikit-learn refuses non-finite scores; the ROC depends only on the order).
     """
+    from scipy.stats import rankdata  # here, not at the top: a run without detection needs no scipy
+
     s = np.nan_to_num(torch.as_tensor(scores, dtype=torch.float64, device="cpu").flatten().numpy(), nan=-np.inf)
     return s if np.isfinite(s).all() else rankdata(s)
 
 
 def auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
     """Area under the ROC curve (scikit-learn's roc_auc_score; a tie counts 1/2); nan if one class is absent."""
+    from sklearn.metrics import roc_auc_score  # imported when used: scikit-learn takes ~0.7 s to import
+
     t = torch.as_tensor(truth, dtype=torch.bool, device="cpu").flatten().numpy()
     if t.all() or not t.any():
         return float("nan")
@@ -109,6 +109,9 @@ def auroc(scores: torch.Tensor, truth: torch.Tensor) -> float:
 def roc_curve(scores: torch.Tensor, truth) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) of the ROC curve from (0, 0), one point per distinct score (flag score >= t; higher = more
     suspicious); scikit-learn's roc_curve keeping every point. A rate whose class is absent stays 0."""
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
     t = torch.as_tensor(truth, dtype=torch.bool, device="cpu").flatten().numpy()
     if t.size == 0:
         return np.zeros(1), np.zeros(1)

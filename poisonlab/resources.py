@@ -140,6 +140,28 @@ def meta_model(config: ExperimentConfig, shape: DataShape) -> torch.nn.Module:
                           **config.model.params)
 
 
+REAL_PROBE_BYTES = 64 * 2**20
+"""A registered model with at most this many parameter bytes is probed on the CPU (probe_model)."""
+
+
+def probe_model(config: ExperimentConfig, shape: DataShape, model: torch.nn.Module) -> torch.nn.Module:
+    """The model per_client_bytes runs one batch through: the meta model, or, when it is small (parameters up to
+    REAL_PROBE_BYTES), the same registered model built on the CPU.
+
+    The probe counts output sizes only, which are the same on either device; but PyTorch's first computation on
+    the meta device imports its tracing machinery (torch._dynamo, sympy: ~0.9 s, a whole small run's time),
+    while building a small model on the CPU takes milliseconds. The CPU build's random initialisation runs
+    inside torch.random.fork_rng, so the global generator is left as it was.
+    """
+    if next(model.parameters()).device.type != "meta" or 4 * sum(p.numel() for p in model.parameters()) > REAL_PROBE_BYTES:
+        return model
+    from poisonlab.models import MODELS
+
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        return MODELS.get(config.model.name, input_shape=shape.sample_shape, num_classes=max(2, shape.num_classes),
+                          **config.model.params).eval()
+
+
 def _user_model(config: ExperimentConfig, shape: DataShape) -> torch.nn.Module:
     """The user's model built as the run builds it, in eval mode (the estimate's probe updates no statistics)."""
     from poisonlab.errors import ConfigError
@@ -209,7 +231,7 @@ def estimate(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_ME
         return _centralized(config, shape, model, d, sample)
     fed = config.federated
     k = sampled_clients(config)
-    per = per_client_bytes(model, shape, fed.local.batch_size)
+    per = per_client_bytes(probe_model(config, shape, model), shape, fed.local.batch_size)
     at_once = min(k, max(1, memory_budget // per))
     from poisonlab.fl.local import CONV_CHUNK, is_fast_sequential
 
@@ -229,7 +251,7 @@ def estimate(config: ExperimentConfig, data=None, memory_budget: int = ENGINE_ME
 def _centralized(config: ExperimentConfig, shape: DataShape, model, d: int, sample: int) -> MemoryEstimate:
     states = 4 if config.train.optimizer == "adam" else 3  # params, grads, momentum (+ a second Adam moment)
     batch = max(config.train.batch_size, config.injection.batch_size or 0)
-    activations = per_client_bytes(model, shape, batch) - 4 * 4 * d
+    activations = per_client_bytes(probe_model(config, shape, model), shape, batch) - 4 * 4 * d
     parts = {"models (clean and poisoned)": 2 * 4 * states * d, "activations": activations,
              "data (and its poisoned copy)": 2 * shape.samples * sample}
     return MemoryEstimate(sum(parts.values()), parts, d, 0, 0)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import warnings
 from html.parser import HTMLParser
+from xml.etree import ElementTree
 from pathlib import Path
 
 import numpy as np
@@ -138,18 +139,28 @@ def test_report_is_written_with_every_section(full_report):
     assert "<title>demo &lt;report&gt;</title>" in page
 
 
-def test_every_image_is_an_embedded_non_blank_png(full_report):
+def test_every_image_is_an_embedded_non_blank_svg_or_png(full_report):
     _, page = full_report
     images = [attrs for tag, attrs in tags(page) if tag == "img"]
     assert len(images) == len(FIGURE_SECTIONS) + 1  # + the gallery
+    svgs = [attrs for attrs in images if attrs["src"].startswith("data:image/svg+xml;base64,")]
+    assert len(svgs) == len(FIGURE_SECTIONS)  # the figures are SVG (report/charts.py), the gallery a PNG
     for attrs in images:
         src = attrs["src"]
+        raw = base64.b64decode(src.split(",", 1)[1], validate=True)
+        shown = (int(attrs["width"]), int(attrs["height"]))  # the small gallery is enlarged 4x
+        if attrs in svgs:
+            root = ElementTree.fromstring(raw.decode("utf-8"))
+            assert root.tag == "{http://www.w3.org/2000/svg}svg"
+            assert shown == (round(float(root.get("width"))), round(float(root.get("height"))))
+            assert shown[0] >= 100 and shown[1] >= 50
+            fills = {el.get("fill") or el.get("stroke") for el in root.iter() if el is not root}
+            assert len(fills - {None, "none", "#ffffff"}) >= 2, "figure draws nothing but its background"
+            continue
         assert src.startswith("data:image/png;base64,")
-        png = base64.b64decode(src.split(",", 1)[1], validate=True)
-        with Image.open(io.BytesIO(png)) as im:
+        with Image.open(io.BytesIO(raw)) as im:
             im.load()
             assert im.format == "PNG" and im.width >= 100 and im.height >= 50
-            shown = (int(attrs["width"]), int(attrs["height"]))  # the small gallery is enlarged 4x
             assert shown == im.size or shown == (4 * im.width, 4 * im.height)
             assert max(ImageStat.Stat(im.convert("L")).stddev) > 5, "image is a single colour"
 
@@ -360,7 +371,7 @@ def test_report_renders_in_headless_chromium(full_report, tmp_path):
 
 
 def test_attack_rounds_are_shaded_only_when_informative():
-    from poisonlab.report.plots import Entry, attack_rounds
+    from poisonlab.report.entry import Entry, attack_rounds
 
     def run(attacked):
         return {"history": [{"round": r, "sampled": [0, 1], "malicious": [0] if r in attacked else []}

@@ -3,12 +3,14 @@
 ``poisonlab list KIND NAME`` shows one component's parameters (default, type, accepted range);
 ``poisonlab list all --markdown`` prints the whole catalog as markdown (docs/catalog.md is made this way).
 The parameters come from poisonlab.catalog.parameters: the signature the registry validates against
-and the ranges the component's own checks enforce.
+and the ranges the component's own checks enforce. They are read through poisonlab.catalog_cache,
+which keeps the catalog in a file named by the package's source hash, so listing does not import PyTorch.
 """
 
 from __future__ import annotations
 
-from poisonlab.catalog import KINDS, Param, parameters, registry
+from poisonlab import catalog_cache
+from poisonlab.catalog import KINDS
 from poisonlab.console import console, table
 from poisonlab.errors import ConfigError
 
@@ -27,9 +29,9 @@ def run(args) -> int:
     if args.name is not None:
         return _one(args)
     kinds = sorted(KINDS) if args.kind == "all" else [args.kind]
+    catalog = catalog_cache.load()
     for kind in kinds:
-        rows = [(e.name, e.summary, params_text(parameters(kind, e.name)), e.reference)
-                for e in registry(kind).entries()]
+        rows = [(e.name, e.summary, params_text(e.params), e.reference) for e in catalog[kind].entries()]
         if args.markdown:
             print(markdown(kind, rows))
         else:
@@ -43,8 +45,8 @@ def _one(args) -> int:
     if args.kind == "all":
         raise ConfigError(f"'list all {args.name}' names no kind; accepted: list KIND NAME with KIND one of "
                           f"{', '.join(sorted(KINDS))}")
-    entry = registry(args.kind).entry(args.name)
-    rows = [(p.name, p.default, p.type, p.accepted) for p in parameters(args.kind, args.name)]
+    entry = catalog_cache.load()[args.kind].entry(args.name)
+    rows = list(entry.params)
     if args.markdown:
         lines = [f"## {args.kind}: `{entry.name}`", "", _cell(entry.summary), "", f"Reference: {_cell(entry.reference)}",
                  "", "| parameter | default | type | accepted |", "|---|---|---|---|"]
@@ -59,9 +61,10 @@ def _one(args) -> int:
     return 0
 
 
-def params_text(params: list[Param]) -> str:
-    """'f=1 in integers [0, inf), chunk_bytes=268435456': each parameter's default, with its range when checked."""
-    parts = [f"{p.name}={p.default}" + (f" in {p.accepted}" if p.accepted != "-" else "") for p in params]
+def params_text(params) -> str:
+    """'f=1 in integers [0, inf), chunk_bytes=268435456': each parameter's default, with its range when checked
+    (params: (name, default, type, accepted) tuples)."""
+    parts = [f"{name}={default}" + (f" in {accepted}" if accepted != "-" else "") for name, default, _, accepted in params]
     return ", ".join(parts) or "-"
 
 

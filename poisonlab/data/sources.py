@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn import datasets as skdata
 
 from poisonlab.data.dataset import Dataset
 from poisonlab.data.download import download as fetch_dataset
@@ -52,6 +51,8 @@ def check_finite(x: torch.Tensor, where: str) -> None:
 @SOURCES.register("digits", reference="scikit-learn load_digits (UCI optical digits), 1797 images 8x8")
 def digits() -> Dataset:
     """scikit-learn's 8x8 handwritten digits as 1x8x8 images in [0, 1] (embedded, offline)."""
+    from sklearn import datasets as skdata  # imported when used: scikit-learn takes ~0.7 s to import
+
     raw = skdata.load_digits()
     x = torch.from_numpy((raw.images / 16.0).astype(np.float32)).unsqueeze(1)
     return Dataset(x, torch.from_numpy(raw.target.astype(np.int64)), tuple(str(i) for i in range(10)), "digits")
@@ -69,12 +70,16 @@ def _tabular(raw, name: str) -> Dataset:
 @SOURCES.register("breast_cancer", reference="scikit-learn load_breast_cancer (Wisconsin diagnostic), 569 x 30")
 def breast_cancer() -> Dataset:
     """Wisconsin breast cancer, 30 features scaled to [0, 1], 2 classes (embedded)."""
+    from sklearn import datasets as skdata  # imported when used: scikit-learn takes ~0.7 s to import
+
     return _tabular(skdata.load_breast_cancer(), "breast_cancer")
 
 
 @SOURCES.register("wine", reference="scikit-learn load_wine (UCI wine), 178 x 13")
 def wine() -> Dataset:
     """UCI wine, 13 features scaled to [0, 1], 3 classes (embedded)."""
+    from sklearn import datasets as skdata  # imported when used: scikit-learn takes ~0.7 s to import
+
     return _tabular(skdata.load_wine(), "wine")
 
 

@@ -1,7 +1,8 @@
 """The HTML report of one or more runs: `write_report(path, runs, title)`.
 
 Each run is a metrics.json document (see docs/report.md for the layout and what each section
-shows). The page is self-contained: figures are embedded PNGs, CSS is inline, there is no script
+shows). The page is self-contained: figures are embedded SVG (federated, report/charts.py) or PNG (centralized,
+matplotlib) data URIs, CSS is inline, there is no script
 and no external resource, so it opens offline and can be mailed as one file.
 """
 

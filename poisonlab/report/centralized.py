@@ -16,19 +16,20 @@ import struct
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from poisonlab.report import data, plots
+from poisonlab.report import data
+from poisonlab.report.entry import Entry
 from poisonlab.report.fmt import NOT_MEASURED, NOT_RUN, img, pct, table, td
 
 THUMB = 84  # pixels: the shown size of an example image's longer side (small images are enlarged crisply)
 DROP_PP = 5.0  # a per-class accuracy drop of at least this many points is highlighted
 
 
-def centralized(entries: Sequence[plots.Entry], needs: str) -> list[plots.Entry]:
+def centralized(entries: Sequence[Entry], needs: str) -> list[Entry]:
     """The centralized runs whose final block has the key `needs`."""
     return [e for e in entries if e.run.get("kind") == "centralized" and needs in data.final(e.run)]
 
 
-def _per_run(entries: Sequence[plots.Entry], build) -> str | None:
+def _per_run(entries: Sequence[Entry], build) -> str | None:
     """Each run's part under its name (the name only when there are several runs); None when all are empty."""
     parts = [(e, body) for e in entries if (body := build(e))]
     if not parts:
@@ -53,12 +54,12 @@ def _number(value, digits: int = 4) -> str:
 
 # ---------------------------------------------------------------- clean baseline vs poisoned model
 
-def baseline_section(entries: Sequence[plots.Entry]) -> str | None:
+def baseline_section(entries: Sequence[Entry]) -> str | None:
     """Clean baseline vs poisoned model: headline figures, targeted flips and per-class accuracy."""
     return _per_run(centralized(entries, "clean_accuracy_clean_model"), _baseline)
 
 
-def _baseline(e: plots.Entry) -> str:
+def _baseline(e: Entry) -> str:
     fin = data.final(e.run)
     rows = [[td("clean test accuracy"), td(pct(fin.get("clean_accuracy_clean_model"))),
              td(pct(fin.get("clean_accuracy"))),
@@ -87,7 +88,7 @@ def _baseline(e: plots.Entry) -> str:
     return head + note + (_per_class(e) or "")
 
 
-def _per_class(e: plots.Entry) -> str | None:
+def _per_class(e: Entry) -> str | None:
     """Per-class accuracy of both models (table and bars), or None when either is missing."""
     base, pois = data.per_class(e.run, "per_class_accuracy_clean_model"), data.per_class(e.run)
     if not len(base) or len(base) != len(pois):
@@ -98,6 +99,8 @@ def _per_class(e: plots.Entry) -> str | None:
         change = change_pp(b, p)
         drop = not (math.isnan(b) or math.isnan(p)) and 100 * (p - b) <= -DROP_PP
         rows.append([td(escape(name)), td(pct(b)), td(pct(p)), td(f"<b>{change}</b>" if drop else change)])
+    from poisonlab.report import plots  # matplotlib: only for a centralized run
+
     figure = img(plots.baseline_vs_poisoned(base, pois, names, e.color), "per-class accuracy, baseline vs poisoned")
     return (f"<h3>Per-class accuracy on clean test inputs</h3>"
             f'<p class="note">Changes of {DROP_PP:.0f} points or more are in bold: a drop on one class can show a '
@@ -108,12 +111,12 @@ def _per_class(e: plots.Entry) -> str | None:
 
 # ---------------------------------------------------------------- the backdoor on triggered inputs
 
-def triggered_section(entries: Sequence[plots.Entry]) -> str | None:
+def triggered_section(entries: Sequence[Entry]) -> str | None:
     """Confusion matrices of both models on triggered test inputs: the backdoor as a bright target column."""
     return _per_run(centralized(entries, "confusion_triggered"), _triggered)
 
 
-def _triggered(e: plots.Entry) -> str | None:
+def _triggered(e: Entry) -> str | None:
     fin = data.final(e.run)
     cm, cm0 = data.confusion(e.run, "confusion_triggered"), data.confusion(e.run, "confusion_triggered_clean_model")
     if cm is None or cm0 is None or cm.shape != cm0.shape:
@@ -121,6 +124,8 @@ def _triggered(e: plots.Entry) -> str | None:
     names = data.class_names(e.run, cm.shape[0])
     target = data.count(fin.get("attack_target"))
     target = target if target is not None and target < cm.shape[0] else None
+    from poisonlab.report import plots  # matplotlib: only for a centralized run
+
     png = plots.confusion_panels([("clean baseline, triggered inputs", cm0, names),
                                   ("poisoned model, triggered inputs", cm, names)], highlight=target)
     where = (f" The outlined column is the target class {escape(names[target])}: a bright column for the poisoned "
@@ -134,12 +139,12 @@ def _triggered(e: plots.Entry) -> str | None:
 
 # ---------------------------------------------------------------- the poison
 
-def poison_section(entries: Sequence[plots.Entry]) -> str | None:
+def poison_section(entries: Sequence[Entry]) -> str | None:
     """How many training rows were poisoned, by which poison, and which classes they came from and went to."""
     return _per_run(centralized(entries, "poison_count"), _poison)
 
 
-def _poison(e: plots.Entry) -> str | None:
+def _poison(e: Entry) -> str | None:
     fin = data.final(e.run)
     n, size = data.count(fin.get("poison_count")), data.count(fin.get("train_size"))
     if n is None:
@@ -155,7 +160,7 @@ def _poison(e: plots.Entry) -> str | None:
     return "".join(parts)
 
 
-def _classes(e: plots.Entry) -> str | None:
+def _classes(e: Entry) -> str | None:
     """Per-class table of poisoned rows: taken from (clean label) and trained as (poisoned label)."""
     touched = data.as_dict(data.final(e.run).get("poison_classes"))
     original, trained = data.counts(touched.get("original")), data.counts(touched.get("trained_as"))
@@ -176,7 +181,7 @@ def _classes(e: plots.Entry) -> str | None:
 
 # ---------------------------------------------------------------- examples
 
-def examples_section(entries: Sequence[plots.Entry]) -> str | None:
+def examples_section(entries: Sequence[Entry]) -> str | None:
     """Clean vs poisoned training rows and clean vs triggered test inputs, as small inline images."""
     return _per_run(centralized(entries, "examples"), _examples)
 
@@ -212,7 +217,7 @@ def _card(left: str | None, right: str | None, caption: str) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def _examples(e: plots.Entry) -> str | None:
+def _examples(e: Entry) -> str | None:
     found = data.as_dict(data.final(e.run).get("examples"))
     names = data.class_names(e.run, len(data.per_class(e.run)))
     target = data.count(data.final(e.run).get("attack_target"))
@@ -244,7 +249,7 @@ def _examples(e: plots.Entry) -> str | None:
     return "".join(parts) or None
 
 
-def all_baseline_per_class(entries: Sequence[plots.Entry]) -> bool:
+def all_baseline_per_class(entries: Sequence[Entry]) -> bool:
     """True when every run is a centralized run whose baseline section draws its per-class accuracy next to
     the baseline's, so the generic per-class figure would only repeat it."""
     shown = centralized(entries, "clean_accuracy_clean_model")

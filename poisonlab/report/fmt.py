@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import struct
 from collections.abc import Sequence
 from html import escape
@@ -40,6 +41,16 @@ def seconds(value) -> str:
 def text(value) -> str:
     """Any value as escaped text ('not measured' for None)."""
     return NOT_MEASURED if value is None else escape(str(value))
+
+
+def svg_img(svg: str, alt: str) -> str:
+    """An <img> holding an SVG document (report/svg.py) as a base64 data URI, at the size its root element gives.
+
+    An <img> rather than inline SVG: the drawing cannot reach the page (no styles, no scripts, no ids), and
+    it keeps its alt text like the PNG figures."""
+    width, height = (re.search(rf'{k}="([0-9.]+)"', svg).group(1) for k in ("width", "height"))
+    uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{escape(alt)}" width="{round(float(width))}" height="{round(float(height))}"></figure>'
 
 
 def img(png: bytes, alt: str, enlarge_to: int = 0) -> str:

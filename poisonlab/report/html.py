@@ -17,8 +17,9 @@ from html import escape
 
 import yaml
 
-from poisonlab.report import centralized, data, plots
-from poisonlab.report.fmt import NOT_MEASURED, NOT_RUN, img, name_cell, pct, seconds, table, td, text
+from poisonlab.report import centralized, charts, data
+from poisonlab.report.entry import MAX_CONFUSIONS, Entry, attack_rounds, palette
+from poisonlab.report.fmt import NOT_MEASURED, NOT_RUN, img, name_cell, svg_img, pct, seconds, table, td, text
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;
@@ -57,7 +58,7 @@ pre{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:4px;padding:10px 1
 
 # ---------------------------------------------------------------- sections
 
-def summary(entries: Sequence[plots.Entry]) -> str:
+def summary(entries: Sequence[Entry]) -> str:
     """Summary table: one row per run with the final figures and the attackers-flagged rates."""
     rows = []
     for e in entries:
@@ -87,7 +88,7 @@ def _flag_rates(run: Mapping) -> tuple[str, str, str]:
     return NOT_MEASURED, NOT_MEASURED, NOT_MEASURED
 
 
-def detection_table(entries: Sequence[plots.Entry]) -> str | None:
+def detection_table(entries: Sequence[Entry]) -> str | None:
     """Table of every detection record: TPR, FPR, precision, recall, F1, AUROC."""
     rows = []
     for e in entries:
@@ -106,7 +107,7 @@ def detection_table(entries: Sequence[plots.Entry]) -> str | None:
     return table(header, rows) + note
 
 
-def flips_table(entries: Sequence[plots.Entry]) -> str | None:
+def flips_table(entries: Sequence[Entry]) -> str | None:
     """Targeted misclassification counts (true -> predicted) of each run's final model."""
     rows = [[name_cell(e), td(escape(str(pair))), td(str(int(count)))]
             for e in entries for pair, count in data.as_dict(data.final(e.run).get("flips")).items()
@@ -132,7 +133,7 @@ def gallery(png: bytes | None) -> str | None:
             + img(png, "trigger gallery: clean vs triggered inputs", enlarge_to=480))
 
 
-def config_section(entries: Sequence[plots.Entry]) -> str | None:
+def config_section(entries: Sequence[Entry]) -> str | None:
     """The first run's resolved config as YAML; for other runs only the keys that differ from it."""
     with_config = [e for e in entries if isinstance(e.run.get("config"), Mapping)]
     if not with_config:
@@ -203,31 +204,31 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
 # ---------------------------------------------------------------- figures with their captions
 
 FIGURES = [  # anchor, section title, drawing function, alt text, caption
-    ("rounds", "Clean accuracy and attack success rate per round", plots.accuracy_asr,
+    ("rounds", "Clean accuracy and attack success rate per round", charts.accuracy_asr,
      "clean accuracy and attack success rate per round",
      "Left: accuracy on the clean test set. Right: share of triggered test inputs (true class not the target) "
      "classified as the target. Higher is better on the left, lower on the right."),
-    ("confusion", "Confusion matrix", plots.confusion, "confusion matrix heatmap",
+    ("confusion", "Confusion matrix", charts.confusion, "confusion matrix heatmap",
      "The final (for a centralized run: poisoned) model on the clean test inputs. Rows are true classes, columns "
      "predicted classes; numbers are test-input counts and colour is the share of the row (bright diagonal = correct)."),
-    ("norms", "Client update norms", plots.update_norms, "update norms per round, malicious clients marked",
+    ("norms", "Client update norms", charts.update_norms, "update norms per round, malicious clients marked",
      "L2 norm of each sampled client's update in every round, as the server received it. Grey dots are honest "
      "clients, vermillion triangles malicious ones: boosted updates stand out above the grey band."),
-    ("flags", "Who each defense flagged", plots.flags, "round by client grid of flagged clients, attackers marked",
+    ("flags", "Who each defense flagged", charts.flags, "round by client grid of flagged clients, attackers marked",
      "One panel per run; columns are rounds, rows are clients. Blue = flagged (rejected or down-weighted) by the "
      "defense, white = sampled and kept, grey = not sampled. An x marks a true attacker: blue with x is a catch, "
      "white with x a miss, blue without x a false alarm."),
-    ("roc", "Detection ROC curves", plots.roc, "detection ROC curves",
+    ("roc", "Detection ROC curves", charts.roc, "detection ROC curves",
      "True positive rate against false positive rate as the detector's threshold moves; AUROC in the legend "
      "(1.0 = perfect ranking, 0.5 = chance). Detections without scores or without both poisoned and clean items "
      "cannot have a curve."),
-    ("per-class", "Per-class accuracy", plots.per_class_accuracy, "per-class accuracy",
+    ("per-class", "Per-class accuracy", charts.per_class_accuracy, "per-class accuracy",
      "Accuracy of the final model on each class's clean test inputs; a dip on one class can show a targeted or "
      "label-flipping attack."),
 ]
 
 
-def _omitted(entries: Sequence[plots.Entry], has: Callable[[dict], bool], why: str) -> str:
+def _omitted(entries: Sequence[Entry], has: Callable[[dict], bool], why: str) -> str:
     """A note naming the runs left out of a figure, '' when none are."""
     left = [e.name for e in entries if not has(e.run)]
     return f" Not shown ({why}): {escape(', '.join(left))}." if left else ""
@@ -238,13 +239,13 @@ def _has_rounds(run: dict) -> bool:
     return any(len(data.series(run, k)[1]) for k in ("clean_accuracy", "attack_success_rate"))
 
 
-def caption_notes(anchor: str, entries: Sequence[plots.Entry]) -> str:
+def caption_notes(anchor: str, entries: Sequence[Entry]) -> str:
     """The part of a figure's caption that depends on the runs: shading, runs left out, truncation."""
     if anchor == "rounds":
-        shaded = " Shaded rounds had attackers taking part." if plots.attack_rounds(entries) else ""
+        shaded = " Shaded rounds had attackers taking part." if attack_rounds(entries) else ""
         return shaded + _omitted(entries, _has_rounds, "no per-round history, e.g. centralized")
-    if anchor == "confusion" and sum(data.confusion(e.run) is not None for e in entries) > plots.MAX_CONFUSIONS:
-        return f" Showing the first {plots.MAX_CONFUSIONS} runs with a confusion matrix."
+    if anchor == "confusion" and sum(data.confusion(e.run) is not None for e in entries) > MAX_CONFUSIONS:
+        return f" Showing the first {MAX_CONFUSIONS} runs with a confusion matrix."
     if anchor == "norms":
         return _omitted(entries, lambda r: len(data.norm_points(r)[1]) > 0, "no update norms recorded")
     if anchor == "flags":
@@ -252,13 +253,13 @@ def caption_notes(anchor: str, entries: Sequence[plots.Entry]) -> str:
     return ""
 
 
-def figure_section(anchor: str, draw: Callable[[Sequence[plots.Entry]], bytes | None], alt: str, caption: str,
-                   entries: Sequence[plots.Entry]) -> str | None:
-    """A figure with its caption, None when the figure has no data."""
-    png = draw(entries)
-    if png is None:
+def figure_section(anchor: str, draw: Callable[[Sequence[Entry]], str | None], alt: str, caption: str,
+                   entries: Sequence[Entry]) -> str | None:
+    """A figure (SVG, report/charts.py) with its caption, None when the figure has no data."""
+    svg = draw(entries)
+    if svg is None:
         return None
-    return f'<p class="note">{caption}{caption_notes(anchor, entries)}</p>' + img(png, alt)
+    return f'<p class="note">{caption}{caption_notes(anchor, entries)}</p>' + svg_img(svg, alt)
 
 
 def _safe(title: str, build: Callable[[], str | None]) -> str | None:
@@ -314,8 +315,8 @@ def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
            extra_sections: Sequence[tuple[str, str]] | None = None) -> str:
     """The whole page as a string. extra_sections are (title, HTML body) pairs; titles are escaped, bodies are not."""
     runs = [r if isinstance(r, Mapping) else {} for r in runs]
-    colors = plots.palette(len(runs))
-    entries = [plots.Entry(data.run_name(r, i), colors[i], dict(r)) for i, r in enumerate(runs)]
+    colors = palette(len(runs))
+    entries = [Entry(data.run_name(r, i), colors[i], dict(r)) for i, r in enumerate(runs)]
     figs = {anchor: (anchor, title, lambda a=anchor, d=draw, alt=alt, c=caption: figure_section(a, d, alt, c, entries))
             for anchor, title, draw, alt, caption in FIGURES}
     if centralized.all_baseline_per_class(entries):
