@@ -22,11 +22,13 @@ from poisonlab.data import load
 from poisonlab.poison import POISONS
 from poisonlab.poison.gallery import render_gallery
 from poisonlab.poison.low_frequency import LowFrequency
+from poisonlab.poison.trojannn import TrojanNN
 from poisonlab.rng import derive_seed
 from poisonlab.rundir import atomic_write_text
 from poisonlab.training import TrainConfig
 
 SEED = 0
+TRIGGER_FROM_MODEL = (LowFrequency, TrojanNN)  # their trigger is optimised on the clean model
 CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "poison-images" / "embraer-190"
 
@@ -80,19 +82,20 @@ def slug(name: str) -> str:
 
 def draw(name: str, poison, train_set, test_set, out: Path) -> None:
     """The gallery PNG of one attack: six test digits, clean above, triggered below."""
-    if isinstance(poison, (LowFrequency,)):
+    if isinstance(poison, LowFrequency):
         poison.apply(train_set, derive_seed(SEED, "poison", 0))  # its trigger is computed from the training data
-    x = test_set.x[:6]
-    triggered = poison.triggered(test_set.subset(torch.arange(6)), SEED).x
+    rows = torch.arange(6) if poison.source is None else torch.nonzero(test_set.y == int(poison.source)).flatten()[:6]
+    x = test_set.x[rows]
+    triggered = poison.triggered(test_set.subset(rows), SEED).x
     render_gallery(x, triggered, out / f"{slug(name)}.png")
     print(f"gallery {name}: max |change| {float((triggered - x).abs().max()):.3f}", flush=True)
 
 
 def gallery(train_set, test_set, specs: dict, out: Path, model=None) -> None:
-    """Gallery PNGs of the attacks that need no model (or, given the clean model, of those that do)."""
+    """Gallery PNGs of the attacks whose trigger needs no model (or, given the clean model, of those that do)."""
     for name, (spec, _) in specs.items():
         poison = POISONS.get(spec["name"], **spec["params"])
-        if poison.requires_model != (model is not None):
+        if isinstance(poison, TRIGGER_FROM_MODEL) != (model is not None):
             continue
         draw(name, poison.bind(model, test_set) if model is not None else poison, train_set, test_set, out)
 
