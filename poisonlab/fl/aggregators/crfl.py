@@ -99,7 +99,7 @@ def crfl(rho: float = 15.0, sigma: float = 0.01) -> Rule:
         norm = float(torch.linalg.vector_norm(new))
         new = new * min(1.0, rho / norm) if norm > 0 else new
         if sigma > 0:
-            noise = torch.randn(new.shape, generator=generator(ctx.seed, "crfl", ctx.round), dtype=torch.float64)
+            noise = torch.randn(new.shape, generator=generator(ctx.seed, "crfl", ctx.round), dtype=torch.float64, device="cpu")
             new = new + sigma * noise.to(new.device)
         update = ((new - w) / eta).to(updates.dtype)
         k = updates.shape[0]

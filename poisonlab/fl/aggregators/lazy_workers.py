@@ -38,8 +38,8 @@ def count_sketch(x: torch.Tensor, buckets: int, seed: int) -> torch.Tensor:
     generator(seed, 'lazy_workers', d), built from column chunks (no (k, d) temporary)."""
     k, d = x.shape
     g = generator(seed, "lazy_workers", d)
-    h = torch.randint(0, buckets, (d,), generator=g).to(x.device)
-    sign = (torch.randint(0, 2, (d,), generator=g) * 2 - 1).to(x.device, torch.float64)
+    h = torch.randint(0, buckets, (d,), generator=g, device="cpu").to(x.device)
+    sign = (torch.randint(0, 2, (d,), generator=g, device="cpu") * 2 - 1).to(x.device, torch.float64)
     out = torch.zeros(k, buckets, dtype=torch.float64, device=x.device)
     for cols in column_chunks(k, d, 8, CHUNK_BYTES):
         out.index_add_(1, h[cols], x[:, cols].double() * sign[cols])
