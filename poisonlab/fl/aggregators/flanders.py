@@ -58,7 +58,7 @@ def anomaly_scores(series: torch.Tensor, now: torch.Tensor, iterations: int) -> 
 
 def sampled_coordinates(d: int, m: int, seed: int, device) -> torch.Tensor:
     """m coordinate indices of d, drawn once per (seed, d), sorted."""
-    return torch.randperm(d, generator=generator(seed, "flanders", d))[:m].sort().values.to(device)
+    return torch.randperm(d, generator=generator(seed, "flanders", d), device="cpu")[:m].sort().values.to(device)
 
 
 @AGGREGATORS.register("flanders", reference=REFERENCE)
