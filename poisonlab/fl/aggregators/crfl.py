@@ -51,7 +51,8 @@ def certified_radius(p_a: float, p_b: float, *, sigma: float, rho: float, rounds
                      sigma_test: float | None = None, rho_test: float | None = None) -> float:
     """CRFL's certified radius (module docstring) for one test point; inf when p_a = 1.
 
-    rounds_after: rounds after the poisoning round, each with clip rho and noise sigma; the final
+    rounds_after: T - t_adv - 1, the training rounds after the poisoning round t_adv before the final model
+    of round T, each with clip rho and noise sigma (the authors' loop over t_adv + 1 .. T - 1); the final
     smoothing uses sigma_test / rho_test (default sigma / rho). weight_sq_sum: sum_i p_i^2 over the
     attackers' aggregation weights (1/N each for FedAvg over N clients: R / N^2)."""
     if not 0 <= p_b < p_a <= 1:
@@ -99,7 +100,8 @@ def crfl(rho: float = 15.0, sigma: float = 0.01) -> Rule:
         norm = float(torch.linalg.vector_norm(new))
         new = new * min(1.0, rho / norm) if norm > 0 else new
         if sigma > 0:
-            noise = torch.randn(new.shape, generator=generator(ctx.seed, "crfl", ctx.round), dtype=torch.float64, device="cpu")
+            noise = torch.randn(new.shape, generator=generator(ctx.seed, "crfl", ctx.round), dtype=torch.float64,
+                                device="cpu")
             new = new + sigma * noise.to(new.device)
         update = ((new - w) / eta).to(updates.dtype)
         k = updates.shape[0]

@@ -31,7 +31,7 @@ REFERENCE = ("Sun, Li, Chen and Chen 2021, FL-WBC: Enhancing Robustness against 
 
 def laplace(d: int, scale: float, g: torch.Generator) -> torch.Tensor:
     """(d,) float64 Laplace(0, scale) draws by the inverse CDF: -scale sign(u) log(1 - 2|u|), u ~ U[-1/2, 1/2)."""
-    u = torch.rand(d, generator=g, dtype=torch.float64, device="cpu") - 0.5  # CPU generator; callers move it
+    u = torch.rand(d, generator=g, dtype=torch.float64, device="cpu") - 0.5
     return -scale * torch.sign(u) * torch.log1p(-2 * u.abs()).clamp_min(-745.0)
 
 

@@ -48,7 +48,7 @@ def gap_clusters(scores: torch.Tensor, generator: torch.Generator, max_clusters:
         return 1
     c_max = min(max_clusters, n - 1)
     x = (x - x.min()) / spread
-    ref = torch.rand(references, n, generator=generator, dtype=torch.float64, device="cpu").to(x.device)
+    ref = torch.rand(references, n, generator=generator, dtype=torch.float64, device="cpu")
     tiny = 1e-300  # W = 0 (as many clusters as distinct values): log stays finite
     log_w = kmeans_1d_sse(x[None], c_max + 1)[0].clamp_min(tiny).log()
     log_ref = kmeans_1d_sse(ref, c_max + 1).clamp_min(tiny).log()

@@ -6,8 +6,8 @@ seen on the wire), a copy of another client's, or zeros (Lin et al. 2019, "Free-
 Learning"; the lazy / stale workers of Blades, Li et al. 2024). Each row is compared on a CountSketch
 (Charikar, Chen and Farach-Colton 2002): s_i[b] = sum_{j: h(j) = b} sign(j) x_ij with m buckets,
 h and sign drawn once from the experiment seed, so equal updates have equal sketches and
-E ||s_i - s_j||^2 = ||x_i - x_j||^2 (a Johnson-Lindenstrauss-type estimate, relative error about
-sqrt(2 / m)). Two rows are the same update when ||s_i - s_j|| <= tol * max(||s_i||, ||s_j||).
+E ||s_i - s_j||^2 = ||x_i - x_j||^2 (a Johnson-Lindenstrauss-type estimate; the squared distance's
+relative standard deviation is at most sqrt(2 / m)). Two rows are the same update when ||s_i - s_j|| <= tol * max(||s_i||, ||s_j||).
 
   zero:  ||x_i|| = 0;
   stale: same as a sketch kept from one of the last `window` rounds (any client);
