@@ -20,6 +20,7 @@ kills survivors, by process id. Logs go to files in the work directory.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -246,6 +247,17 @@ class LocalDeployment:
             text = (out.stdout + out.stderr).decode(errors="replace").strip().splitlines()
             raise ResourceError(f"flwr supernode register {public_key} failed (exit {out.returncode}):"
                                 f" {text[-1] if text else 'no output'}")
+
+    def list_nodes(self) -> list[dict]:
+        """The SuperNodes the SuperLink knows (``flwr supernode ls local --format json``): node-id, status, ..."""
+        out = subprocess.run([_bin("flwr"), "supernode", "ls", "local", "--format", "json"], env=self.env,
+                             cwd=self.workdir, capture_output=True, timeout=self.startup_timeout)
+        try:
+            return list(json.loads(out.stdout)["nodes"])
+        except (ValueError, KeyError, TypeError):
+            text = (out.stdout + out.stderr).decode(errors="replace").strip().splitlines()
+            raise ResourceError(f"flwr supernode ls failed (exit {out.returncode}):"
+                                f" {text[-1] if text else 'no output'}") from None
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
