@@ -159,6 +159,8 @@ class LocalDeployment:
         self.allowed_keys = [Path(k) for k in allowed_keys]
         if self.insecure and (certificates is not None or self.allowed_keys):
             raise ConfigError("insecure=True with certificates or allowed_keys; accepted: one or the other")
+        if self.allowed_keys and not self.node_auth:
+            raise ConfigError("allowed_keys without node authentication (node_auth=False); accepted: node_auth=True")
         self.certificates = _certificates(certificates, len(self.node_configs))
         self.procs: list[subprocess.Popen] = []
         self.nodes: list[subprocess.Popen] = []
@@ -200,10 +202,11 @@ class LocalDeployment:
                                   "--port", str(self.port), "--disable-runtime-dependency-installation"])
         self._wait_listening(self.port)
         self._write_flwr_config()
-        for key in self.allowed_keys:
-            self.register(key)
+        if self.node_auth:  # every key at once (one flwr CLI process each)
+            self.register(*self.allowed_keys, *(self.certificates.node_public_key(i)
+                                                for i in range(len(self.node_configs))))
         for i, node_config in enumerate(self.node_configs):
-            self.start_node(i, node_config)
+            self.start_node(i, node_config, register=False)
 
     def superlink_security(self) -> list[str]:
         """The SuperLink's TLS and node-authentication flags."""
@@ -236,17 +239,27 @@ class LocalDeployment:
         self.nodes.append(proc)
         return proc
 
-    def register(self, public_key: Path) -> None:
-        """Allow a SuperNode's public key on the SuperLink (``flwr supernode register KEY local``)."""
-        if not Path(public_key).is_file():
-            raise ConfigError(f"public key file {public_key} does not exist; accepted: an OpenSSH EC public key"
-                              " (node-<i>.pub from poisonlab.flower.certificates)")
-        out = subprocess.run([_bin("flwr"), "supernode", "register", str(public_key), "local"], env=self.env,
-                             cwd=self.workdir, capture_output=True, timeout=self.startup_timeout)
-        if out.returncode != 0:
-            text = (out.stdout + out.stderr).decode(errors="replace").strip().splitlines()
-            raise ResourceError(f"flwr supernode register {public_key} failed (exit {out.returncode}):"
-                                f" {text[-1] if text else 'no output'}")
+    def register(self, *public_keys: Path) -> None:
+        """Allow SuperNodes' public keys on the SuperLink (``flwr supernode register KEY local``, all at once)."""
+        for key in public_keys:
+            if not Path(key).is_file():
+                raise ConfigError(f"public key file {key} does not exist; accepted: an OpenSSH EC public key"
+                                  " (node-<i>.pub from poisonlab.flower.certificates)")
+        procs = [(key, subprocess.Popen([_bin("flwr"), "supernode", "register", str(key), "local"], env=self.env,
+                                        cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+                 for key in public_keys]
+        failed = []
+        for key, proc in procs:
+            try:
+                output, _ = proc.communicate(timeout=self.startup_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate()
+            if proc.returncode != 0:
+                lines = output.decode(errors="replace").strip().splitlines()
+                failed.append(f"{key} (exit {proc.returncode}: {lines[-1] if lines else 'no output'})")
+        if failed:
+            raise ResourceError(f"flwr supernode register failed for {'; '.join(failed)}")
 
     def list_nodes(self) -> list[dict]:
         """The SuperNodes the SuperLink knows (``flwr supernode ls local --format json``): node-id, status, ..."""
