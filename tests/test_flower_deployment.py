@@ -78,3 +78,39 @@ def test_tls_node_auth_and_data_on_each_node_match_the_builtin_engine(tmp_path):
         assert h["update_norms"][3] > 5 * max(h["update_norms"][:3])  # the boost is visible
     assert abs(history[-1]["clean_accuracy"] - builtin) <= 0.02, (history[-1]["clean_accuracy"], builtin)
     assert history[-1]["clean_accuracy"] >= 0.8
+
+
+def test_secure_by_default_insecure_only_when_asked_with_one_warning(tmp_path, monkeypatch, capsys):
+    certs = make_certificates(tmp_path / "certs", nodes=1)
+    dep = LocalDeployment(tmp_path / "d", [{"partition-id": 0}], certificates=tmp_path / "certs")
+    assert dep.superlink_security() == ["--ssl-ca-certfile", str(certs.ca_cert), "--ssl-certfile",
+                                        str(certs.server_cert), "--ssl-keyfile", str(certs.server_key),
+                                        "--enable-supernode-auth"]
+    assert dep.node_security(certs.node_key(0)) == ["--root-certificates", str(certs.ca_cert),
+                                                    "--auth-supernode-private-key", str(certs.node_key(0))]
+    wide = LocalDeployment(tmp_path / "w", [], host="0.0.0.0", port=9100, certificates=certs)
+    assert wide.address == "127.0.0.1:9100"
+    insecure = LocalDeployment(tmp_path / "i", [{"partition-id": 0}], insecure=True)
+    assert insecure.superlink_security() == insecure.node_security(None) == ["--insecure"]
+
+    def no_processes(name, cmd):
+        raise RuntimeError("stop before starting Flower")
+
+    monkeypatch.setattr(insecure, "_spawn", no_processes)
+    with pytest.raises(RuntimeError, match="stop before"):
+        insecure.start()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["poisonlab: warning: the Flower deployment runs WITHOUT TLS and node authentication"
+                     " (insecure=True): anyone who reaches the port can join and read the models"]
+
+
+def test_bad_deployment_settings_are_one_line_errors(tmp_path):
+    from poisonlab.errors import ConfigError
+
+    cases = [({"insecure": True, "certificates": tmp_path}, "insecure=True with certificates"),
+             ({"certificates": tmp_path}, "lacks .*ca.crt"),
+             ({"host": "http://x"}, "host 'http://x'"),
+             ({"allowed_keys": ["k.pub"], "node_auth": False}, "allowed_keys without node authentication")]
+    for kwargs, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            LocalDeployment(tmp_path / "d", [], **kwargs)

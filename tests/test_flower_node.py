@@ -23,7 +23,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from poisonlab import builders  # noqa: E402
 from poisonlab.data.sources import save_npz  # noqa: E402
 from poisonlab.errors import ConfigError, DataError  # noqa: E402
-from poisonlab.flower import node  # noqa: E402
+from poisonlab.flower import sources  # noqa: E402
 from poisonlab.flower.apps import client_app, from_settings  # noqa: E402
 from poisonlab.flower.arrays import from_record, to_record  # noqa: E402
 from poisonlab.flower.prepared import experiment_json, prepare  # noqa: E402
@@ -127,8 +127,8 @@ def test_bad_node_and_server_configs_are_one_line_errors(engine, files, tmp_path
 
 
 def test_a_registered_dataset_with_data_params_is_a_node_source():
-    src = node.data_source({"dataset": "digits", "data-params": "{}"})
+    src = sources.data_source({"dataset": "digits", "data-params": "{}"})
     assert src == {"dataset": "digits", "data-params": {}}
-    assert len(node.load_source(src, "node 0")) == 1797
+    assert len(sources.load_source(src, "node 0")) == 1797
     with pytest.raises(ConfigError, match="takes no data directory"):
-        node.load_source({"dataset": "digits", "data-dir": "/tmp"}, "node 0")
+        sources.load_source({"dataset": "digits", "data-dir": "/tmp"}, "node 0")

@@ -40,7 +40,7 @@ from typing import Any
 
 from poisonlab import progress
 from poisonlab.errors import ConfigError, DataError
-from poisonlab.flower import node, require_flwr
+from poisonlab.flower import node, require_flwr, sources
 from poisonlab.flower import prepared as engine
 from poisonlab.flower.arrays import read_record, to_record
 from poisonlab.flower.strategy import RobustStrategy
@@ -107,9 +107,9 @@ def partition_of(s: dict[str, Any], exp: engine.Prepared) -> int:
 
 def from_settings(s: dict[str, Any]) -> engine.Prepared:
     """The prepared experiment named by the 'experiment' setting (cached per process); with node-data=true (nodes
-    bring their own data) the server's part only: its test set and server data (flower/node.py server_sources)."""
-    if node.node_data_mode(s):
-        return engine.prepare_server(experiment_of(s), node.server_sources(s))
+    bring their own data) the server's part only: its test set and server data (flower/sources.py server_sources)."""
+    if sources.node_data_mode(s):
+        return engine.prepare_server(experiment_of(s), sources.server_sources(s))
     return engine.prepare(experiment_of(s))
 
 
@@ -117,9 +117,9 @@ def from_settings(s: dict[str, Any]) -> engine.Prepared:
 def node_of(s: dict[str, Any]) -> node.NodeExperiment | None:
     """The node's own-data experiment when its node config names data (npz / dataset), else None (ConfigError
     when the run says node-data=true and the node names none)."""
-    source = node.data_source(s)
+    source = sources.data_source(s)
     if source is None:
-        if node.node_data_mode(s):
+        if sources.node_data_mode(s):
             raise ConfigError("the run has node-data=true but this node names no data; accepted in its node config:"
                               ' npz="file.npz", or dataset="mnist" data-dir="dir"')
         return None

@@ -19,13 +19,12 @@ classes), local training settings and adversaries, and the node's data, poisoned
 built-in engine poisons a client's partition (the adversary's poison with the engine's per-client seed). Nothing
 of the experiment's own dataset is loaded on the node. The ServerApp side of such a run loads only its test set
 and server data (``node-data = true`` in the run config, sources ``test-*``, ``root-*``, ``validation-*``:
-``server_sources``).
+flower/sources.py).
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from dataclasses import dataclass, field
 
@@ -35,71 +34,10 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.flower.arrays import ArraySpec
+from poisonlab.flower.prepared import parse_experiment, train_client
+from poisonlab.flower.sources import load_source
 
-SOURCE_KEYS = ("npz", "dataset", "data-dir", "data-params")
-SERVER_PARTS = ("test", "root", "validation")
 ROLES = ("honest", "malicious")
-
-
-# ---------------------------------------------------------------------------- data sources
-def data_source(s: dict, prefix: str = "") -> dict | None:
-    """The data source named by the settings' keys prefix+npz / prefix+dataset (+ data-dir, data-params), checked
-    (ConfigError naming the keys); None when neither is given."""
-    src = {k: s[prefix + k] for k in SOURCE_KEYS if prefix + k in s and s[prefix + k] not in (None, "")}
-    if not src:
-        return None
-    name = f"'{prefix}npz' / '{prefix}dataset'"
-    if ("npz" in src) == ("dataset" in src):
-        raise ConfigError(f"data source {src} names {'both' if 'npz' in src else 'neither'} of {name}; accepted:"
-                          f" {prefix}npz=\"file.npz\", or {prefix}dataset=\"mnist\" {prefix}data-dir=\"dir\"")
-    if "npz" in src and len(src) > 1:
-        raise ConfigError(f"{prefix}npz={src['npz']!r} with {', '.join(prefix + k for k in src if k != 'npz')};"
-                          f" accepted: {prefix}npz alone (the file holds x, y and classes)")
-    if "data-params" in src:
-        params = src["data-params"]
-        try:
-            params = json.loads(params) if isinstance(params, str) else params
-        except json.JSONDecodeError:
-            params = None
-        if not isinstance(params, dict):
-            raise ConfigError(f"{prefix}data-params={src['data-params']!r} is invalid; accepted: a JSON object such"
-                              ' as {"part": "test"}')
-        src["data-params"] = params
-    return src
-
-
-def load_source(src: dict, what: str) -> Dataset:
-    """The Dataset of a checked data source (the npz source for npz, else the named registered source)."""
-    from poisonlab.data import SOURCES, load
-
-    if "npz" in src:
-        return load("npz", path=str(src["npz"]))
-    name, params = str(src["dataset"]), dict(src.get("data-params") or {})
-    if "data-dir" in src:
-        accepted = inspect.signature(SOURCES.entry(name).factory).parameters
-        key = "data_dir" if "data_dir" in accepted else "path" if "path" in accepted else None
-        if key is None:
-            raise ConfigError(f"{what}: dataset '{name}' takes no data directory; accepted: no data-dir for it")
-        params[key] = str(src["data-dir"])
-    return load(name, **params)
-
-
-def server_sources(s: dict) -> str:
-    """The ServerApp's sources (test, root, validation) from 'test-npz', 'root-dataset', ... as canonical JSON;
-    ConfigError when node-data is on and no test set is named."""
-    sources = {part: data_source(s, f"{part}-") for part in SERVER_PARTS}
-    if sources["test"] is None:
-        raise ConfigError("node-data=true needs the server's test set; accepted: test-npz=\"test.npz\", or"
-                          " test-dataset=\"mnist\" test-data-dir=\"dir\" (test-data-params='{\"part\": \"test\"}')")
-    return json.dumps({k: v for k, v in sources.items() if v is not None}, sort_keys=True)
-
-
-def node_data_mode(s: dict) -> bool:
-    """True when the run says that nodes bring their own data (run config node-data = true)."""
-    value = s.get("node-data", False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"node-data={value!r} is invalid; accepted: true or false")
-    return value
 
 
 # ---------------------------------------------------------------------------- the node's experiment
@@ -137,8 +75,6 @@ class NodeExperiment:
                      buffers: dict | None = None) -> tuple[torch.Tensor, int, dict]:
         """(update, number of examples, buffers) of this node in round rnd, as the engine computes its client's row;
         attack (a malicious node's 'attack' setting) overrides its adversary's update attack."""
-        from poisonlab.flower.prepared import train_client
-
         a = self.adversary
         adversary = self.adversaries[a] if a is not None else Adversary(clients=[self.client])
         if attack is not None:
@@ -175,7 +111,6 @@ def prepare_node(experiment: str, source: str, client: int, role: str | None) ->
     from poisonlab.device import host, move_dataset, resolve
     from poisonlab.model_spec import build_model
     from poisonlab.precision import check_precision
-    from poisonlab.flower.prepared import parse_experiment
 
     config = parse_experiment(experiment)
     fed = config.federated

@@ -190,10 +190,10 @@ def prepare(experiment: str) -> Prepared:
 @functools.lru_cache(maxsize=4)
 def prepare_server(experiment: str, sources: str) -> Prepared:
     """The experiment for a ServerApp whose nodes bring their own data: only the test set and the server's root /
-    validation sets are loaded (sources: JSON {"test": src, "root": src, "validation": src}, flower/node.py's
+    validation sets are loaded (sources: JSON {"test": src, "root": src, "validation": src}, flower/sources.py's
     data sources), never the experiment's training data. Its Federation has K empty client datasets (the server
     samples, scores, aggregates and evaluates; it never trains a client: local_result refuses)."""
-    from poisonlab.flower.node import load_source
+    from poisonlab.flower.sources import load_source
 
     config = parse_experiment(experiment)
     src = json.loads(sources)
