@@ -145,7 +145,7 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
         rnd = int(msg.content["config"]["server-round"]) - 1
         own = node_of(s)
         if own is not None:
-            malicious = own.adversary is not None or s.get("role") == "malicious"
+            malicious = own.role == "malicious" or s.get("role") == "malicious"
             attack = _attack(s.get("attack")) if malicious else None
             try:
                 global_params, buffers = read_record(msg.content["arrays"], own.spec)
@@ -171,7 +171,7 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
         s = settings(defaults, context)
         own = node_of(s)
         if own is not None:
-            malicious = own.adversary is not None or (s.get("role") == "malicious" and bool(s.get("attack")))
+            malicious = own.role == "malicious" or (s.get("role") == "malicious" and bool(s.get("attack")))
             record = ConfigRecord({"partition-id": own.client, "role": "malicious" if malicious else "honest",
                                    "adversary": own.adversary_name, "num-examples": len(own.data)})
         else:

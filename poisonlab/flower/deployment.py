@@ -56,10 +56,12 @@ def check_host(host: str) -> str:
 
 
 def _certificates(value, nodes: int) -> Certificates | None:
-    """A Certificates from a directory (its files must exist) or a Certificates; None stays None."""
-    if value is None or isinstance(value, Certificates):
-        return value
-    certs = Certificates(Path(value), nodes)
+    """A Certificates (absolute paths) from a directory (its files must exist) or a Certificates; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, Certificates):
+        return Certificates(value.directory.resolve(), value.nodes)
+    certs = Certificates(Path(value).resolve(), nodes)
     missing = [str(p) for p in (certs.ca_cert, certs.server_cert, certs.server_key) if not p.is_file()]
     if missing:
         raise ConfigError(f"certificates directory {value} lacks {', '.join(missing)}; accepted: a directory made"
@@ -146,12 +148,13 @@ class LocalDeployment:
     admitted; each local SuperNode i runs with node-<i>.key and its node-<i>.pub is registered before it starts;
     allowed_keys: more public key files (OpenSSH) to register, for SuperNodes on other machines;
     insecure: plain HTTP, no node authentication (one warning line is printed).
+    The processes run in workdir: paths inside node_configs (npz, data-dir) should be absolute.
     """
 
     def __init__(self, workdir: Path, node_configs: list[dict], startup_timeout: float = 60.0, *,
                  host: str = HOST, port: int = 0, certificates=None, node_auth: bool = True,
                  allowed_keys=(), insecure: bool = False):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # the processes run there: every path they get is absolute
         self.node_configs = [dict(c) for c in node_configs]
         self.startup_timeout = startup_timeout
         self.host, self.port = check_host(host), int(port)
@@ -228,7 +231,7 @@ class LocalDeployment:
                    register: bool = True) -> subprocess.Popen:
         """Start SuperNode `index` with node_config (written as node-<index>.toml) and its key (default
         node-<index>.key of the certificates), registering the key's .pub first when register is True."""
-        key = key if key is not None or self.insecure else self.certificates.node_key(index)
+        key = Path(key).resolve() if key is not None else None if self.insecure else self.certificates.node_key(index)
         if self.node_auth and register:
             self.register(key.with_suffix(".pub"))
         path = self.workdir / f"node-{index}.toml"
@@ -241,6 +244,7 @@ class LocalDeployment:
 
     def register(self, *public_keys: Path) -> None:
         """Allow SuperNodes' public keys on the SuperLink (``flwr supernode register KEY local``, all at once)."""
+        public_keys = tuple(Path(k).resolve() for k in public_keys)
         for key in public_keys:
             if not Path(key).is_file():
                 raise ConfigError(f"public key file {key} does not exist; accepted: an OpenSSH EC public key"
@@ -307,7 +311,7 @@ class LocalDeployment:
     # ---------------------------------------------------------------- run
     def run(self, app_dir: Path, timeout: float = 300.0, run_config: dict | None = None) -> subprocess.CompletedProcess:
         """``flwr run app_dir local --stream`` (blocks until the run ends or timeout seconds pass)."""
-        cmd = [_bin("flwr"), "run", str(app_dir), "local", "--stream"]
+        cmd = [_bin("flwr"), "run", str(Path(app_dir).resolve()), "local", "--stream"]
         if run_config:
             cmd += ["--run-config", " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items())]
         log = self.workdir / "flwr-run.log"
