@@ -143,7 +143,8 @@ class LocalDeployment:
     other machines can reach it; the local SuperNodes and the CLI connect through 127.0.0.1 then);
     port: the SuperLink's port (0: a free one);
     certificates: a directory made by poisonlab.flower.certificates (ca.crt, server.crt/.key, node-<i>.key/.pub),
-    or a Certificates; None: a throw-away set is made in workdir/certs for host (and loopback) and the local nodes;
+    or a Certificates; None: a throw-away set is made (replaced) in workdir/certs for host (and loopback) and the
+    local nodes (with host 0.0.0.0, give certificates made for the names remote SuperNodes use);
     node_auth: Flower's SuperNode authentication (--enable-supernode-auth): only registered public keys are
     admitted; each local SuperNode i runs with node-<i>.key and its node-<i>.pub is registered before it starts;
     allowed_keys: more public key files (OpenSSH) to register, for SuperNodes on other machines;
