@@ -7,8 +7,15 @@ simulation passes the experiment there), the run config (``flwr run`` / pyprojec
 - ``experiment``: the experiment as a JSON string, the YAML's shape (seed, data, model, federated);
 - ``partition-id`` / ``num-partitions``: which data partition this node holds (node config;
   Flower's simulation engine sets both);
-- ``role``: "honest" or "malicious" (node config); without it a node is malicious when its
-  partition id is one of the experiment's adversary clients;
+- ``role``: "honest" or "malicious" (node config), or with the node's own data an adversary of the
+  experiment by name (flower/node.py); without it a node is malicious when its partition id is one of
+  the experiment's adversary clients;
+- the node's own data (node config; flower/node.py): ``npz``, or ``dataset`` + ``data-dir`` (+
+  ``data-params``); then the node trains on it (poisoned by its adversary as the engine poisons a client's
+  partition) instead of a partition of the experiment's dataset, which it never loads;
+- ``node-data`` (run config, bool): nodes bring their own data; the ServerApp then loads only its test set
+  and server data, named by ``test-npz`` / ``test-dataset`` + ``test-data-dir`` and likewise ``root-*``,
+  ``validation-*`` (the sizes federated.server_data asks for);
 - ``attack``: JSON {name, params}, an update attack for a malicious node, overriding its
   adversary's (applied to this node's own update only: the non-omniscient form); poisoned local
   data comes from the experiment's adversary that controls the node's partition;
@@ -32,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab import progress
-from poisonlab.errors import ConfigError
-from poisonlab.flower import require_flwr
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.flower import node, require_flwr, sources
 from poisonlab.flower import prepared as engine
 from poisonlab.flower.arrays import read_record, to_record
 from poisonlab.flower.strategy import RobustStrategy
@@ -99,13 +106,34 @@ def partition_of(s: dict[str, Any], exp: engine.Prepared) -> int:
 
 
 def from_settings(s: dict[str, Any]) -> engine.Prepared:
-    """The prepared experiment named by the 'experiment' setting (cached per process)."""
+    """The prepared experiment named by the 'experiment' setting (cached per process); with node-data=true (nodes
+    bring their own data) the server's part only: its test set and server data (flower/sources.py server_sources)."""
+    if sources.node_data_mode(s):
+        return engine.prepare_server(experiment_of(s), sources.server_sources(s))
     return engine.prepare(experiment_of(s))
 
 
 # ---------------------------------------------------------------------------- client
+def node_of(s: dict[str, Any]) -> node.NodeExperiment | None:
+    """The node's own-data experiment when its node config names data (npz / dataset), else None (ConfigError
+    when the run says node-data=true and the node names none)."""
+    source = sources.data_source(s)
+    if source is None:
+        if sources.node_data_mode(s):
+            raise ConfigError("the run has node-data=true but this node names no data; accepted in its node config:"
+                              ' npz="file.npz", or dataset="mnist" data-dir="dir"')
+        return None
+    if "partition-id" not in s:
+        raise ConfigError("the node has no 'partition-id' (its client id); accepted: --node-config"
+                          " 'partition-id=0 npz=\"site-0.npz\"'")
+    role = s.get("role")
+    return node.prepare_node(experiment_of(s), json.dumps(source, sort_keys=True), int(s["partition-id"]),
+                             None if role is None else str(role))
+
+
 def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Prepared] = from_settings) -> ClientApp:
-    """A ClientApp that trains honestly or, by its role, maliciously (poisoned data, boost, update attack).
+    """A ClientApp that trains honestly or, by its role, maliciously (poisoned data, boost, update attack), on its
+    partition of the experiment's dataset or, when its node config names data, on that (flower/node.py).
 
     source(settings) -> the prepared experiment (default: built from the 'experiment' setting).
     """
@@ -114,24 +142,42 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         s = settings(defaults, context)
-        exp = source(s)
-        client = partition_of(s, exp)
-        role = role_of(s, exp, client)
-        attack = _attack(s.get("attack")) if role == "malicious" else None
-        global_params, buffers = read_record(msg.content["arrays"], exp.spec)
         rnd = int(msg.content["config"]["server-round"]) - 1
-        update, n, local_buffers = exp.local_result(global_params, client, rnd, malicious=role == "malicious",
-                                                    attack=attack, buffers=buffers)
-        content = RecordDict({"arrays": to_record(global_params + update, exp.spec, local_buffers),
+        own = node_of(s)
+        if own is not None:
+            malicious = own.role == "malicious" or s.get("role") == "malicious"
+            attack = _attack(s.get("attack")) if malicious else None
+            try:
+                global_params, buffers = read_record(msg.content["arrays"], own.spec)
+            except DataError as err:
+                raise node.check_fits(own, err) from None
+            update, n, local_buffers = own.local_result(global_params, rnd, attack=attack, buffers=buffers)
+            spec, client = own.spec, own.client
+        else:
+            exp = source(s)
+            client = partition_of(s, exp)
+            role = role_of(s, exp, client)
+            attack = _attack(s.get("attack")) if role == "malicious" else None
+            global_params, buffers = read_record(msg.content["arrays"], exp.spec)
+            update, n, local_buffers = exp.local_result(global_params, client, rnd, malicious=role == "malicious",
+                                                        attack=attack, buffers=buffers)
+            spec = exp.spec
+        content = RecordDict({"arrays": to_record(global_params + update, spec, local_buffers),
                               "metrics": MetricRecord({"num-examples": n, "client-id": client})})
         return Message(content, reply_to=msg)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         s = settings(defaults, context)
-        exp = source(s)
-        client = partition_of(s, exp)
-        record = ConfigRecord({"partition-id": client, "role": role_of(s, exp, client)})
+        own = node_of(s)
+        if own is not None:
+            malicious = own.role == "malicious" or (s.get("role") == "malicious" and bool(s.get("attack")))
+            record = ConfigRecord({"partition-id": own.client, "role": "malicious" if malicious else "honest",
+                                   "adversary": own.adversary_name, "num-examples": len(own.data)})
+        else:
+            exp = source(s)
+            client = partition_of(s, exp)
+            record = ConfigRecord({"partition-id": client, "role": role_of(s, exp, client)})
         return Message(RecordDict({"node": record}), reply_to=msg)
 
     return app

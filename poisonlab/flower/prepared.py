@@ -40,6 +40,7 @@ class Prepared:
 
     federation: Federation
     rounds: int
+    server_only: bool = False  # built by prepare_server: no client data (nodes bring their own)
 
     def __post_init__(self) -> None:
         if self.federation.config.batch_norm != "shared":  # a ClientApp keeps no state between rounds
@@ -103,24 +104,16 @@ class Prepared:
         malicious=False forces honest behaviour; attack overrides the adversary's update attack (parameters only).
         """
         fed = self.federation
+        if self.server_only:
+            raise ConfigError("this experiment was prepared for the ServerApp only (nodes bring their own data);"
+                              " accepted: local training on a node (poisonlab.flower.node)")
         data = self.client_data(client, rnd, malicious)
-        gen = generator(fed.config.seed, "local", rnd, client)
-        home, global_params = global_params.device, global_params.to(fed.device)  # trains on the federation's device
-        buffers = None if buffers is None else {n: b.to(fed.device) for n, b in buffers.items()}
-        trained = local_train(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget,
-                              buffers, precision=fed.precision)
-        update = trained.updates
         a = self.adversary_of(client)
         adversary = fed.adversaries[a] if a is not None else Adversary(clients=[client])
         if attack is not None:
             adversary = adversary.model_copy(update={"attack": attack})
         acts = attack is not None or (a is not None and adversary.schedule.active(rnd) and malicious is not False)
-        rows = torch.tensor([acts], device=fed.device)
-        ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client], device=fed.device),
-                           global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
-                           omniscient=False, seed=fed.config.seed)
-        update = apply_adversaries(update, [rows], [adversary], ctx)
-        return update[0].to(home), len(data), {n: b[0].to(home) for n, b in trained.buffers.items()}
+        return train_client(fed, data, client, rnd, adversary, acts, global_params, buffers)
 
     # ---------------------------------------------------------------- server side
     def sample(self, rnd: int, k: int | None = None) -> list[int]:
@@ -137,6 +130,28 @@ class Prepared:
         device = self.federation.device
         buffers = self.initial_buffers() if buffers is None else buffers
         return self.federation.evaluate(params.to(device), {n: b.to(device) for n, b in buffers.items()})
+
+
+def train_client(fed, data, client: int, rnd: int, adversary: Adversary, acts: bool, global_params: torch.Tensor,
+                 buffers: dict | None) -> tuple[torch.Tensor, int, dict]:
+    """(update (d,), number of examples, buffers after training) of one client trained on data in round rnd from
+    the global model, then its adversary's boost and update attack applied to its own row when acts (the engine's
+    apply_adversaries, ctx.omniscient=False).
+
+    fed: anything with the Federation's model, config, device, precision and num_clients (the Federation itself,
+    or a node's NodeExperiment); the generator is the engine's (seed, "local", round, client) stream.
+    """
+    gen = generator(fed.config.seed, "local", rnd, client)
+    home, global_params = global_params.device, global_params.to(fed.device)  # trains on the federation's device
+    buffers = None if buffers is None else {n: b.to(fed.device) for n, b in buffers.items()}
+    trained = local_train(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget,
+                          buffers, precision=fed.precision)
+    rows = torch.tensor([acts], device=fed.device)
+    ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client], device=fed.device),
+                       global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
+                       omniscient=False, seed=fed.config.seed)
+    update = apply_adversaries(trained.updates, [rows], [adversary], ctx)
+    return update[0].to(home), len(data), {n: b[0].to(home) for n, b in trained.buffers.items()}
 
 
 def parse_experiment(experiment) -> object:
@@ -170,3 +185,52 @@ def prepare(experiment: str) -> Prepared:
     """Build (once per process) the prepared experiment from its JSON string."""
     config = parse_experiment(experiment)
     return Prepared(build_federation(config), config.federated.rounds)
+
+
+@functools.lru_cache(maxsize=4)
+def prepare_server(experiment: str, sources: str) -> Prepared:
+    """The experiment for a ServerApp whose nodes bring their own data: only the test set and the server's root /
+    validation sets are loaded (sources: JSON {"test": src, "root": src, "validation": src}, flower/sources.py's
+    data sources), never the experiment's training data. Its Federation has K empty client datasets (the server
+    samples, scores, aggregates and evaluates; it never trains a client: local_result refuses)."""
+    from poisonlab.flower.sources import load_source
+
+    config = parse_experiment(experiment)
+    src = json.loads(sources)
+    test = load_source(src["test"], "the server's test set")
+    server = {part: load_source(src[part], f"the server's {part} set") if part in src else None
+              for part in ("root", "validation")}
+    return Prepared(server_federation(config, test, server["root"], server["validation"]), config.federated.rounds,
+                    server_only=True)
+
+
+def server_federation(config, test, root, validation) -> Federation:
+    """The server's Federation (no client data) as builders.build_federation builds the engine's, with root and
+    validation given instead of carved out of the training split (their sizes must be the configured ones)."""
+    from poisonlab import builders
+    from poisonlab.data.augment import check_images
+    from poisonlab.device import host
+    from poisonlab.model_spec import build_model
+    from poisonlab.rng import derive_seed
+
+    fed = config.federated
+    for part, data, size in (("root", root, fed.server_data.root_size),
+                             ("validation", validation, fed.server_data.validation_size)):
+        if (0 if data is None else len(data)) != size:
+            raise ConfigError(f"the server's {part} set holds {0 if data is None else len(data)} samples but"
+                              f" federated.server_data.{part}_size is {size}; accepted: {part}-npz (or"
+                              f" {part}-dataset) with exactly {size} samples" + (", or none" if not size else ""))
+    if fed.local.augment is not None:
+        check_images(test.input_shape, "federated.local.augment")
+    with host():
+        adversaries, probe = builders.build_adversaries(fed, config.seed)
+        target = probe.target if probe is not None and probe.has_trigger else None
+        triggered = probe.triggered(test, derive_seed(config.seed, "triggered")) if target is not None else None
+        model = build_model(config.model.name, test.input_shape, test.num_classes, seed=config.seed,
+                            **config.model.params)
+        empty = test.subset(torch.zeros(0, dtype=torch.long))
+    adversaries = [a.model_copy(update={"poison": None}) for a in adversaries]  # nodes poison their own data
+    return Federation(model, [empty] * fed.clients, test,
+                      builders.federation_config(config, None, True, target, probe),
+                      aggregator=builders.build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
+                      root_data=root, validation_data=validation, device=config.device, precision=config.precision)
