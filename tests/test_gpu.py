@@ -34,7 +34,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 AGGREGATOR_PARAMS = {"krum": {"f": 2}, "multi_krum": {"f": 2}, "bulyan": {"f": 2}, "norm_clip": {"bound": 1.0},
                      "centered_clipping": {"tau": 1.0}, "dp_gaussian": {"bound": 1.0, "sigma": 0.01}}
-ATTACK_PARAMS = {"constrain_and_scale": {"bound": 1.0}}
+ATTACK_PARAMS = {"constrain_and_scale": {"bound": 1.0}, "agr_tailored": {"rule": "median"},
+                 "alie_opt": {"rule": "median"}, "ipm_opt": {"rule": "median"}}
 
 
 @pytest.fixture(scope="module", autouse=True)
