@@ -118,7 +118,7 @@ def run_sweep(doc: dict, out_dir: Path, run_one: Callable[[Any, Path], dict],
     if todo:
         log(f"running {len(todo)} of {len(cells)} cells")
     started = last = time.perf_counter()
-    for done, (t, metrics) in enumerate((executor or sequential)(run_one, tasks), 1):
+    for done, (t, metrics) in enumerate((executor or sequential)(run_one, tasks) if tasks else (), 1):
         took, last = metrics.get("wall_time", time.perf_counter() - last), time.perf_counter()
         i = todo[t]
         cell = cells[i]

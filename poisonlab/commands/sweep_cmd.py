@@ -55,6 +55,11 @@ def check_executor_options(args) -> None:
         raise ConfigError(f"--address {args.address!r} needs --executor ray")
     if not 1 <= args.stack <= MAX_STACK:
         raise ConfigError(f"--stack {args.stack} is not valid; accepted: 1 to {MAX_STACK} cells")
+    if args.executor == "ray":
+        from poisonlab.sweep_ray import check_address, require_ray
+
+        require_ray()
+        check_address(args.address)
     for name in ("cpus_per_cell", "gpus_per_cell"):
         value = getattr(args, name)
         if not 0 <= value <= 1024 or (name == "cpus_per_cell" and value == 0):
