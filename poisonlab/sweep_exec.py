@@ -30,13 +30,17 @@ def sequential(run_one: Callable[[Any, Path], dict], tasks: list[Task]) -> Itera
 
 
 def stacked(size: int) -> Executor:
-    """Up to size compatible cells at a time (stack_key), each in its own thread of one Cohort."""
+    """Up to size compatible federated cells at a time (stack_key), each in its own thread of one Cohort;
+    centralized cells one after another."""
     def run(run_one: Callable[[Any, Path], dict], tasks: list[Task]) -> Iterator[tuple[int, dict]]:
         groups: dict[str, list[int]] = {}
         for i, (config, _) in enumerate(tasks):
             groups.setdefault(stack_key(config), []).append(i)
         with sharing():
             for members in groups.values():
+                if tasks[members[0]][0].kind != "federated":  # nothing to stack: one after another
+                    yield from ((i, run_one(*tasks[i])) for i in members)
+                    continue
                 for lo in range(0, len(members), size):
                     yield from _run_together(run_one, tasks, members[lo:lo + size])
 

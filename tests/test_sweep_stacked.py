@@ -69,3 +69,13 @@ def test_bad_executor_options_are_one_line_errors(tmp_path, capsys, options, mes
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_centralized_cells_run_one_after_another_under_the_default_executor(tmp_path):
+    doc = {"name": "central", "data": {"dataset": "digits"}, "model": {"name": "logistic"},
+           "train": {"epochs": 1}, "grid": {"seed": [0, 1]}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(config), "--out", str(tmp_path / "c")]) == 0
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "c").glob("*/metrics.json")]
+    assert len(cells) == 2 and all(0.5 < c["final"]["clean_accuracy"] <= 1 for c in cells)
