@@ -23,10 +23,17 @@ from poisonlab.device import host
 from poisonlab.errors import ConfigError
 from poisonlab.poison.targets import asr_target
 from poisonlab.rng import derive_seed, generator
+from poisonlab.shared_builds import shared
 
 
 def load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
-    """The configured dataset, split into (train, test), stratified and seeded (on the host: data preparation)."""
+    """The configured dataset, split into (train, test), stratified and seeded (on the host: data preparation);
+    built once per data section and seed inside a sweep (shared_builds.py)."""
+    key = ("split", config.data.model_dump_json(), config.seed)
+    return shared(key, lambda: _load_split(config))
+
+
+def _load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
     with host():
         data = load(config.data.dataset, **config.data.params)
         return data.split(config.data.test_fraction, seed=derive_seed(config.seed, "split"))
@@ -49,8 +56,9 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
     if fed.local.augment is not None:  # refused before any round runs, not at the first local step
         check_images(train_set.input_shape, "federated.local.augment")
     with host():
-        train_set, root, validation = carve_server_data(fed, train_set, config.seed)
-        clients = partition_clients(fed, train_set, config.seed)
+        key = ("clients", id(train_set), fed.server_data.model_dump_json(), fed.partition.model_dump_json(),
+               fed.clients, config.seed)
+        train_set, root, validation, clients = shared(key, lambda: _clients(fed, train_set, config.seed), train_set)
         adversaries, probe = build_adversaries(fed, config.seed)
         target = asr_target(probe, test_set.num_classes) if probe is not None and probe.has_trigger else None
         triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
@@ -60,6 +68,12 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
                       aggregator=build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
                       root_data=root, validation_data=validation,
                       device=config.device if device is None else device, precision=config.precision)
+
+
+def _clients(fed: FederatedSpec, train_set: Dataset, seed: int):
+    """(training rest, root, validation, client datasets): the server's data carved out, the rest partitioned."""
+    train_set, root, validation = carve_server_data(fed, train_set, seed)
+    return train_set, root, validation, partition_clients(fed, train_set, seed)
 
 
 def carve_server_data(fed: FederatedSpec, train_set: Dataset, seed: int):

@@ -93,35 +93,44 @@ def config_digest(doc: dict) -> str:
 
 
 def run_sweep(doc: dict, out_dir: Path, run_one: Callable[[Any, Path], dict],
-              log: Callable[[str], None] = print, report: bool = True) -> list[dict]:
+              log: Callable[[str], None] = print, report: bool = True, executor=None) -> list[dict]:
     """Run every unfinished cell with run_one(config, cell_dir) -> metrics; return one summary row per cell.
 
     report: write out_dir/report.html comparing the cells (heatmaps, sortable table) after the last one.
+    executor: how the unfinished cells run (poisonlab/sweep_exec.py; None: one after another, in order).
     """
+    from poisonlab.sweep_exec import sequential
+
     cells = expand_grid(doc)
     configs = [parse(cell.doc) for cell in cells]  # validate every cell before running any
     for config in configs:
         check_components(config)
     claim(out_dir, "sweep")
     finished = [finished_metrics(out_dir / cell.slug, cell.doc) for cell in cells]
-    todo, done, started = finished.count(None), 0, time.perf_counter()
-    rows = []
-    for i, (cell, config, metrics) in enumerate(zip(cells, configs, finished), 1):
-        cell_dir = out_dir / cell.slug
-        if metrics is None:
-            log(f"[{i}/{len(cells)}] running {cell.slug}")
-            cell_start = time.perf_counter()
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            metrics = run_one(config, cell_dir)
-            atomic_write_text(cell_dir / "cell.json", json.dumps({"settings": cell.settings,
-                                                                   "digest": config_digest(cell.doc)}, default=str))
-            done += 1
-            log(f"[{i}/{len(cells)}] done in {duration(time.perf_counter() - cell_start)}: "
-                f"{cell_result(metrics)}" + (f"; {todo - done} to go, {eta(done, todo, time.perf_counter() - started)}"
-                                             if done < todo else ""))
-        else:
+    for i, (cell, metrics) in enumerate(zip(cells, finished), 1):
+        if metrics is not None:
             log(f"[{i}/{len(cells)}] finished already: {cell.slug}")
-        rows.append({**{k: _short(v) for k, v in cell.settings.items()}, **final_figures(metrics)})
+    todo = [i for i, metrics in enumerate(finished) if metrics is None]
+    tasks = []
+    for i in todo:
+        (out_dir / cells[i].slug).mkdir(parents=True, exist_ok=True)
+        tasks.append((configs[i], out_dir / cells[i].slug))
+    if todo:
+        log(f"running {len(todo)} of {len(cells)} cells")
+    started = last = time.perf_counter()
+    for done, (t, metrics) in enumerate((executor or sequential)(run_one, tasks) if tasks else (), 1):
+        took, last = metrics.get("wall_time", time.perf_counter() - last), time.perf_counter()
+        i = todo[t]
+        cell = cells[i]
+        atomic_write_text(out_dir / cell.slug / "cell.json", json.dumps({"settings": cell.settings,
+                                                                          "digest": config_digest(cell.doc)}, default=str))
+        finished[i] = metrics
+        left = len(todo) - done
+        log(f"[{i + 1}/{len(cells)}] done in {duration(took)}: {cell_result(metrics)}"
+            + (f"; {left} to go, {eta(done, len(todo), time.perf_counter() - started)}" if left else
+               f"; all {len(todo)} in {duration(time.perf_counter() - started)}"))
+    rows = [{**{k: _short(v) for k, v in cell.settings.items()}, **final_figures(metrics)}
+            for cell, metrics in zip(cells, finished)]
     if report:
         log(f"sweep report: {write_sweep_report(doc, out_dir, cells)}")
     return rows

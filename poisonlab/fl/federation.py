@@ -51,6 +51,7 @@ from poisonlab.device import host, model_device, move_dataset, resolve
 from poisonlab.precision import check_precision
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.divergence import check_round
+from poisonlab.fl import cohort
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.fl.buffers import average, load_buffers, model_buffers, same_layout
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
@@ -273,6 +274,9 @@ class Federation:
                 raise ConfigError(f"engine 'reference' is the fp32 definition; precision={self.precision!r} is"
                                   " not; accepted: precision fp32 with the reference engine")
             trained = reference_train(self.model, global_params, data, cfg.local, gens, self.buffers, starts)
+        elif cohort.current() is not None and starts is None and self.precision == "fp32":  # a sweep's stacked cells
+            trained = cohort.current().train(self.model, global_params, data, cfg.local, gens, cfg.memory_budget,
+                                             self.buffers)
         else:
             trained = local_train(self.model, global_params, data, cfg.local, gens, cfg.memory_budget, self.buffers,
                                   starts, precision=self.precision)

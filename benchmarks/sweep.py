@@ -1,0 +1,104 @@
+"""The defense matrix as a user runs it: whole `poisonlab sweep` processes, before vs after, local vs Ray.
+
+    .venv/bin/python benchmarks/sweep.py                         # the 140 cells (configs/defense-matrix.yaml)
+    .venv/bin/python benchmarks/sweep.py --quick                 # 2 attacks x 14 rules = 28 cells
+    .venv/bin/python benchmarks/sweep.py --quick --modes stacked ray
+    .venv/bin/python benchmarks/sweep.py --attacks 1 --rounds 5 --modes before alone stacked   # 14 cells
+
+Modes (each a fresh process and a fresh sweep directory, timed whole, in the order given):
+  before  : --stack 1 --cell-reports: one cell after another with each cell's report.html, as `poisonlab sweep`
+            ran before stacking (its data and partitions are now built once even so);
+  alone   : --stack 1: one cell after another, no per-cell reports;
+  stacked : the default: 14 compatible cells train in one stacked engine call per round, no per-cell reports;
+  ray     : --executor ray on a local Ray (one CPU per cell, every core).
+Each line gives the wall time, the CPU time of the process tree (user + sys, from os.wait4) and the ratio of the
+first mode's wall time to the mode's (> 1: faster). The sweeps' summaries are compared: the local modes must give
+the same clean accuracy per cell exactly (stacked cells are bitwise those alone); Ray's workers run one thread
+each, so its largest difference (float rounding grown over 20 rounds) is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = {"before": ["--stack", "1", "--cell-reports"], "alone": ["--stack", "1"], "stacked": [],
+         "ray": ["--executor", "ray"]}
+
+
+def config(quick: bool, tmp: Path, attacks: int | None = None, rounds: int | None = None) -> Path:
+    """The defense matrix with its data path made absolute (and, quick, its first 2 attacks only)."""
+    doc = yaml.safe_load((ROOT / "configs/defense-matrix.yaml").read_text())
+    doc["data"]["params"]["data_dir"] = str((ROOT / "configs" / doc["data"]["params"]["data_dir"]).resolve()
+                                            if not Path(doc["data"]["params"]["data_dir"]).is_absolute() else
+                                            doc["data"]["params"]["data_dir"])
+    if not Path(doc["data"]["params"]["data_dir"]).is_dir():
+        doc["data"]["params"]["data_dir"] = str((ROOT / "../shared/data/mnist").resolve())
+    if quick:
+        doc["grid"]["federated.adversary"] = doc["grid"]["federated.adversary"][:2]
+    if attacks:
+        doc["grid"]["federated.adversary"] = doc["grid"]["federated.adversary"][:attacks]
+    if rounds:
+        doc["federated"]["rounds"] = rounds
+    path = tmp / "matrix.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def timed(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and its children) of one whole command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {proc.stderr.read()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def accuracies(out: Path) -> dict[tuple, float]:
+    with open(out / "summary.csv") as f:
+        return {(r["federated.adversary"], r["federated.aggregator"]): float(r["clean_accuracy_mean"])
+                for r in csv.DictReader(f)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 attacks x 14 rules (28 cells)")
+    parser.add_argument("--attacks", type=int, help="only the first N attacks of the grid (N x 14 cells)")
+    parser.add_argument("--rounds", type=int, help="federated.rounds instead of the config's 20")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["before", "stacked", "ray"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="poisonlab-bench-sweep-") as tmp:
+        path = config(args.quick, Path(tmp), args.attacks, args.rounds)
+        doc = yaml.safe_load(path.read_text())
+        cells = len(doc['grid']['federated.adversary']) * len(doc['grid']['federated.aggregator'])
+        print(f"{cells} cells, {doc['federated']['rounds']} rounds, {os.cpu_count()} cores\n")
+        print("| mode | command options | wall s | CPU s | speed-up vs first |")
+        print("|---|---|---|---|---|")
+        first, reference = None, None
+        for mode in args.modes:
+            out = Path(tmp) / mode
+            command = [sys.executable, "-m", "poisonlab", "sweep", str(path), "--out", str(out), *MODES[mode]]
+            wall, cpu = timed(command)
+            first = first or wall
+            found = accuracies(out)
+            reference = reference or found
+            worst = max(abs(found[c] - reference[c]) for c in reference)
+            if mode != "ray":  # the local modes compute the same numbers
+                assert worst == 0, f"{mode}: clean accuracy differs from {args.modes[0]}'s by {worst:.4f}"
+            print(f"| {mode} | {' '.join(MODES[mode]) or '(default)'} | {wall:.1f} | {cpu:.1f} | {first / wall:.2f}x |"
+                  f" (largest clean-accuracy difference to {args.modes[0]}: {100 * worst:.2f} points)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
