@@ -192,7 +192,7 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
     if engine == "flower":
         from poisonlab.flower.simulation import run_simulation
 
-        flower = run_simulation(federation)
+        flower = run_simulation(federation, resume=resume)
         history, model = flower["history"], flower["model"]
     else:
         result = federation.run(resume=resume)
