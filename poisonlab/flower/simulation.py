@@ -129,7 +129,26 @@ def _start_ray(num_cpus: int, verbose: bool, num_gpus: int = 0) -> None:
                                        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}})
 
 
+#: Flower's log lines that are not news to a poisonlab user: its run_simulation entry point being deprecated
+#: (poisonlab drives the simulation through it; see docs/flower.md) and FedAvg's note that client evaluation is off
+#: (poisonlab evaluates on the server).
+NOT_NEWS = ("DEPRECATED FEATURE", "FEATURE UPDATE", "fraction_evaluate is set to 0.0")
+
+
+class _NotNews(logging.Filter):
+    """Drops Flower's log records that start with one of NOT_NEWS."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.getMessage()).lstrip()
+        return not any(message.startswith(text) for text in NOT_NEWS)
+
+
 def _quiet(verbose: bool) -> None:
-    """Flower logs every round at INFO; keep its warnings only unless verbose."""
+    """Flower logs every round at INFO; keep its warnings only unless verbose, less the NOT_NEWS ones; Ray's
+    future warning about GPU environment variables is answered by setting the variable it asks for."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    flwr_logger = logging.getLogger("flwr")
     if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        flwr_logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _NotNews) for f in flwr_logger.filters):
+        flwr_logger.addFilter(_NotNews())

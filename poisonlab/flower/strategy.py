@@ -280,8 +280,8 @@ class RobustStrategy(FedAvg):
         for msg in replies:
             code = int(msg.error.code) if msg.has_error() else None
             if code in UNAVAILABLE_CODES:
-                node = int(msg.metadata.src_node_id)
-                node = node if node in self._sent else self._node_of_reply(msg)
+                node = self._node_of_reply(msg)
+                node = int(msg.metadata.src_node_id) if node is None else node
                 dropped.append(self._drop(node, self._sent.get(node), f"{UNAVAILABLE_CODES[code]}: {msg.error.reason}"))
             else:
                 kept.append(msg)
