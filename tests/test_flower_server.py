@@ -22,6 +22,7 @@ pytest.importorskip("flwr", reason="Flower is not installed; install poisonlab[f
 
 from poisonlab.errors import ConfigError  # noqa: E402
 from poisonlab.flower.apps import client_app, run_server, server_settings  # noqa: E402
+from poisonlab.flower.strategy import fault_lines  # noqa: E402
 from poisonlab.flower.prepared import Prepared, build_federation, experiment_json, parse_experiment  # noqa: E402
 from tests.flower_grid import InProcessGrid, set_task_identity  # noqa: E402
 
@@ -101,6 +102,9 @@ def test_down_silent_and_unavailable_nodes_are_dropped_with_reasons_and_a_return
     assert grid.timeouts == [5.0, 5.0, 5.0]
     assert "dropped node 1002 (client 2)" in caplog.text and "round 3 skipped" in caplog.text
     json.dumps(h)  # the history is JSON as written to history.json
+    lines = fault_lines(h)  # the run's warnings (report banner)
+    assert len(lines) == 2 and lines[0].startswith("Flower round 2: client 1 dropped (its node is not connected)")
+    assert "skipped: 2 valid replies" in lines[1]
 
 
 def test_server_settings_are_validated():

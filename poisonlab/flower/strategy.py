@@ -452,6 +452,18 @@ class RobustStrategy(FedAvg):
         return nodes
 
 
+def fault_lines(history: list[dict]) -> list[str]:
+    """One line per round that dropped a client or was skipped (for the run's warnings and its report banner)."""
+    lines = []
+    for entry in history:
+        parts = [f"client {d['client']} dropped ({d['reason']})" for d in entry.get("dropped") or []]
+        if entry.get("skipped"):
+            parts.append(f"skipped: {entry['skipped']}")
+        if parts:
+            lines.append(f"Flower round {entry['round'] + 1}: " + "; ".join(parts))
+    return lines
+
+
 def _json_float(value):
     """A float for JSON (None for None / NaN / Inf)."""
     if value is None:
