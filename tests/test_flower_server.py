@@ -20,7 +20,7 @@ import torch
 
 pytest.importorskip("flwr", reason="Flower is not installed; install poisonlab[flower]")
 
-from poisonlab.errors import ConfigError  # noqa: E402
+from poisonlab.errors import ConfigError, DivergedError  # noqa: E402
 from poisonlab.flower.apps import client_app, run_server, server_settings  # noqa: E402
 from poisonlab.flower.strategy import fault_lines  # noqa: E402
 from poisonlab.flower.prepared import Prepared, build_federation, experiment_json, parse_experiment  # noqa: E402
@@ -170,3 +170,24 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
     for r, f in zip(resumed["history"], full["history"]):
         assert {k: v for k, v in r.items() if k != "seconds"} == {k: v for k, v in f.items() if k != "seconds"}
     assert any(e["flagged"] for e in full["history"]), "the stateful rule acts (its state is checkpointed)"
+
+
+def test_a_diverged_run_stops_with_the_round_and_the_likely_cause():
+    exp = experiment(rounds=2)
+    exp["federated"]["local"]["lr"] = 1e38
+    with pytest.raises(DivergedError, match="diverged in round 1"):
+        flower_run(exp)
+
+
+def test_flowers_notes_that_are_not_news_are_filtered_and_its_other_warnings_kept():
+    from poisonlab.flower.simulation import _quiet
+
+    _quiet(verbose=False)
+    flwr_logger = logging.getLogger("flwr")
+
+    def record(text):
+        return logging.LogRecord("flwr", logging.WARNING, __file__, 1, text, (), None)
+
+    assert not flwr_logger.filter(record("DEPRECATED FEATURE: The `run_simulation` function is deprecated"))
+    assert not flwr_logger.filter(record("fraction_evaluate is set to 0.0. Federated evaluation will be skipped."))
+    assert flwr_logger.filter(record("Node 7 disconnected"))
