@@ -7,7 +7,8 @@ comes back (under a new node id) is used again, and a round with fewer valid rep
 skipped with the global model unchanged; the settings are validated; the model-replacement scenario (omniscient,
 simulated by the server) and a mix of attackers (a non-omniscient ALIE on its node, a colluding scaler on the
 server) give the built-in engine's round records and ASR; a run interrupted after round 2 and resumed from its
-checkpoint ends with the uninterrupted run's history and model.
+checkpoint ends with the uninterrupted run's history and model; a diverged run stops with a DivergedError;
+Flower's deprecation note is filtered, its other warnings are not.
 """
 
 from __future__ import annotations

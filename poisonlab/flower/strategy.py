@@ -205,7 +205,8 @@ class RobustStrategy(FedAvg):
         k = self._k()
         chosen = self.sampler(server_round - 1, k) if k else []
         self._sent = {by_client[c]: c for c in chosen if c in by_client}
-        self._dropped = [self._drop(None, c, "its node is not connected") for c in chosen if c not in by_client]
+        last = {c: n for n, c in self.node_clients.items()}  # the node a client was last seen on
+        self._dropped = [self._drop(last.get(c), c, "its node is not connected") for c in chosen if c not in by_client]
         self._global, self._global_buffers = read_record(arrays, self.spec)
         config["server-round"] = server_round
         config["round-size"] = len(chosen)
