@@ -83,8 +83,8 @@ def _run(config: ExperimentConfig, out_dir, *, resume: bool, quiet: bool, report
                                        device=dev)
     else:
         metrics, model = run_centralized_experiment(config, train_set, test_set, device=dev)
-    if warnings:
-        metrics["warnings"] = warnings
+    if warnings or metrics.get("warnings"):
+        metrics["warnings"] = warnings + list(metrics.get("warnings") or [])
     metrics["device"], metrics["precision"] = describe(dev), config.precision
     metrics["wall_time"] = time.perf_counter() - start
     if out is not None:
@@ -189,11 +189,17 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
                                   device=run_device(config, engine) if device is None else device)
     if federation.config.checkpoint_dir:
         check_resumed_config(config, Path(federation.config.checkpoint_dir), resume)
+    faults: list[str] = []
     if engine == "flower":
         from poisonlab.flower.simulation import run_simulation
 
-        flower = run_simulation(federation)
+        from poisonlab.flower.strategy import fault_lines
+
+        flower = run_simulation(federation, resume=resume)
         history, model = flower["history"], flower["model"]
+        faults = fault_lines(history)  # dropped clients and skipped rounds: warnings, shown in the report's banner
+        for line in faults:
+            progress.warn(line)
     else:
         result = federation.run(resume=resume)
         history, model = [r.to_dict() for r in result.history], result.model
@@ -207,4 +213,6 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
                         "flips": (last.get("flips") or {}) if last else {}, "class_names": list(test_set.classes),
                         "attackers": federation.adversary_clients}
     metrics["history"] = history
+    if faults:
+        metrics["warnings"] = faults
     return metrics, model

@@ -340,9 +340,6 @@ CASES = [
     C("r2-resume-centralized", "ignored",
       lambda t: run_args(t, config_with(t, ("train", {"epochs": 1}), drop=("federated",)), "--resume"),
       "--resume", "centralized"),
-    C("r2-resume-flower-engine", "ignored",
-      lambda t: run_args(t, config_with(t, ("federated.checkpoint_every", 1)), "--resume", "--engine", "flower"),
-      "--resume", "--engine flower"),
     # ---- 7. CLI plumbing
     C("r2-cli-config-is-a-directory", "cli", lambda t: run_args(t, directory(t)), "adir", "is a directory"),
     C("r2-cli-config-is-a-device", "cli", lambda t: run_args(t, Path("/dev/null")), "/dev/null",

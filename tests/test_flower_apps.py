@@ -1,8 +1,9 @@
 """poisonlab's ClientApp called directly with Flower Messages and Contexts (no Ray, no network).
 
 Checks against the built-in engine: an honest node's reply is exactly the engine's local update
-of that client; the experiment's malicious client replies the engine's attacked row (scale x10,
-computed on its own update only); a node-config role/attack override turns an honest partition
+of that client; the experiment's non-omniscient malicious client replies the engine's attacked row
+(scale x10, computed on its own update only), an omniscient one its unattacked update (the server's
+threat simulation attacks it, flower/threat.py); a node-config role/attack override turns an honest partition
 malicious; the discovery query answers partition id and role; a bad partition is a ConfigError.
 """
 
@@ -27,7 +28,8 @@ from poisonlab.rng import generator  # noqa: E402
 
 EXPERIMENT = {"name": "apps", "seed": 3, "data": {"dataset": "digits"}, "model": {"name": "logistic"},
               "federated": {"clients": 4, "rounds": 2, "local": {"epochs": 1, "batch_size": 32, "lr": 0.1},
-                            "adversary": {"clients": [3], "attack": {"name": "scale", "params": {"gamma": 10}}},
+                            "adversary": {"clients": [3], "omniscient": False,
+                                          "attack": {"name": "scale", "params": {"gamma": 10}}},
                             "aggregator": {"name": "median"}}}
 
 
@@ -38,12 +40,12 @@ def task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_node_id", 1)
 
 
-def call(app, exp, node_config, message_type=MessageType.TRAIN, rnd=1):
+def call(app, exp, node_config, message_type=MessageType.TRAIN, rnd=1, experiment=EXPERIMENT):
     params = exp.initial_params()
     content = RecordDict({"arrays": to_record(params, exp.spec), "config": ConfigRecord({"server-round": rnd})})
     msg = Message(content, dst_node_id=100, message_type=message_type)
     ctx = Context(run_id=7, node_id=100, node_config=node_config, state=RecordDict(),
-                  run_config={"experiment": experiment_json(EXPERIMENT)})
+                  run_config={"experiment": experiment_json(experiment)})
     return params, app(msg, ctx)
 
 
@@ -53,14 +55,17 @@ def engine_rows(exp, rnd=0):
     return local_updates(fed.model, exp.initial_params(), fed.clients, fed.config.local, gens)
 
 
-def test_honest_and_malicious_replies_equal_the_engine_rows():
-    exp = prepare(experiment_json(EXPERIMENT))
+@pytest.mark.parametrize("omniscient", [False, True])
+def test_honest_and_malicious_replies_equal_the_engine_rows(omniscient):
+    experiment = {**EXPERIMENT, "federated": {**EXPERIMENT["federated"], "adversary": {
+        **EXPERIMENT["federated"]["adversary"], "omniscient": omniscient}}}
+    exp = prepare(experiment_json(experiment))
     app = client_app()
     rows = engine_rows(exp)
     for client in range(4):
-        g, reply = call(app, exp, {"partition-id": client, "num-partitions": 4})
+        g, reply = call(app, exp, {"partition-id": client, "num-partitions": 4}, experiment=experiment)
         update = from_record(reply.content["arrays"], exp.spec) - g
-        expected = rows[client] * (10.0 if client == 3 else 1.0)
+        expected = rows[client] * (10.0 if client == 3 and not omniscient else 1.0)
         torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-6)
         assert reply.content["metrics"]["num-examples"] == len(exp.federation.clients[client])
 

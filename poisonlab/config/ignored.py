@@ -1,8 +1,8 @@
 """Settings that would have no effect in the chosen mode: an error where the user clearly expects an
 effect that cannot happen, a warning line where the run is still meaningful.
 
-- ``check_resume(config, resume, engine)``: ``--resume`` that cannot resume (a centralized config, the
-  Flower engine, which has no checkpoints) is a ConfigError;
+- ``check_resume(config, resume, engine)``: ``--resume`` that cannot resume (a centralized config) is a
+  ConfigError (both engines resume federated runs: the Flower one from its server-side checkpoints);
 - ``ignored_settings(config, resume=..., command=...)``: one warning line per setting that a run of
   this config never reads (sections of the other mode, server data no rule uses, a sample larger than
   the federation, a grid in ``poisonlab run``);
@@ -34,9 +34,6 @@ def check_resume(config: ExperimentConfig, resume: bool, engine: str = "builtin"
     if config.kind != "federated":
         raise ConfigError("--resume continues a federated run from its checkpoints; a centralized config has"
                           " none; accepted: --resume with a 'federated' section and federated.checkpoint_every >= 1")
-    if engine == "flower":
-        raise ConfigError("--resume is not supported with --engine flower (Flower's simulation keeps no"
-                          " checkpoints); accepted: --engine builtin with federated.checkpoint_every >= 1")
 
 
 def never_firing_adversaries(config: ExperimentConfig) -> list[str]:

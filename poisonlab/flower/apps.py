@@ -18,10 +18,14 @@ simulation passes the experiment there), the run config (``flwr run`` / pyprojec
   ``validation-*`` (the sizes federated.server_data asks for);
 - ``attack``: JSON {name, params}, an update attack for a malicious node, overriding its
   adversary's (applied to this node's own update only: the non-omniscient form); poisoned local
-  data comes from the experiment's adversary that controls the node's partition;
-- server: ``output`` (a path: the history is written there as JSON), ``min-nodes`` (nodes to wait
-  for; default the experiment's clients), ``timeout`` (seconds per round trip),
-  ``trust-reported-roles`` (score flags against the roles the nodes report, for lab deployments).
+  data comes from the experiment's adversary that controls the node's partition; where each
+  adversary's attack runs (on its node, or in the server's threat simulation): flower/threat.py;
+- server (ServerSettings below): ``output`` (a path: the history is written there as JSON), ``min-nodes``
+  (nodes to wait for before the first round; default the experiment's clients), ``timeout`` (seconds the
+  server waits for a round's replies; default 600), ``min-replies`` (valid replies a round needs, default 1;
+  fewer: the round is skipped), ``checkpoint-every`` / ``checkpoint-dir`` / ``resume`` (server-side
+  checkpoints, flower/resume.py), ``trust-reported-roles`` (score flags against the roles the nodes
+  report, for lab deployments).
 
 The ClientApp trains with the engine's local training (``poisonlab.fl.local.local_train``, k=1)
 from the global parameters and buffers it receives and replies with the trained model (``arrays``:
@@ -34,16 +38,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from poisonlab import progress
-from poisonlab.errors import ConfigError, DataError
-from poisonlab.flower import node, require_flwr, sources
+from poisonlab.divergence import check_round
+from poisonlab.errors import ConfigError, DataError, PoisonlabError
+from poisonlab.fl.federation import _progress as round_progress  # the built-in engine's bar (acc, ASR per round)
+from poisonlab.flower import node, require_flwr, resume, sources
 from poisonlab.flower import prepared as engine
 from poisonlab.flower.arrays import read_record, to_record
-from poisonlab.flower.strategy import RobustStrategy
+from poisonlab.flower.strategy import RobustStrategy, check_positive_int, check_timeout
+from poisonlab.flower.threat import server_threat
 
 require_flwr()
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
@@ -144,6 +153,8 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
         s = settings(defaults, context)
         rnd = int(msg.content["config"]["server-round"]) - 1
         own = node_of(s)
+        size = msg.content["config"].get("round-size")
+        round_size = int(size) if isinstance(size, int) else None
         if own is not None:
             malicious = own.role == "malicious" or s.get("role") == "malicious"
             attack = _attack(s.get("attack")) if malicious else None
@@ -151,7 +162,8 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
                 global_params, buffers = read_record(msg.content["arrays"], own.spec)
             except DataError as err:
                 raise node.check_fits(own, err) from None
-            update, n, local_buffers = own.local_result(global_params, rnd, attack=attack, buffers=buffers)
+            update, n, local_buffers = own.local_result(global_params, rnd, attack=attack, buffers=buffers,
+                                                        round_size=round_size)
             spec, client = own.spec, own.client
         else:
             exp = source(s)
@@ -160,7 +172,7 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
             attack = _attack(s.get("attack")) if role == "malicious" else None
             global_params, buffers = read_record(msg.content["arrays"], exp.spec)
             update, n, local_buffers = exp.local_result(global_params, client, rnd, malicious=role == "malicious",
-                                                        attack=attack, buffers=buffers)
+                                                        attack=attack, buffers=buffers, round_size=round_size)
             spec = exp.spec
         content = RecordDict({"arrays": to_record(global_params + update, spec, local_buffers),
                               "metrics": MetricRecord({"num-examples": n, "client-id": client})})
@@ -171,13 +183,17 @@ def client_app(defaults: dict | None = None, source: Callable[[dict], engine.Pre
         s = settings(defaults, context)
         own = node_of(s)
         if own is not None:
-            malicious = own.role == "malicious" or (s.get("role") == "malicious" and bool(s.get("attack")))
+            own_attack = s.get("role") == "malicious" and _attack(s.get("attack")) is not None
+            malicious = own.role == "malicious" or own_attack
             record = ConfigRecord({"partition-id": own.client, "role": "malicious" if malicious else "honest",
-                                   "adversary": own.adversary_name, "num-examples": len(own.data)})
+                                   "adversary": own.adversary_name, "num-examples": len(own.data),
+                                   "own-attack": own_attack})
         else:
             exp = source(s)
             client = partition_of(s, exp)
-            record = ConfigRecord({"partition-id": client, "role": role_of(s, exp, client)})
+            role = role_of(s, exp, client)
+            record = ConfigRecord({"partition-id": client, "role": role,
+                                   "own-attack": role == "malicious" and _attack(s.get("attack")) is not None})
         return Message(RecordDict({"node": record}), reply_to=msg)
 
     return app
@@ -194,70 +210,156 @@ def _attack(spec: Any):
 
 
 # ---------------------------------------------------------------------------- server
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ServerApp's settings (run config keys in parentheses), validated by ``server_settings``.
+
+    timeout (``timeout``): seconds the server waits for a round's replies (and for the nodes before the first
+    round); min_nodes (``min-nodes``): nodes to wait for before the first round; min_replies (``min-replies``):
+    valid replies a round needs to be applied; checkpoint_every / checkpoint_dir (``checkpoint-every`` /
+    ``checkpoint-dir``; default the experiment's federated.checkpoint_every / checkpoint_dir): server-side
+    checkpoints (flower/resume.py); resume (``resume``): continue from checkpoint_dir; trust_reports
+    (``trust-reported-roles``); output (``output``).
+    """
+
+    timeout: float = 600.0
+    min_nodes: int = 1
+    min_replies: int = 1
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    trust_reports: bool = False
+    output: str | None = None
+
+
+def server_settings(s: dict[str, Any], exp: engine.Prepared) -> ServerSettings:
+    """The ServerApp's settings from the merged settings, each checked (ConfigError naming the key)."""
+    cfg = exp.federation.config
+    every = check_positive_int("checkpoint-every", s.get("checkpoint-every", cfg.checkpoint_every), low=0)
+    directory = s.get("checkpoint-dir", cfg.checkpoint_dir) or None
+    if every and not directory:
+        raise ConfigError(f"checkpoint-every={every} needs a checkpoint-dir; accepted: a directory path")
+    resume = _flag("resume", s.get("resume", False))
+    if resume and not directory:
+        raise ConfigError("resume=true needs a checkpoint-dir to resume from; accepted: a directory path")
+    min_nodes = check_positive_int("min-nodes", s.get("min-nodes", exp.num_clients))
+    min_replies = check_positive_int("min-replies", s.get("min-replies", 1))
+    return ServerSettings(timeout=check_timeout(s.get("timeout", 600.0)), min_nodes=min_nodes,
+                          min_replies=min_replies, checkpoint_every=every,
+                          checkpoint_dir=None if directory is None else str(directory), resume=resume,
+                          trust_reports=_flag("trust-reported-roles", s.get("trust-reported-roles", False)),
+                          output=str(s["output"]) if s.get("output") else None)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is invalid; accepted: true or false")
+    return value
+
+
 def server_app(defaults: dict | None = None, sink: Callable[[dict], None] | None = None,
                source: Callable[[dict], engine.Prepared] = from_settings) -> ServerApp:
-    """A ServerApp running the experiment's rounds with RobustStrategy and the engine's evaluation.
+    """A ServerApp running the experiment's rounds with RobustStrategy and the engine's evaluation (run_server).
 
     sink({"history": [...], "params": final flat global model, "buffers": its buffers}) is called when the run
-    ends (the simulation uses it);
-    with an 'output' setting the history is also written there as JSON (atomically).
+    ends (the simulation uses it), or sink({"error": err}) with poisonlab's own error (a bad setting, a diverged
+    run, an unusable checkpoint), which the simulation raises in its caller; without a sink the error propagates.
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        s = settings(defaults, context)
-        exp = source(s)
-        timeout = float(s.get("timeout", 600))
-        strategy = make_strategy(exp, min_nodes=int(s.get("min-nodes", exp.num_clients)))
-        discover(grid, strategy, timeout=timeout, trust_reports=bool(s.get("trust-reported-roles", False)))
-
-        def evaluate(server_round: int, arrays) -> MetricRecord:
-            params, buffers = read_record(arrays, exp.spec)
-            metrics = exp.evaluate(params, server_round - 1, buffers)
-            if server_round > 0:
-                strategy.record_evaluation(server_round, metrics)
-                progress.step(f"Flower round {server_round}/{exp.rounds}: clean accuracy"
-                              f" {_pct(metrics.get('clean_accuracy'))}, ASR {_pct(metrics.get('attack_success_rate'))}",
-                              last=server_round == exp.rounds)
-            return MetricRecord({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-
-        result = strategy.start(grid, to_record(exp.initial_params(), exp.spec, exp.initial_buffers()),
-                                num_rounds=exp.rounds, timeout=timeout, evaluate_fn=evaluate)
+        try:
+            outcome = run_server(grid, settings(defaults, context), source)
+        except PoisonlabError as err:
+            if sink is None:
+                raise
+            sink({"error": err})
+            return
         if sink is not None:
-            final, buffers = read_record(result.arrays, exp.spec) if len(result.arrays) else \
-                (exp.initial_params(), exp.initial_buffers())
-            sink({"history": strategy.history, "params": final, "buffers": buffers})
-        if s.get("output"):
-            write_json(Path(str(s["output"])), {"history": strategy.history})
+            sink(outcome)
 
     return app
 
 
-def _pct(value) -> str:
-    """A progress line's percentage ('-' when not measured)."""
-    return "-" if not isinstance(value, (int, float)) or value != value else f"{100 * value:.2f}%"
+def run_server(grid: Grid, s: dict[str, Any], source: Callable[[dict], engine.Prepared]) -> dict:
+    """The rounds of one run: discovery as nodes appear, resume from a checkpoint if asked, the rounds with the
+    progress bar (the built-in engine's: accuracy and ASR), the divergence check and checkpoints after each;
+    the history written to 'output' if set. Returns {"history", "params", "buffers"} of the final model."""
+    exp = source(s)
+    opts = server_settings(s, exp)
+    strategy = make_strategy(exp, min_nodes=opts.min_nodes, min_replies=opts.min_replies, timeout=opts.timeout)
+    strategy.discover_new = lambda g, nodes: discover(g, strategy, opts.timeout, opts.trust_reports, nodes)
+    initial, first = to_record(exp.initial_params(), exp.spec, exp.initial_buffers()), 1
+    resumed = resume.load(opts.checkpoint_dir, exp.spec) if opts.resume else None
+    if resumed is not None:
+        strategy.history, strategy.state, first = resumed.history, resumed.state, resumed.next_round
+        initial = to_record(resumed.params, exp.spec, resumed.buffers)
+        LOG.info("resuming from the checkpoint in %s at round %d", opts.checkpoint_dir, first)
+
+    def evaluate(server_round: int, arrays) -> MetricRecord:
+        params, buffers = read_record(arrays, exp.spec)
+        metrics = exp.evaluate(params, server_round - 1, buffers)
+        if server_round > 0:
+            strategy.record_evaluation(server_round, metrics)
+        return MetricRecord({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    with round_progress(exp.federation.config.quiet, exp.rounds, first - 1) as bar:
+        def after_round(server_round: int, arrays) -> None:
+            entry = strategy.history[-1]
+            bar(SimpleNamespace(**entry))
+            LOG.info("round %d/%d: clean accuracy %s, ASR %s", server_round, exp.rounds, entry["clean_accuracy"],
+                     entry["attack_success_rate"])
+            check_round(divergence_view(entry), exp.federation.config)
+            if opts.checkpoint_every and (server_round % opts.checkpoint_every == 0 or server_round == exp.rounds):
+                params, buffers = read_record(arrays, exp.spec)
+                resume.save(opts.checkpoint_dir, server_round, params, buffers, strategy.state, strategy.history)
+
+        result = strategy.start(grid, initial, num_rounds=exp.rounds, timeout=opts.timeout, evaluate_fn=evaluate,
+                                first_round=first, after_round=after_round)
+    if opts.output:
+        write_json(Path(opts.output), {"history": strategy.history})
+    final, buffers = read_record(result.arrays, exp.spec)
+    return {"history": strategy.history, "params": final, "buffers": buffers}
 
 
-def make_strategy(exp: engine.Prepared, min_nodes: int) -> RobustStrategy:
-    """RobustStrategy with the experiment's aggregator chain, sampling, server lr, seed, truth and extras."""
+def divergence_view(entry: dict) -> SimpleNamespace:
+    """The round as poisonlab.divergence.check_round reads it: the rows of valid replies plus those rejected as
+    non-finite (norm NaN), the malicious ids and the evaluated loss."""
+    nonfinite = {r["client"] for r in entry["rejected"] if "non-finite" in r["reason"]}
+    rows = [(c, math.nan if n is None else n) for c, n in zip(entry["sampled"], entry["update_norms"])
+            if n is not None or c in nonfinite]
+    return SimpleNamespace(round=entry["round"], sampled=[c for c, _ in rows], update_norms=[n for _, n in rows],
+                           malicious=entry["malicious"], loss=entry["loss"])
+
+
+def make_strategy(exp: engine.Prepared, min_nodes: int, min_replies: int = 1, timeout: float = 600.0
+                  ) -> RobustStrategy:
+    """RobustStrategy with the experiment's aggregator chain, sampling, server lr, seed, truth, extras and threat
+    simulation (flower/threat.py)."""
     fed = exp.federation
     strategy = RobustStrategy(fed.aggregator, exp.spec, server_lr=exp.server_lr, seed=exp.seed, malicious=exp.truth,
-                              sampler=exp.sample, min_available_nodes=min_nodes)
+                              sampler=exp.sample, min_available_nodes=min_nodes, min_replies=min_replies,
+                              wait_timeout=timeout, num_clients=exp.num_clients,
+                              threat=server_threat(fed.adversaries, fed.adversary_clients, set()))
     strategy.extras = lambda rnd, g: fed.server_extras(rnd, g, strategy.global_buffers)  # the round's global model
     return strategy
 
 
-def discover(grid: Grid, strategy: RobustStrategy, timeout: float, trust_reports: bool = False) -> None:
-    """Ask every node for its partition id and role; map node ids to client ids (partition ids).
+def discover(grid: Grid, strategy: RobustStrategy, timeout: float, trust_reports: bool = False,
+             nodes: list[int] | None = None) -> None:
+    """Ask nodes (None: every connected node) for their partition id, role and whether they run their own attack;
+    map node ids to client ids (partition ids). A node that answers for a client already known (it came back
+    under a new node id) replaces the old node. Clients with an own attack or an honest role are left out of
+    the threat simulation.
 
     With trust_reports the truth used for scoring becomes the roles the nodes report (a lab
     deployment where node configs set the roles); it never affects aggregation.
     """
-    nodes = strategy.wait_for_nodes(grid)
+    nodes = strategy.wait_for_nodes(grid) if nodes is None else nodes
     messages = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}), dst_node_id=n,
                         message_type="query") for n in nodes]
-    mapping, roles = {}, {}
+    mapping, roles, own = {}, {}, {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         node = int(reply.metadata.src_node_id)
         if reply.has_error():
@@ -268,12 +370,22 @@ def discover(grid: Grid, strategy: RobustStrategy, timeout: float, trust_reports
             LOG.warning("node %d sent an invalid discovery reply", node)
             continue
         mapping[node], roles[node] = int(record["partition-id"]), str(record.get("role", "honest"))
+        own[node] = bool(record.get("own-attack", False))
     if len(set(mapping.values())) != len(mapping):
         raise ConfigError(f"two nodes claim the same partition id: {mapping}; accepted: distinct partition ids")
-    strategy.node_clients = mapping
+    for node, client in mapping.items():
+        for old in [n for n, c in strategy.node_clients.items() if c == client and n != node]:
+            LOG.warning("client %d is now on node %d (was node %d)", client, node, old)
+            del strategy.node_clients[old]
+        strategy.node_clients[node] = client
+        strategy.reported_roles[client] = roles[node]
+        excluded = getattr(strategy.threat, "excluded", None)
+        if excluded is not None and (own[node] or roles[node] != "malicious"):
+            excluded.add(client)
+        elif excluded is not None:
+            excluded.discard(client)
     if trust_reports:
-        reported = frozenset(c for n, c in mapping.items() if roles[n] == "malicious")
-        strategy.truth = lambda rnd: reported
+        strategy.truth = lambda rnd: frozenset(c for c, r in strategy.reported_roles.items() if r == "malicious")
     LOG.info("discovered nodes -> clients %s; reported roles %s", mapping, roles)
 
 

@@ -35,6 +35,7 @@ from poisonlab.errors import ConfigError, DataError
 from poisonlab.fl.adversary import Adversary, resolve_clients
 from poisonlab.flower.arrays import ArraySpec
 from poisonlab.flower.prepared import parse_experiment, train_client
+from poisonlab.flower.threat import on_server
 from poisonlab.flower.sources import load_source
 
 ROLES = ("honest", "malicious")
@@ -57,6 +58,7 @@ class NodeExperiment:
     data: Dataset
     source: str
     poisoned: Dataset | None = None
+    adversary_clients: list[list[int]] = field(default_factory=list)  # the engine's draw of each adversary's clients
     spec: ArraySpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,17 +74,21 @@ class NodeExperiment:
         return "" if self.adversary is None else self.adversaries[self.adversary].name
 
     def local_result(self, global_params: torch.Tensor, rnd: int, attack=None,
-                     buffers: dict | None = None) -> tuple[torch.Tensor, int, dict]:
+                     buffers: dict | None = None, round_size: int | None = None) -> tuple[torch.Tensor, int, dict]:
         """(update, number of examples, buffers) of this node in round rnd, as the engine computes its client's row;
-        attack (a malicious node's 'attack' setting) overrides its adversary's update attack."""
+        attack (a malicious node's 'attack' setting) overrides its adversary's update attack. The boost and attack
+        run here unless the adversary is simulated on the server (flower/threat.py on_server: omniscient or
+        colluding), on a matrix of round_size rows (the server's 'round-size'; None: 1)."""
         a = self.adversary
         adversary = self.adversaries[a] if a is not None else Adversary(clients=[self.client])
         if attack is not None:
             adversary = adversary.model_copy(update={"attack": attack})
         active = a is not None and adversary.schedule.active(rnd)
         data = self.poisoned if active and self.poisoned is not None else self.data
-        return train_client(self, data, self.client, rnd, adversary, attack is not None or active, global_params,
-                            buffers)
+        colluders = self.adversary_clients[a] if a is not None and a < len(self.adversary_clients) else [self.client]
+        acts = attack is not None or (active and not on_server(adversary, colluders))
+        return train_client(self, data, self.client, rnd, adversary, acts, global_params, buffers,
+                            1 if round_size is None else int(round_size))
 
 
 def adversary_index(role: str | None, client: int, adversaries: list[Adversary], assigned: list[list[int]]) -> int | None:
@@ -126,7 +132,8 @@ def prepare_node(experiment: str, source: str, client: int, role: str | None) ->
         if fed.local.augment is not None:
             check_images(data.input_shape, "federated.local.augment")
         adversaries, _ = builders.build_adversaries(fed, config.seed)
-        a = adversary_index(role, client, adversaries, resolve_clients(adversaries, fed.clients, config.seed))
+        assigned = resolve_clients(adversaries, fed.clients, config.seed)
+        a = adversary_index(role, client, adversaries, assigned)
         poison = adversaries[a].poison if a is not None else None
         poisoned = poison(data, client) if poison is not None else None
         model = build_model(config.model.name, data.input_shape, data.num_classes, seed=config.seed,
@@ -136,7 +143,7 @@ def prepare_node(experiment: str, source: str, client: int, role: str | None) ->
     return NodeExperiment(model.to(device), builders.federation_config(config, None, True, None, None), device,
                           check_precision(config.precision), fed.clients, client, a, adversaries,
                           move_dataset(data, device), str(label),
-                          move_dataset(poisoned, device) if poisoned is not None else None)
+                          move_dataset(poisoned, device) if poisoned is not None else None, assigned)
 
 
 def check_fits(node: NodeExperiment, err: DataError) -> DataError:

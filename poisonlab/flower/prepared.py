@@ -7,9 +7,9 @@ Flower apps then use that Federation's pieces, so the data, seeds, sampling (for
 included), poisoned local data, local training and evaluation are exactly the built-in engine's:
 
 - client side: ``local_update(global, client, round)`` = the engine's local training of that one
-  client on its (possibly poisoned) data, then its adversary's boost and update attack applied to
-  its own row only with the engine's step (poisonlab.fl.round.apply_adversaries; ctx.omniscient=False:
-  the attacker never sees an honest update);
+  client on its (possibly poisoned) data, then, for a node-side adversary, its boost and update attack
+  applied to its own row only with the engine's step (flower/threat.py: ctx.omniscient=False, the
+  attacker never sees an honest update; omniscient / colluding adversaries are simulated by the server);
 - server side: ``sample(round)``, ``truth(round)``, the aggregator, ``server_extras``, ``evaluate(params)``.
 
 It is cached per process (Ray actors and SuperNodes' ClientApp processes call it per message).
@@ -28,9 +28,9 @@ from poisonlab.fl.adversary import Adversary
 from poisonlab.fl.federation import Federation
 from poisonlab.fl.buffers import model_buffers
 from poisonlab.fl.local import flat_params, local_train
-from poisonlab.fl.round import apply_adversaries
 from poisonlab.fl.types import RoundContext
 from poisonlab.flower.arrays import ArraySpec
+from poisonlab.flower.threat import attack_on_node, on_server
 from poisonlab.rng import generator
 
 
@@ -97,11 +97,15 @@ class Prepared:
         return self.local_result(global_params, client, rnd, malicious, attack, buffers)[:2]
 
     def local_result(self, global_params: torch.Tensor, client: int, rnd: int, malicious: bool | None = None,
-                     attack=None, buffers: dict | None = None) -> tuple[torch.Tensor, int, dict]:
+                     attack=None, buffers: dict | None = None, round_size: int | None = None
+                     ) -> tuple[torch.Tensor, int, dict]:
         """(update (d,), number of examples, the client's buffers after training) of client in round rnd, trained
         from the global model (global_params and buffers; None: the model's initial buffers) as the engine does.
 
         malicious=False forces honest behaviour; attack overrides the adversary's update attack (parameters only).
+        The boost and attack run here only for a node-side adversary (flower/threat.py: non-omniscient, one
+        client, or a node's own attack), on a matrix of round_size rows (None: the engine's draw this round);
+        a server-side adversary's client returns its update on its poisoned data, which the server then attacks.
         """
         fed = self.federation
         if self.server_only:
@@ -112,8 +116,10 @@ class Prepared:
         adversary = fed.adversaries[a] if a is not None else Adversary(clients=[client])
         if attack is not None:
             adversary = adversary.model_copy(update={"attack": attack})
-        acts = attack is not None or (a is not None and adversary.schedule.active(rnd) and malicious is not False)
-        return train_client(fed, data, client, rnd, adversary, acts, global_params, buffers)
+        acts = attack is not None or (a is not None and adversary.schedule.active(rnd) and malicious is not False
+                                      and not on_server(adversary, fed.adversary_clients[a]))
+        size = len(self.sample(rnd)) if round_size is None else round_size
+        return train_client(fed, data, client, rnd, adversary, acts, global_params, buffers, size)
 
     # ---------------------------------------------------------------- server side
     def sample(self, rnd: int, k: int | None = None) -> list[int]:
@@ -133,10 +139,10 @@ class Prepared:
 
 
 def train_client(fed, data, client: int, rnd: int, adversary: Adversary, acts: bool, global_params: torch.Tensor,
-                 buffers: dict | None) -> tuple[torch.Tensor, int, dict]:
+                 buffers: dict | None, round_size: int = 1) -> tuple[torch.Tensor, int, dict]:
     """(update (d,), number of examples, buffers after training) of one client trained on data in round rnd from
-    the global model, then its adversary's boost and update attack applied to its own row when acts (the engine's
-    apply_adversaries, ctx.omniscient=False).
+    the global model, then, when acts, its adversary's boost and update attack applied to its own row of a
+    round_size-row matrix (flower/threat.py attack_on_node: ctx.omniscient False, the other rows unread).
 
     fed: anything with the Federation's model, config, device, precision and num_clients (the Federation itself,
     or a node's NodeExperiment); the generator is the engine's (seed, "local", round, client) stream.
@@ -146,12 +152,12 @@ def train_client(fed, data, client: int, rnd: int, adversary: Adversary, acts: b
     buffers = None if buffers is None else {n: b.to(fed.device) for n, b in buffers.items()}
     trained = local_train(fed.model, global_params, [data], fed.config.local, [gen], fed.config.memory_budget,
                           buffers, precision=fed.precision)
-    rows = torch.tensor([acts], device=fed.device)
-    ctx = RoundContext(round=rnd, num_clients=fed.num_clients, sampled=torch.tensor([client], device=fed.device),
-                       global_params=global_params, server_lr=fed.config.server_lr, malicious=rows,
-                       omniscient=False, seed=fed.config.seed)
-    update = apply_adversaries(trained.updates, [rows], [adversary], ctx)
-    return update[0].to(home), len(data), {n: b[0].to(home) for n, b in trained.buffers.items()}
+    update = trained.updates[0]
+    if acts:
+        ctx = RoundContext(round=rnd, num_clients=fed.num_clients, global_params=global_params,
+                           server_lr=fed.config.server_lr, seed=fed.config.seed)
+        update = attack_on_node(update, adversary, client, ctx, round_size)
+    return update.to(home), len(data), {n: b[0].to(home) for n, b in trained.buffers.items()}
 
 
 def parse_experiment(experiment) -> object:

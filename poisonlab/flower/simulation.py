@@ -49,7 +49,7 @@ class RaySource:
 
 
 def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1.0, client_gpus: float | None = None,
-                   verbose: bool = False) -> dict:
+                   verbose: bool = False, resume: bool = False) -> dict:
     """Run the experiment on Flower's simulation engine.
 
     Returns {"history": [metrics.json history entries], "params": final flat global model (d,),
@@ -58,7 +58,9 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
     num_cpus: CPUs Ray may use (its actor pool runs num_cpus / client_cpus ClientApps at once);
     client_cpus: CPUs reserved per ClientApp actor; client_gpus: GPUs reserved per ClientApp actor (None: the
     config's federated.client_gpus; above 0 the experiment's device must be CUDA, and Ray gets every visible GPU).
-    wall_time includes Ray's start-up.
+    wall_time includes Ray's start-up. Checkpoints: the federation config's checkpoint_every / checkpoint_dir
+    (server-side, flower/resume.py); resume=True continues from the checkpoint in checkpoint_dir (ConfigError
+    without a checkpoint_dir). A diverged run raises DivergedError (poisonlab/divergence.py).
     """
     import ray
     from flwr.simulation import run_simulation as flwr_run_simulation
@@ -83,7 +85,8 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
     try:
         _start_ray(int(num_cpus), verbose, num_gpus)
         source = RaySource(ray.put(prepared))
-        flwr_run_simulation(server_app=server_app(sink=histories.append, source=lambda s: prepared),
+        flwr_run_simulation(server_app=server_app({"resume": bool(resume)}, sink=histories.append,
+                                                  source=lambda s: prepared),
                             client_app=client_app(source=source), num_supernodes=prepared.num_clients,
                             backend_name="ray", backend_config=backend, verbose_logging=verbose)
     finally:
@@ -91,6 +94,8 @@ def run_simulation(experiment: Any, *, num_cpus: int = 2, client_cpus: float = 1
             ray.shutdown()
     if not histories:
         raise ConfigError("the Flower simulation ended without a history; see the Flower log above")
+    if "error" in histories[0]:
+        raise histories[0]["error"]
     model = copy.deepcopy(prepared.federation.model)
     torch.nn.utils.vector_to_parameters(histories[0]["params"].clone(), model.parameters())
     load_buffers(model, histories[0].get("buffers", {}))
@@ -124,7 +129,26 @@ def _start_ray(num_cpus: int, verbose: bool, num_gpus: int = 0) -> None:
                                        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}})
 
 
+#: Flower's log lines that are not news to a poisonlab user: its run_simulation entry point being deprecated
+#: (poisonlab drives the simulation through it; see docs/flower.md) and FedAvg's note that client evaluation is off
+#: (poisonlab evaluates on the server).
+NOT_NEWS = ("DEPRECATED FEATURE", "FEATURE UPDATE", "fraction_evaluate is set to 0.0")
+
+
+class _NotNews(logging.Filter):
+    """Drops Flower's log records that start with one of NOT_NEWS."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.getMessage()).lstrip()
+        return not any(message.startswith(text) for text in NOT_NEWS)
+
+
 def _quiet(verbose: bool) -> None:
-    """Flower logs every round at INFO; keep its warnings only unless verbose."""
+    """Flower logs every round at INFO; keep its warnings only unless verbose, less the NOT_NEWS ones; Ray's
+    future warning about GPU environment variables is answered by setting the variable it asks for."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    flwr_logger = logging.getLogger("flwr")
     if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        flwr_logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _NotNews) for f in flwr_logger.filters):
+        flwr_logger.addFilter(_NotNews())

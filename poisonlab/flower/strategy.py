@@ -1,17 +1,22 @@
 """RobustStrategy: a Flower strategy that aggregates with any poisonlab aggregator chain.
 
-One training round, as a readable sequence of steps (Flower's ``Strategy.start`` drives it):
+One training round, as a readable sequence of steps (``RobustStrategy.start`` drives them: Flower's
+Strategy.start loop, plus a first round to resume from and a callback after each round):
 
-1. ``configure_train``: sample clients (poisonlab.fl.round.sample_clients, seeded from the
-   experiment seed: the built-in engine's draw and rounding), remember the global model, send it
-   to the sampled nodes.
-2. ``aggregate_train``: for every reply, *validate* it (error replies, a missing ArrayRecord or
-   weight, arrays missing / unexpected / of the wrong shape or dtype / NaN or Inf are each
-   rejected with a logged reason; the round goes on with the rest); stack the valid ones, in
-   client-id order as the engine's rows, into the (k, d) update matrix (update = returned model -
-   global model); then the engine's own steps (poisonlab.fl.round): ``aggregate_and_apply`` (the
-   rule, ``global + server_lr * update``, the global model kept if that is not finite) and
-   ``round_record`` (selected, flagged, precision, recall); log which nodes it flagged.
+1. ``configure_train``: draw the round's clients (poisonlab.fl.round.sample_clients, seeded from the
+   experiment seed: the built-in engine's draw and rounding), look up the node holding each one among
+   the nodes connected NOW (node -> client from discovery; no client id is ever a position in the node
+   list); a drawn client whose node is not connected is dropped from the round with the reason; remember
+   the global model; send it (with the round number and the round's size) to the others.
+2. ``aggregate_train``: every node sent to that did not reply before the round timeout, or whose
+   reply is Flower's "node unavailable" error, is dropped with the reason; every reply is *validated*
+   (error replies, a missing ArrayRecord or weight, arrays missing / unexpected / of the wrong shape or
+   dtype / NaN or Inf are each rejected with a logged reason); with fewer valid replies than
+   ``min_replies`` the round is skipped (global model unchanged, ``skipped`` says why); otherwise the
+   valid ones are stacked, in client-id order as the engine's rows, into the (k, d) update matrix
+   (update = returned model - global model); the threat simulation (flower/threat.py: omniscient or
+   colluding adversaries, applied by the server to their clients' rows with the engine's context) runs;
+   then the engine's own steps (poisonlab.fl.round): ``aggregate_and_apply`` and ``round_record``.
 
 A model with buffers (batch norm's running statistics) has them in every record beside the parameters
 (flower/arrays.py): the update matrix is parameters only (the rule never sees buffers), and the new global
@@ -21,14 +26,17 @@ buffers are the weighted mean of the valid replies' buffers (weights = num-examp
 Every round appends one entry to ``self.history`` in the shape of the built-in engine's
 metrics.json history (round, sampled, malicious, selected, flagged, update_norms, precision,
 recall, applied, seconds; clean_accuracy / attack_success_rate / loss are filled in by the
-ServerApp's centralized evaluation), plus ``flagged_nodes``, ``rejected`` ({node, client,
-reason}), ``scores`` and ``info``. A stateful rule's state (Aggregate.state) is kept between
-rounds and passed back as RoundContext.state (not checkpointed: Flower runs do not resume).
+ServerApp's centralized evaluation), plus ``flagged_nodes``, ``rejected`` and ``dropped`` ({node,
+client, reason} each), ``skipped`` (None, or why the round was not applied), ``simulated`` (clients whose
+rows the server's threat simulation rewrote), ``scores`` and ``info``. ``sampled`` lists the clients
+whose node was sent the model. A stateful rule's state (Aggregate.state) is kept between rounds and
+passed back as RoundContext.state; flower/resume.py checkpoints it with the global model.
 
 Client ids: a node's client id is its ``partition-id`` when the ServerApp has discovered it
-(``node_clients``), else the node's rank among the sorted node ids. Truth about which clients are
-malicious (``malicious``) is only used to score the defense (precision/recall, ctx.malicious),
-never to decide.
+(``node_clients``; a node that connects later is discovered when first seen, through
+``discover_new``), else the rank at which the strategy first saw the node. Truth about which
+clients are malicious (``malicious``) is only used to score the defense (precision/recall,
+ctx.malicious), never to decide.
 """
 
 from __future__ import annotations
@@ -51,12 +59,16 @@ from poisonlab.fl.types import Aggregate, RoundContext
 require_flwr()
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
-from flwr.serverapp.strategy import FedAvg  # noqa: E402
+from flwr.serverapp.strategy import FedAvg, Result  # noqa: E402
 
 LOG = logging.getLogger("poisonlab.flower")
 
 Rule = Callable[[torch.Tensor, torch.Tensor, RoundContext], Aggregate]
 Sampler = Callable[[int, int], list[int]]
+#: Threat(round, sampled client ids (k,), malicious (k,)) -> (adversaries, their row masks) the server simulates
+Threat = Callable[[int, torch.Tensor, torch.Tensor], tuple[list, list[torch.Tensor]]]
+#: Flower's error codes for a reply that never came from the node (flwr.common.constant.ErrorCode)
+UNAVAILABLE_CODES = {3: "message unavailable", 4: "reply unavailable", 5: "node unavailable"}
 
 
 def default_sampler(sample: float | int, seed: int) -> Sampler:
@@ -72,6 +84,20 @@ def default_sampler(sample: float | int, seed: int) -> Sampler:
     return sampler
 
 
+def check_positive_int(name: str, value, low: int = 1) -> int:
+    """value as an int >= low, or ConfigError naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name}={value!r} is invalid; accepted: an integer >= {low}")
+    return value
+
+
+def check_timeout(value) -> float:
+    """A round timeout in seconds: a finite number > 0, or ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"timeout={value!r} is invalid; accepted: seconds per round, a finite number > 0")
+    return float(value)
+
+
 class RobustStrategy(FedAvg):
     """A Flower strategy aggregating with a poisonlab rule (e.g. ``get("median")``, ``chain(...)``).
 
@@ -81,18 +107,25 @@ class RobustStrategy(FedAvg):
     seed: experiment seed (sampling, ctx.seed); malicious: client ids known to be malicious, or
     truth(round) -> set of them (scoring only); sampler: sampler(round, K) -> client ids, overriding
     sample; extras(round, global) -> RoundContext.extras (e.g. FLTrust's server update);
-    min_available_nodes: nodes to wait for before the first round.
+    min_available_nodes: nodes to wait for (at most ``wait_timeout`` seconds) before the first round;
+    min_replies: valid replies a round needs to be applied (fewer: skipped, never a crash);
+    num_clients: K, the federation's clients (None: the clients known so far); threat: the server's
+    threat simulation (flower/threat.py; None: none); discover_new(grid, nodes): learn the client ids of
+    nodes seen for the first time (the ServerApp's discovery query).
     """
 
     def __init__(self, aggregator: Rule, spec: ArraySpec, *, server_lr: float = 1.0, sample: float | int = 1.0,
                  seed: int = 0, malicious: Iterable[int] | Callable[[int], set[int]] = (),
                  sampler: Sampler | None = None, extras: Callable[[int, torch.Tensor], dict] | None = None,
-                 min_available_nodes: int = 2, fraction_evaluate: float = 0.0,
+                 min_available_nodes: int = 2, min_replies: int = 1, wait_timeout: float = 600.0,
+                 num_clients: int | None = None, threat: Threat | None = None,
+                 discover_new: Callable[[Grid, list[int]], None] | None = None, fraction_evaluate: float = 0.0,
                  weighted_by_key: str = "num-examples", arrayrecord_key: str = "arrays",
                  configrecord_key: str = "config") -> None:
         if not callable(aggregator):
             raise ConfigError(f"aggregator {aggregator!r} is not callable; accepted: a poisonlab rule such as"
                               " poisonlab.fl.aggregators.get('median')")
+        check_positive_int("min-nodes", min_available_nodes)
         super().__init__(fraction_train=1.0, fraction_evaluate=fraction_evaluate, min_train_nodes=1,
                          min_evaluate_nodes=1 if fraction_evaluate else 0, min_available_nodes=min_available_nodes,
                          weighted_by_key=weighted_by_key, arrayrecord_key=arrayrecord_key,
@@ -104,50 +137,98 @@ class RobustStrategy(FedAvg):
         self.truth = malicious if callable(malicious) else (lambda rnd, fixed=frozenset(int(c) for c in malicious): fixed)
         self.extras = extras
         self.sampler = sampler or default_sampler(sample, self.seed)
+        self.min_replies = check_positive_int("min-replies", min_replies)
+        self.wait_timeout = check_timeout(wait_timeout)
+        self.num_clients, self.threat, self.discover_new = num_clients, threat, discover_new
         self.node_clients: dict[int, int] = {}
+        self.reported_roles: dict[int, str] = {}  # client -> the role its node reported (discovery)
         self.history: list[dict] = []
         self.state: dict | None = None  # the rule's Aggregate.state of the last round
         self._global: torch.Tensor | None = None
         self._global_buffers: dict[str, torch.Tensor] = {}
         self._sent: dict[int, int] = {}
+        self._dropped: list[dict] = []
+        self._outgoing: list[Message] = []
         self._started = 0.0
         self._round = 0
+        self._waited = False
 
     # ------------------------------------------------------------------ Flower API
     def summary(self) -> None:
         """Log the strategy's configuration."""
-        LOG.info("RobustStrategy: aggregator=%r server_lr=%s seed=%d d=%d", self.aggregator, self.server_lr,
-                 self.seed, self.spec.dim)
+        LOG.info("RobustStrategy: aggregator=%r server_lr=%s seed=%d d=%d min_replies=%d", self.aggregator,
+                 self.server_lr, self.seed, self.spec.dim, self.min_replies)
         super().summary()
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
+              train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None, *,
+              first_round: int = 1, after_round: Callable[[int, ArrayRecord], None] | None = None) -> Result:
+        """Flower's round loop (flwr Strategy.start: configure_train, send_and_receive with the round timeout,
+        aggregate_train, client evaluation if configured, evaluate_fn) over rounds first_round..num_rounds
+        (first_round > 1: a resumed run; initial_arrays is then the global model after round first_round - 1,
+        and evaluate_fn is not called for it). after_round(round, arrays) runs after each round's evaluation
+        (checkpoints, progress)."""
+        timeout = check_timeout(timeout)
+        train_config = ConfigRecord() if train_config is None else train_config
+        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        result, arrays = Result(), initial_arrays
+        result.arrays = initial_arrays
+        if evaluate_fn and first_round == 1 and (res := evaluate_fn(0, initial_arrays)) is not None:
+            result.evaluate_metrics_serverapp[0] = res
+        for rnd in range(first_round, num_rounds + 1):
+            replies = grid.send_and_receive(messages=self.configure_train(rnd, arrays, train_config, grid),
+                                            timeout=timeout)
+            new, train_metrics = self.aggregate_train(rnd, replies)
+            if new is not None:
+                result.arrays = arrays = new
+            if train_metrics is not None:
+                result.train_metrics_clientapp[rnd] = train_metrics
+            evaluation = list(self.configure_evaluate(rnd, arrays, evaluate_config, grid))
+            if evaluation:
+                metrics = self.aggregate_evaluate(rnd, grid.send_and_receive(messages=evaluation, timeout=timeout))
+                if metrics is not None:
+                    result.evaluate_metrics_clientapp[rnd] = metrics
+            if evaluate_fn and (res := evaluate_fn(rnd, arrays)) is not None:
+                result.evaluate_metrics_serverapp[rnd] = res
+            if after_round is not None:
+                after_round(rnd, arrays)
+        return result
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """Sample clients (seeded), remember the global model, send it with the round number."""
+        """Draw the round's clients (seeded), send the global model to the connected nodes holding them."""
         self._started = time.perf_counter()
         self._round = server_round - 1
-        nodes = self.wait_for_nodes(grid)
-        clients = self.client_ids(nodes)
-        by_client = {c: n for n, c in zip(nodes, clients)}
-        chosen = self.sampler(server_round - 1, len(nodes))
-        ordered = sorted(by_client)  # client ids in order; the sampler picks positions in it
-        self._sent = {by_client[ordered[i]]: ordered[i] for i in chosen}
+        nodes = self.connected_nodes(grid)
+        by_client = {c: n for n, c in self.node_clients.items() if n in set(nodes)}
+        k = self._k()
+        chosen = self.sampler(server_round - 1, k) if k else []
+        self._sent = {by_client[c]: c for c in chosen if c in by_client}
+        last = {c: n for n, c in self.node_clients.items()}  # the node a client was last seen on
+        self._dropped = [self._drop(last.get(c), c, "its node is not connected") for c in chosen if c not in by_client]
         self._global, self._global_buffers = read_record(arrays, self.spec)
         config["server-round"] = server_round
+        config["round-size"] = len(chosen)
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        LOG.info("round %d: sent the global model to %d of %d nodes", server_round, len(self._sent), len(nodes))
-        return self._construct_messages(record, list(self._sent), MessageType.TRAIN)
+        LOG.info("round %d: sent the global model to %d of %d connected nodes (%d drawn)", server_round,
+                 len(self._sent), len(nodes), len(chosen))
+        self._outgoing = list(self._construct_messages(record, list(self._sent), MessageType.TRAIN))
+        return self._outgoing
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate replies, aggregate the valid ones with the poisonlab rule, log flagged nodes."""
+        """Drop the silent nodes, validate replies, aggregate the valid ones with the poisonlab rule."""
         if self._global is None:
             raise ConfigError("aggregate_train called before configure_train; the strategy has no global model")
-        replies = list(replies)
+        replies, dropped = self.split_unavailable(list(replies))
         valid, rejected = self.validate_replies(replies)
-        entry = self._entry(server_round, replies, valid, rejected)
-        if not valid:
-            LOG.warning("round %d: no valid reply (%d rejected); the global model is unchanged",
-                        server_round, len(rejected))
+        entry = self._entry(server_round, replies, valid, rejected, dropped)
+        if len(valid) < self.min_replies:
+            entry["skipped"] = (f"{len(valid)} valid replies, fewer than min-replies={self.min_replies};"
+                                " the global model is unchanged")
+            entry["applied"] = False
+            LOG.warning("round %d skipped: %s", server_round, entry["skipped"])
             self._finish(entry)
             return None, None
         valid = sorted(valid, key=lambda v: self._client_of(v[0]))  # rows in client-id order, as the engine's
@@ -157,11 +238,11 @@ class RobustStrategy(FedAvg):
         client_buffers = {name: torch.stack([b[name] for _, _, _, b in valid]) for name in self._global_buffers}
         clients = torch.tensor([self._client_of(n) for n in nodes], dtype=torch.long)
         malicious = torch.tensor([int(c) in self.malicious for c in clients], dtype=torch.bool)
-        ctx = RoundContext(round=server_round - 1, num_clients=max(len(self.node_clients), len(self._sent)),
-                           sampled=clients, global_params=self._global, server_lr=self.server_lr,
-                           malicious=malicious, omniscient=False, seed=self.seed,
-                           extras=self.extras(server_round - 1, self._global) if self.extras else {},
-                           state=self.state)
+        extras = self.extras(server_round - 1, self._global) if self.extras else {}
+        ctx = RoundContext(round=server_round - 1, num_clients=self._k(), sampled=clients,
+                           global_params=self._global, server_lr=self.server_lr, malicious=malicious,
+                           omniscient=True, seed=self.seed, extras={"weights": weights, **extras}, state=self.state)
+        updates = self.simulate_threat(entry, updates, clients, malicious, ctx)
         new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, self._global, self.server_lr)
         self.state = agg.state
         self._record_aggregate(entry, nodes, round_record(server_round - 1, clients, malicious, updates, agg, applied),
@@ -174,6 +255,53 @@ class RobustStrategy(FedAvg):
         return to_record(new, self.spec, average(client_buffers, weights, self._global_buffers)), metrics
 
     # ------------------------------------------------------------------ steps
+    def simulate_threat(self, entry: dict, updates: torch.Tensor, clients: torch.Tensor, malicious: torch.Tensor,
+                        ctx: RoundContext) -> torch.Tensor:
+        """The threat simulation (flower/threat.py): the server applies the omniscient / colluding adversaries'
+        boost and update attack to their clients' rows, with the engine's context; logged and recorded."""
+        if self.threat is None:
+            return updates
+        from poisonlab.fl.round import apply_adversaries
+
+        adversaries, masks = self.threat(ctx.round, clients, malicious)
+        rows = torch.zeros(len(clients), dtype=torch.bool)
+        for m in masks:
+            rows |= m
+        entry["simulated"] = clients[rows].tolist()
+        if not adversaries or not bool(rows.any()):
+            return updates
+        LOG.info("round %d: threat simulation: the server applies the omniscient/colluding attack to clients %s",
+                 ctx.round + 1, entry["simulated"])
+        return apply_adversaries(updates.clone(), masks, adversaries, ctx)
+
+    def split_unavailable(self, replies: list[Message]) -> tuple[list[Message], list[dict]]:
+        """(the replies from nodes, the drops): nodes sent to without a reply before the timeout, and
+        Flower's own error replies for a node or message that is not available (the node is down)."""
+        kept, dropped = [], list(self._dropped)
+        for msg in replies:
+            code = int(msg.error.code) if msg.has_error() else None
+            if code in UNAVAILABLE_CODES:
+                node = self._node_of_reply(msg)
+                node = int(msg.metadata.src_node_id) if node is None else node
+                dropped.append(self._drop(node, self._sent.get(node), f"{UNAVAILABLE_CODES[code]}: {msg.error.reason}"))
+            else:
+                kept.append(msg)
+        answered = {int(m.metadata.src_node_id) for m in kept} | {d["node"] for d in dropped}
+        for node in sorted(set(self._sent) - answered):
+            dropped.append(self._drop(node, self._sent[node], "no reply before the round timeout (down or too slow)"))
+        return kept, dropped
+
+    def _node_of_reply(self, msg: Message) -> int | None:
+        """The node an error reply stands for: Flower's system replies come from the SuperLink and name the
+        instruction they answer (its message id, set on our message when the grid pushed it)."""
+        answered = msg.metadata.reply_to_message_id
+        return next((int(m.metadata.dst_node_id) for m in self._outgoing if m.metadata.message_id == answered), None)
+
+    def _drop(self, node: int | None, client: int | None, reason: str) -> dict:
+        """One drop mark {node, client, reason}, logged."""
+        LOG.warning("round %d: dropped node %s (client %s): %s", self._round + 1, node, client, reason)
+        return {"node": node, "client": client, "reason": reason}
+
     def validate_replies(self, replies: list[Message]) -> tuple[list[tuple[int, torch.Tensor, float, dict]],
                                                                   list[tuple[int, str]]]:
         """Split replies into valid (node, local params (d,), weight, local buffers) and rejected (node, reason).
@@ -242,22 +370,17 @@ class RobustStrategy(FedAvg):
         LOG.info("round %d: flagged nodes %s (clients %s) of %d", entry["round"] + 1, entry["flagged_nodes"],
                  entry["flagged"], len(nodes))
 
-    def _entry(self, server_round: int, replies: list[Message], valid: list, rejected: list) -> dict:
-        """A fresh history entry for this round (metrics.json history shape)."""
+    def _entry(self, server_round: int, replies: list[Message], valid: list, rejected: list,
+               dropped: list[dict]) -> dict:
+        """A fresh history entry for this round (metrics.json history shape, plus rejected / dropped / skipped)."""
         sent_nodes = sorted(self._sent, key=lambda n: self._sent[n])
-        entry = {"round": server_round - 1, "clean_accuracy": None, "attack_success_rate": None, "loss": None,
-                 "sampled": [self._sent[n] for n in sent_nodes],
-                 "malicious": sorted(c for c in self._sent.values() if c in self.malicious),
-                 "selected": [], "flagged": [], "flagged_nodes": [], "update_norms": [None] * len(sent_nodes),
-                 "precision": None, "recall": None, "flips": {}, "applied": True, "seconds": None,
-                 "rejected": [{"node": n, "client": self._sent.get(n), "reason": r} for n, r in rejected],
-                 "_sent_nodes": sent_nodes}
-        missing = set(self._sent) - {int(m.metadata.src_node_id) for m in replies}
-        for node in sorted(missing):
-            reason = "no reply before the timeout"
-            entry["rejected"].append({"node": node, "client": self._sent[node], "reason": reason})
-            LOG.warning("node %d (client %d): %s", node, self._sent[node], reason)
-        return entry
+        return {"round": server_round - 1, "clean_accuracy": None, "attack_success_rate": None, "loss": None,
+                "sampled": [self._sent[n] for n in sent_nodes],
+                "malicious": sorted(c for c in self._sent.values() if c in self.malicious),
+                "selected": [], "flagged": [], "flagged_nodes": [], "update_norms": [None] * len(sent_nodes),
+                "precision": None, "recall": None, "flips": {}, "applied": True, "seconds": None,
+                "rejected": [{"node": n, "client": self._sent.get(n), "reason": r} for n, r in rejected],
+                "dropped": dropped, "skipped": None, "simulated": [], "_sent_nodes": sent_nodes}
 
     def _finish(self, entry: dict) -> None:
         entry.pop("_sent_nodes", None)
@@ -293,22 +416,53 @@ class RobustStrategy(FedAvg):
         """Clients truly malicious in the current round (scoring only)."""
         return set(self.truth(self._round))
 
-    # ------------------------------------------------------------------ ids
-    def client_ids(self, nodes: list[int]) -> list[int]:
-        """Client id of each node: its discovered partition-id, else its rank among the sorted nodes."""
-        if self.node_clients and all(n in self.node_clients for n in nodes):
-            return [self.node_clients[n] for n in nodes]
-        return [sorted(nodes).index(n) for n in nodes]
+    # ------------------------------------------------------------------ nodes and ids
+    def connected_nodes(self, grid: Grid) -> list[int]:
+        """The nodes connected now (sorted), every one with a client id: before the first round, wait up to
+        wait_timeout seconds for min_available_nodes of them (then go on with those connected, logged); a node
+        seen for the first time is discovered (discover_new) or, without discovery, gets the next free id."""
+        if not self._waited:
+            self._waited = True
+            self.wait_for_nodes(grid)
+        nodes = sorted(int(n) for n in grid.get_node_ids())
+        if len(nodes) < self.min_available_nodes:
+            LOG.warning("%d nodes connected, fewer than min-nodes=%d; the round goes on with them", len(nodes),
+                        self.min_available_nodes)
+        new = [n for n in nodes if n not in self.node_clients]
+        if new and self.discover_new is not None:
+            self.discover_new(grid, new)
+        for n in new:
+            if n not in self.node_clients and self.discover_new is None:
+                self.node_clients[n] = max(self.node_clients.values(), default=-1) + 1
+        return [n for n in nodes if n in self.node_clients]
+
+    def _k(self) -> int:
+        """K for RoundContext.num_clients: the federation's clients, else the clients known so far."""
+        return self.num_clients if self.num_clients is not None else len(set(self.node_clients.values()))
 
     def _client_of(self, node: int) -> int:
         return self._sent.get(node, self.node_clients.get(node, -1))
 
-    def wait_for_nodes(self, grid: Grid) -> list[int]:
-        """The connected node ids (sorted), after waiting for min_available_nodes of them."""
-        while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes:
-            LOG.info("waiting for nodes: %d connected, %d needed", len(nodes), self.min_available_nodes)
+    def wait_for_nodes(self, grid: Grid, timeout: float | None = None) -> list[int]:
+        """The connected node ids (sorted), after waiting up to timeout (None: wait_timeout) seconds for
+        min_available_nodes of them."""
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        while len(nodes := sorted(grid.get_node_ids())) < self.min_available_nodes and time.monotonic() < deadline:
+            LOG.info("waiting for nodes: %d connected, %d wanted", len(nodes), self.min_available_nodes)
             time.sleep(1.0)
         return nodes
+
+
+def fault_lines(history: list[dict]) -> list[str]:
+    """One line per round that dropped a client or was skipped (for the run's warnings and its report banner)."""
+    lines = []
+    for entry in history:
+        parts = [f"client {d['client']} dropped ({d['reason']})" for d in entry.get("dropped") or []]
+        if entry.get("skipped"):
+            parts.append(f"skipped: {entry['skipped']}")
+        if parts:
+            lines.append(f"Flower round {entry['round'] + 1}: " + "; ".join(parts))
+    return lines
 
 
 def _json_float(value):
