@@ -241,7 +241,8 @@ class RobustStrategy(FedAvg):
         extras = self.extras(server_round - 1, self._global) if self.extras else {}
         ctx = RoundContext(round=server_round - 1, num_clients=self._k(), sampled=clients,
                            global_params=self._global, server_lr=self.server_lr, malicious=malicious,
-                           omniscient=True, seed=self.seed, extras={"weights": weights, **extras}, state=self.state)
+                           omniscient=True, seed=self.seed, state=self.state,
+                           extras={"weights": weights, "aggregator": self.aggregator, **extras})  # the rule: aware attacks
         updates = self.simulate_threat(entry, updates, clients, malicious, ctx)
         new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, self._global, self.server_lr)
         self.state = agg.state
