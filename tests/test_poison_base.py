@@ -25,6 +25,13 @@ BUILT = {
     "hidden_trigger": dict(source=3, target=5),
     "dba": dict(trigger=PATTERN, piece=1, pieces=2, target=4, rate=0.2),
     "edge_case": dict(path="photos", target=6),
+    "clean_label_backdoor": dict(trigger="sig", target=3, rate=0.5),
+    "label_consistent": dict(target=3),
+    "low_frequency": dict(target=1),
+    "sleeper_agent": dict(source=5, target=2),
+    "trojannn": dict(target=4),
+    "wanet": dict(target=0, rate=0.1),
+    "witches_brew": dict(victim=0, target=1),
 }
 
 
@@ -38,15 +45,20 @@ def test_every_registered_poison_is_a_poison_named_as_registered():
 def test_what_each_poison_declares():
     got = {name: POISONS.get(name, **params) for name, params in BUILT.items()}
     assert {n for n, p in got.items() if p.has_trigger} == {
-        "backdoor", "semantic_backdoor", "feature_collision", "hidden_trigger", "dba", "edge_case"}
-    assert {n for n, p in got.items() if p.requires_model} == {"feature_collision", "hidden_trigger"}
+        "backdoor", "semantic_backdoor", "feature_collision", "hidden_trigger", "dba", "edge_case",
+        "clean_label_backdoor", "label_consistent", "low_frequency", "sleeper_agent", "trojannn", "wanet", "witches_brew"}
+    assert {n for n, p in got.items() if p.requires_model} == {
+        "feature_collision", "hidden_trigger", "label_consistent", "low_frequency", "sleeper_agent", "trojannn",
+        "witches_brew"}
     assert {n: p.flip_pairs for n, p in got.items() if p.flip_pairs} == {
         "label_flip": ((7, 1),), "backdoor": ((4, 2), (5, 2)), "semantic_backdoor": ((7, 1),),
-        "hidden_trigger": ((3, 5),)}
+        "hidden_trigger": ((3, 5),), "sleeper_agent": ((5, 2),)}
     assert {n: (p.source, p.target) for n, p in got.items()} == {
         "label_flip": (7, 1), "feature_noise": (None, None), "backdoor": (None, 2), "semantic_backdoor": (7, 1),
         "external": (None, 3), "feature_collision": (None, 2), "hidden_trigger": (3, 5), "dba": (None, 4),
-        "edge_case": (None, 6)}
+        "edge_case": (None, 6), "clean_label_backdoor": (None, 3), "label_consistent": (None, 3),
+        "low_frequency": (None, 1), "sleeper_agent": (5, 2), "trojannn": (None, 4), "wanet": (None, 0),
+        "witches_brew": (None, 1)}
 
 
 def test_label_flip_pairs_only_when_targeted_from_one_class():
