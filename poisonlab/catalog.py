@@ -23,6 +23,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "attacks": ("poisonlab.fl.attacks", "ATTACKS"),
     "aggregators": ("poisonlab.fl.aggregators", "AGGREGATORS"),
     "detectors": ("poisonlab.detect", "DETECTORS"),
+    "defenses": ("poisonlab.defend", "DEFENSES"),
 }
 
 

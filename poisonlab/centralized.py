@@ -65,6 +65,7 @@ class CentralizedResult:
     model: Any = field(default=None, repr=False)
     clean_model: Any = field(default=None, repr=False)
     poisoned: Poisoned | None = field(default=None, repr=False)
+    poisons: list | None = field(default=None, repr=False)  # the poisons as applied (bound to the clean model)
 
     def _repr_html_(self) -> str:
         """Jupyter: clean vs poisoned model as a table, and the per-class accuracy change (poisonlab.notebook)."""
@@ -74,7 +75,7 @@ class CentralizedResult:
 
     def to_dict(self) -> dict:
         """JSON-able dict; the keys of metrics.json "final" plus the clean-model counterparts."""
-        skip = {"model", "clean_model", "poisoned"}
+        skip = {"model", "clean_model", "poisoned", "poisons"}
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
 
@@ -181,7 +182,8 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         poison_classes=poison_classes(train_set.y, poisoned.data.y, poisoned.mask, train_set.num_classes),
         examples={"poisoned": _poisoned_examples(train_set, poisoned), "triggered": trig["examples"]},
         attack_target=trig["target"],
-        wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned)
+        wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned,
+        poisons=built)
 
 
 def check_same_architecture(clean_model, model, label: str) -> None:

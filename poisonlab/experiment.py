@@ -139,7 +139,30 @@ def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, tes
     metrics = base_metrics(config)
     metrics["final"] = result.to_dict()
     metrics["detections"] = run_detectors(config, result, test_set)
+    if config.defend.defenses:
+        metrics["defense"] = run_configured_defenses(config, result, train_set, test_set, device)
     return metrics, result.model
+
+
+def run_configured_defenses(config: ExperimentConfig, result, train_set: Dataset, test_set: Dataset,
+                            device: torch.device | str | None = None) -> dict:
+    """Each configured defense on the poisoned model and data, scored beside the undefended model (defend/run.py)."""
+    from poisonlab.defend.run import run_defenses
+    from poisonlab.device import host, model_device
+    from poisonlab.model_spec import build_model
+
+    dev = model_device(result.model)
+
+    def fresh():
+        with host():  # built on the CPU from the seed, then moved (as the experiment's models are)
+            built = build_model(config.model.name, train_set.input_shape, train_set.num_classes, config.seed,
+                                **config.model.params)
+        return built.to(dev)
+
+    return run_defenses([(c.name, c.params) for c in config.defend.defenses], model=result.model,
+                        poisoned=result.poisoned.data, mask=result.poisoned.mask, test_set=test_set,
+                        poisons=result.poisons, build=fresh, train_cfg=config.train, seed=config.seed,
+                        clean_fraction=config.defend.clean_fraction)
 
 
 def run_detectors(config: ExperimentConfig, result, test_set: Dataset) -> list[dict]:

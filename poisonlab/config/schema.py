@@ -86,6 +86,14 @@ class FederatedSpec(FederatedTraining):
         return self.aggregator if isinstance(self.aggregator, list) else [self.aggregator]
 
 
+class DefendSpec(Strict):
+    """Backdoor defenses applied to a centralized experiment's poisoned model (poisonlab/defend/): each is scored
+    beside the undefended model; clean_fraction: the share of the untouched training rows the defender holds."""
+
+    clean_fraction: float = Field(0.05, gt=0.0, le=1.0)
+    defenses: list[Component] = Field(default_factory=list)
+
+
 class OutputSpec(Strict):
     """Where the run directory goes (default runs/<name>) and what to write."""
 
@@ -108,6 +116,7 @@ class ExperimentConfig(Strict):
     poison: list[Component] = Field(default_factory=list)
     injection: Injection = Field(default_factory=Injection)
     detect: list[Component] = Field(default_factory=list)
+    defend: DefendSpec = Field(default_factory=DefendSpec)
     federated: FederatedSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
     grid: dict[str, list[Any]] = Field(default_factory=dict)

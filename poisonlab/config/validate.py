@@ -63,9 +63,13 @@ def components(config: ExperimentConfig):
     yield "model.name", "models", model.name, model.params if is_import_spec(model.name) else _model_params(model)
     yield from _listed("poison", "poisons", config.poison)
     yield from _listed("detect", "detectors", config.detect)
+    yield from _listed("defend.defenses", "defenses", config.defend.defenses)
     fed = config.federated
     if fed is None:
         return
+    if config.defend.defenses:
+        raise ConfigError("defend.defenses: backdoor defenses run on centralized experiments (a trained model to"
+                          " repair); accepted in a federated experiment: robust aggregators (federated.aggregator)")
     yield "federated.partition.name", "partitions", fed.partition.name, fed.partition.params
     chain = fed.aggregator_chain()
     yield from _listed("federated.aggregator", "aggregators", chain, indexed=isinstance(fed.aggregator, list))
