@@ -24,6 +24,7 @@ from poisonlab.errors import ConfigError
 from poisonlab.outputs import base_metrics, write_run_dir
 from poisonlab.rerun import changed_keys, prepare_run_dir, stored_metrics
 from poisonlab.rundir import write_json
+from poisonlab.shared_builds import shared
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool = False,
@@ -133,9 +134,17 @@ def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, tes
     """Clean baseline versus poisoned model (centralized.py), plus the configured detectors."""
     from poisonlab.centralized import run_centralized
 
-    result = run_centralized(train_set, test_set, config.model.name, [c.model_dump() for c in config.poison],
-                             config.injection, config.train, seed=config.seed, model_params=config.model.params,
-                             device=config.device if device is None else device, precision=config.precision)
+    def trained():
+        return run_centralized(train_set, test_set, config.model.name, [c.model_dump() for c in config.poison],
+                               config.injection, config.train, seed=config.seed, model_params=config.model.params,
+                               device=config.device if device is None else device, precision=config.precision)
+
+    # Sweep cells that differ only in their defenses (a leaderboard) share the trained clean and poisoned models:
+    # the same config without `defend`/`output`/`name`, on the same data and device, is the same deterministic run.
+    same_run = json.dumps(config.model_dump(mode="json", exclude={"defend", "output", "name"}), sort_keys=True)
+    key = ("centralized", same_run,
+           id(train_set), id(test_set), str(device))
+    result = shared(key, trained, train_set, test_set)
     metrics = base_metrics(config)
     metrics["final"] = result.to_dict()
     metrics["detections"] = run_detectors(config, result, test_set)

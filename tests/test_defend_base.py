@@ -104,3 +104,17 @@ def test_config_section_is_checked():
     with pytest.raises(ConfigError, match="centralized"):
         check_components(parse(fed))
     assert "fine_pruning" in DEFENSES
+
+
+def test_a_defense_that_changes_the_callers_model_is_caught():
+    class Sloppy:
+        stage, requires = "repair", ("model",)
+
+        def defend(self, *, model=None, **_):
+            with torch.no_grad():
+                model[0].weight.add_(1.0)
+            return Defended(copy.deepcopy(model))
+
+    m = nn.Sequential(nn.Linear(2, 3))
+    with pytest.raises(RuntimeError, match="changed the caller's model"):
+        apply_defense(Sloppy(), model=m, data=None, clean=None, build=None, train_cfg=None, seed=0)

@@ -99,6 +99,11 @@ def run(args) -> int:
     csv_path, md_path = write_summary(out, summarize(rows))
     print(md_path.read_text())
     console.print(f"summary: {md_path} and {csv_path}")
+    from poisonlab.leaderboard import write_leaderboard
+
+    board = write_leaderboard(doc, out)
+    if board:
+        console.print(f"leaderboard: {', '.join(str(p) for p in board)}")
     return 0
 
 

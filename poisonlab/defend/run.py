@@ -64,7 +64,10 @@ def apply_defense(defense: Any, *, model: nn.Module, data: Dataset, clean: Datas
                           f" accepted: {', '.join(STAGES)}")
     given = {"model": model, "data": data, "clean": clean, "build": build, "train_cfg": train_cfg}
     require(defense, **given)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = defense.defend(**given, seed=seed)
+    if any(not torch.equal(before[k], v) for k, v in model.state_dict().items()):
+        raise RuntimeError(f"defense '{defense_name(defense)}' changed the caller's model; a defense must work on a copy")
     if not isinstance(out, Defended):
         raise TypeError(f"defense '{defense_name(defense)}' returned {type(out).__name__}; expected Defended")
     if out.model is model:

@@ -1,0 +1,67 @@
+"""The backdoor leaderboard: rows from cells' defense records, means over seeds, the DER ranking, and a tiny
+sweep end to end in which cells that differ only in their defense share one trained poisoned model."""
+
+import json
+
+import pytest
+
+from poisonlab.leaderboard import attack_label, cell_rows, defense_labels, markdown, ranking, summarize
+
+
+def record(asr, acc, der=None, name="d", params=None):
+    return {"defense": name, "params": params or {}, "clean_accuracy": acc, "attack_success_rate": asr,
+            "robust_accuracy": 1 - asr, "der": der, "wall_time": 2.0}
+
+
+def metrics(base_asr, *defenses):
+    return {"defense": {"baseline": record(base_asr, 0.9), "defenses": list(defenses)}}
+
+
+def test_rows_and_means_over_seeds():
+    rows = (cell_rows("badnets", 0, metrics(1.0, record(0.2, 0.8, 0.85, "fp")))
+            + cell_rows("badnets", 1, metrics(0.9, record(0.4, 0.9, 0.75, "fp"))))
+    for r in rows:
+        r.pop("params")
+    summary = {(e["attack"], e["defense"]): e for e in summarize(rows)}
+    fp = summary[("badnets", "fp")]
+    assert fp["seeds"] == 2
+    assert fp["attack_success_rate_mean"] == pytest.approx(0.3)
+    assert fp["attack_success_rate_std"] == pytest.approx(0.1)        # population std, as summary.md
+    assert fp["der_mean"] == pytest.approx(0.8)
+    assert summary[("badnets", "none")]["der_mean"] is None
+    assert ranking(list(summary.values()))[0][:3] == ("fp", pytest.approx(0.8), 1)
+    text = markdown(list(summary.values()))
+    assert "| badnets | 95.0 ± 5.0 | 30.0 ± 10.0 |" in text           # ASR row: none, fp
+
+
+def test_labels():
+    assert attack_label([{"name": "backdoor", "params": {"trigger": {"name": "blend"}}}]) == "backdoor:blend"
+    assert attack_label([{"name": "wanet", "params": {}}]) == "wanet"
+    labels = defense_labels([("fp", {}), ("fp", {"fraction": 0.5}), ("nad", {})])
+    assert labels[("fp", "{}")] == "fp" and labels[("fp", json.dumps({"fraction": 0.5}))] == "fp(fraction=0.5)"
+    assert labels[("nad", "{}")] == "nad"
+
+
+def test_tiny_leaderboard_sweep_shares_the_poisoned_model(tmp_path):
+    from poisonlab.experiment import run_experiment
+    from poisonlab.leaderboard import write_leaderboard
+    from poisonlab.sweep import run_sweep
+    from poisonlab.sweep_exec import sequential
+
+    poison = [{"name": "backdoor", "params": {"trigger": {"name": "patch", "params": {"size": 2}}, "target": 0,
+                                              "rate": 0.1}}]
+    doc = {"name": "lb", "data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 2},
+           "poison": poison, "output": {"report": False},
+           "grid": {"defend.defenses": [[{"name": "fine_pruning"}],
+                                        [{"name": "fine_pruning", "params": {"fraction": 0.5, "epochs": 0}}]]}}
+    out = tmp_path / "lb"
+    run_sweep(doc, out, lambda config, d: run_experiment(config, d, quiet=True), log=lambda _: None, report=False,
+              executor=sequential)
+    cells = [json.loads(p.read_text()) for p in sorted(out.glob("*/metrics.json"))]
+    assert len(cells) == 2
+    assert cells[0]["final"]["clean_accuracy"] == cells[1]["final"]["clean_accuracy"]
+    assert cells[0]["defense"]["baseline"] == cells[1]["defense"]["baseline"]
+    paths = write_leaderboard(doc, out)
+    text = paths[1].read_text()
+    assert "fine_pruning(epochs=0, fraction=0.5)" in text and "| backdoor:patch |" in text
+    assert "<table>" in paths[2].read_text()
