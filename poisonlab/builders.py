@@ -36,6 +36,11 @@ def load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
 def _load_split(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
     with host():
         data = load(config.data.dataset, **config.data.params)
+        if config.data.size is not None and config.data.size != len(data):
+            if config.data.size > len(data):
+                raise ConfigError(f"data.size={config.data.size} exceeds the {len(data)} samples of"
+                                  f" '{config.data.dataset}'; accepted: 2 to {len(data)}, or none for all")
+            data = data.split(config.data.size / len(data), seed=derive_seed(config.seed, "size"))[1]
         return data.split(config.data.test_fraction, seed=derive_seed(config.seed, "split"))
 
 

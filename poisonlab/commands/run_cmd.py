@@ -38,7 +38,8 @@ def run(args) -> int:
                              memory_budget=memory_budget_bytes(args.memory_budget), force=args.force,
                              device=args.device)
     print_summary(metrics)
-    console.print(f"run directory: {out}  (report: {out / 'report.html'})")
+    report = out / "report.html"
+    console.print(f"run directory: {out}" + (f"  (report: {report})" if report.is_file() else ""))
     if args.track:
         console.print(f"tracked: {track_run(args.track, out, config.model_dump(mode='json'), metrics)}")
     return 0
@@ -59,5 +60,9 @@ def print_summary(metrics: dict) -> None:
         rows.append((f"{pair} on the test split", f"{count}" + (f" (clean model: {before})" if before is not None else "")))
     for det in metrics.get("detections", []):
         rows.append((f"{det['detector']} TPR / FPR", f"{percent(det['tpr'])} / {percent(det['fpr'])}"))
+    for d in (metrics.get("defense") or {}).get("defenses", []):
+        asr = "" if d.get("attack_success_rate") is None else f", ASR {percent(d['attack_success_rate'])}"
+        der = "" if d.get("der") is None else f", DER {percent(d['der'])}"
+        rows.append((f"defense {d['defense']}", f"clean acc. {percent(d['clean_accuracy'])}{asr}{der}"))
     rows.append(("wall time", f"{metrics['wall_time']:.1f} s"))
     console.print(table(f"{metrics['name']} ({metrics['kind']}, seed {metrics['seed']})", ["metric", "value"], rows))

@@ -35,11 +35,13 @@ class Component(Strict):
 
 
 class DataSpec(Strict):
-    """Which dataset, its loader parameters, and the seeded stratified test split."""
+    """Which dataset, its loader parameters, and the seeded stratified test split; size: use a seeded stratified
+    subset of this many samples (drawn before the split; quick experiments and leaderboards), None: all."""
 
     dataset: str = "digits"
     params: dict[str, Any] = Field(default_factory=dict)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    size: int | None = Field(None, ge=2)
 
 
 class AdversarySpec(AdversaryConfig):

@@ -107,6 +107,37 @@ def detection_table(entries: Sequence[Entry]) -> str | None:
     return table(header, rows) + note
 
 
+def defense_table(entries: Sequence[Entry]) -> str | None:
+    """Each run's defenses (its `defend:` section) beside the undefended model: C-Acc, ASR, RA, DER, time."""
+    rows = []
+    for e in entries:
+        found = data.as_dict(e.run.get("defense"))
+        if not found:
+            continue
+        base = data.as_dict(found.get("baseline"))
+        rows.append([name_cell(e), td("none (the poisoned model)"), td(""),
+                     *(td(pct(base.get(k))) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")),
+                     td("(reference)"), td("0"), td("")])
+        for d in data.as_list(found.get("defenses")):
+            d = data.as_dict(d)
+            params = data.as_dict(d.get("params"))
+            label = text(d.get("defense")) + (f" <small>{escape(json.dumps(params, sort_keys=True))}</small>" if params else "")
+            rejected = d.get("rejected_clean")
+            rows.append([name_cell(e), td(label), td(text(d.get("stage"))),
+                         *(td(pct(d.get(k))) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")),
+                         td(pct(d.get("der"))), td(pct(rejected) if data.num(rejected) else "0"),
+                         td(seconds(d.get("wall_time")))])
+    if not rows:
+        return None
+    header = ["run", "defense", "stage", "clean accuracy", "ASR", "robust accuracy", "DER", "clean inputs rejected",
+              "time"]
+    note = ('<p class="note">Robust accuracy: triggered inputs classified as their true class. DER (BackdoorBench):'
+            " [max(0, ΔASR) − max(0, ΔACC) + 1] / 2, 50% = no change. The defender's clean set: "
+            f"{', '.join(str(data.as_dict(e.run.get('defense')).get('clean_size', '?')) for e in entries if e.run.get('defense'))}"
+            " training rows the poisons left untouched.</p>")
+    return table(header, rows) + note
+
+
 def flips_table(entries: Sequence[Entry]) -> str | None:
     """Targeted misclassification counts (true -> predicted) of each run's final model."""
     rows = [[name_cell(e), td(escape(str(pair))), td(str(int(count)))]
@@ -328,6 +359,7 @@ def render(runs: Sequence[dict], title: str, gallery_png: bytes | None = None,
         ("poison", "The poison", lambda: centralized.poison_section(entries)),
         ("examples", "Examples: clean vs poisoned", lambda: centralized.examples_section(entries)),
         ("detections", "Detection quality", lambda: detection_table(entries)),
+        ("defenses", "Defenses", lambda: defense_table(entries)),
         *(figs[a] for a in ("roc", "rounds", "confusion") if a in figs),
         ("flips", "Targeted misclassifications", lambda: flips_table(entries)),
         ("gallery", "Trigger gallery", lambda: gallery(gallery_png)),
