@@ -57,6 +57,28 @@ def attack_label(value: Any) -> str:
     return "+".join(parts)
 
 
+def distinct_labels(values: list) -> dict[str, str]:
+    """Grid values of the poison list (keyed by their JSON) -> row labels: attack_label, plus the parameters
+    that tell apart values whose labels collide (e.g. the same trigger to one target and to all_to_all)."""
+    keys = [json.dumps(v, sort_keys=True, default=str) for v in values]
+    base = {k: attack_label(v) for k, v in zip(keys, values)}
+    out = {}
+    for key, value in zip(keys, values):
+        twins = [json.loads(k) for k in keys if base[k] == base[key]]
+        if len(twins) < 2:
+            out[key] = base[key]
+            continue
+        mine = _params(value)
+        differing = sorted(k for k in mine if k != "trigger" and any(_params(t).get(k) != mine[k] for t in twins))
+        out[key] = base[key] + ("(" + ", ".join(f"{k}={mine[k]}" for k in differing) + ")" if differing else "")
+    return out
+
+
+def _params(value) -> dict:
+    first = value[0] if isinstance(value, list) and value else value
+    return dict(first.get("params") or {}) if isinstance(first, dict) else {}
+
+
 def cell_rows(attack: str, seed, metrics: dict) -> list[dict]:
     """The leaderboard rows of one finished cell: the undefended model ("none") and each defense (its name and
     parameters under "defense" and "params"; sweep_rows turns them into labels)."""
@@ -82,8 +104,9 @@ def sweep_rows(doc: dict, out_dir: Path) -> list[dict]:
     from poisonlab.sweep import _short, expand_grid, finished_metrics
 
     rows, seen = [], set()
+    poison_labels = distinct_labels((doc.get("grid") or {}).get("poison") or [])
     for cell in expand_grid(doc):
-        parts = [attack_label(v) if k == "poison" else _short(v)
+        parts = [poison_labels[json.dumps(v, sort_keys=True, default=str)] if k == "poison" else _short(v)
                  for k, v in cell.settings.items() if not _is_seed_or_defense(k)]
         if "poison" not in cell.settings:  # the attack is the base document's
             parts.insert(0, attack_label(cell.doc.get("poison") or []) or "no poison")

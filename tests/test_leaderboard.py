@@ -65,3 +65,31 @@ def test_tiny_leaderboard_sweep_shares_the_poisoned_model(tmp_path):
     text = paths[1].read_text()
     assert "fine_pruning(epochs=0, fraction=0.5)" in text and "| backdoor:patch |" in text
     assert "<table>" in paths[2].read_text()
+
+
+def test_colliding_attack_labels_name_what_differs():
+    from poisonlab.leaderboard import distinct_labels
+
+    patch = {"name": "patch"}
+    one = [{"name": "backdoor", "params": {"trigger": patch, "target": 0, "rate": 0.1}}]
+    a2a = [{"name": "backdoor", "params": {"trigger": patch, "target": "all_to_all", "rate": 0.33}}]
+    blend = [{"name": "backdoor", "params": {"trigger": {"name": "blend"}, "target": 0, "rate": 0.1}}]
+    labels = list(distinct_labels([one, a2a, blend]).values())
+    assert labels == ["backdoor:patch(rate=0.1, target=0)", "backdoor:patch(rate=0.33, target=all_to_all)",
+                      "backdoor:blend"]
+
+
+def test_the_leaderboard_config_runs_every_defense_and_validates():
+    from pathlib import Path
+
+    from poisonlab.config.load import parse, read_yaml
+    from poisonlab.config.validate import check_components
+    from poisonlab.defend import DEFENSES
+    from poisonlab.sweep import expand_grid
+
+    doc = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "backdoor-leaderboard.yaml")
+    listed = {d["name"] for cell in doc["grid"]["defend.defenses"] for d in cell}
+    assert listed == set(DEFENSES.names())
+    cells = expand_grid(doc)
+    for cell in cells[:: max(1, len(cells) // 40)]:
+        check_components(parse(cell.doc))
