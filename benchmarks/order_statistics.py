@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import time
 
 import numpy as np
 import torch
 
+from aggregators import timed  # benchmarks/aggregators.py: the best of reps calls
 from poisonlab.fl.aggregators import build_rule
 from poisonlab.fl.aggregators.base import CHUNK_BYTES, column_chunks
 from poisonlab.rng import generator
@@ -86,15 +86,6 @@ def candidates(x: torch.Tensor) -> dict[str, dict]:
     return out
 
 
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def check_same(x: torch.Tensor) -> None:
     """The current selection path gives the previous implementation's results, bitwise."""
     cut = int(BETA * x.shape[0])
@@ -115,7 +106,7 @@ def main() -> None:
         x = torch.randn(k, args.d, generator=generator(0, "bench", "order-statistics", k))
         check_same(x[:, :20_000])
         for rule, impls in candidates(x).items():
-            times = {name: best_of(fn, args.reps) for name, fn in impls.items()}
+            times = {name: timed(fn, args.reps) for name, fn in impls.items()}
             ours = next(iter(times.values()))
             for name, seconds in times.items():
                 print(f"| {rule} | {k} | {name} | {seconds:.3f} | {seconds / ours:.2f}x |", flush=True)
