@@ -144,9 +144,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
 
     test_on_device = move_dataset(test_set, dev)  # evaluated several times: moved once
     if clean_model is None:
-        clean_model = fresh()
-        with progress.phase("clean model"):
-            train(clean_model, train_set, cfg, seed=seed, precision=precision)
+        clean_model = train_clean_model(train_set, model, cfg, seed, params, dev, precision)
     elif model_device(clean_model) != dev:  # a copy there: the caller's model is not moved
         clean_model = copy.deepcopy(clean_model).to(dev)
     poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
@@ -184,6 +182,18 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         attack_target=trig["target"],
         wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned,
         poisons=built)
+
+
+def train_clean_model(train_set: Dataset, model: ModelSpec, cfg: TrainConfig, seed: int, model_params: dict,
+                      device: torch.device, precision: str = "fp32"):
+    """The clean baseline exactly as run_centralized trains it: built on the CPU from the seed, moved to device,
+    trained on the clean training set. Runs that differ only in their poisons can share it (experiment.py)."""
+    with host():
+        clean_model = build_model(model, train_set.input_shape, train_set.num_classes, seed, **model_params)
+    clean_model = clean_model.to(device)
+    with progress.phase("clean model"):
+        train(clean_model, train_set, cfg, seed=seed, precision=precision)
+    return clean_model
 
 
 def check_same_architecture(clean_model, model, label: str) -> None:

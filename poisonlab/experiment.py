@@ -134,10 +134,23 @@ def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, tes
     """Clean baseline versus poisoned model (centralized.py), plus the configured detectors."""
     from poisonlab.centralized import run_centralized
 
+    dev = resolve(config.device if device is None else device)
+
+    def clean_model():  # shared by a sweep's cells that differ in their poisons only (the same deterministic training)
+        from poisonlab.centralized import train_clean_model
+
+        return train_clean_model(train_set, config.model.name, config.train, config.seed, config.model.params, dev,
+                                 config.precision)
+
+    clean_key = ("clean model", json.dumps(config.model_dump(mode="json", include={"seed", "data", "model", "train",
+                                                                                     "precision"}), sort_keys=True),
+                 id(train_set), str(dev))
+
     def trained():
         return run_centralized(train_set, test_set, config.model.name, [c.model_dump() for c in config.poison],
                                config.injection, config.train, seed=config.seed, model_params=config.model.params,
-                               device=config.device if device is None else device, precision=config.precision)
+                               device=dev, precision=config.precision,
+                               clean_model=shared(clean_key, clean_model, train_set))
 
     # Sweep cells that differ only in their defenses (a leaderboard) share the trained clean and poisoned models:
     # the same config without `defend`/`output`/`name`, on the same data and device, is the same deterministic run.

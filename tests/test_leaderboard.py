@@ -42,28 +42,36 @@ def test_labels():
     assert labels[("nad", "{}")] == "nad"
 
 
-def test_tiny_leaderboard_sweep_shares_the_poisoned_model(tmp_path):
+def test_tiny_leaderboard_sweep_shares_models_and_changes_no_number(tmp_path):
+    from poisonlab.config.load import parse
     from poisonlab.experiment import run_experiment
     from poisonlab.leaderboard import write_leaderboard
-    from poisonlab.sweep import run_sweep
+    from poisonlab.sweep import expand_grid, run_sweep
     from poisonlab.sweep_exec import sequential
 
-    poison = [{"name": "backdoor", "params": {"trigger": {"name": "patch", "params": {"size": 2}}, "target": 0,
-                                              "rate": 0.1}}]
+    def backdoor(trigger):
+        return [{"name": "backdoor", "params": {"trigger": trigger, "target": 0, "rate": 0.1}}]
+
     doc = {"name": "lb", "data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 2},
-           "poison": poison, "output": {"report": False},
-           "grid": {"defend.defenses": [[{"name": "fine_pruning"}],
+           "output": {"report": False},
+           "grid": {"poison": [backdoor({"name": "patch", "params": {"size": 2}}), backdoor({"name": "blend"})],
+                    "defend.defenses": [[{"name": "fine_pruning"}],
                                         [{"name": "fine_pruning", "params": {"fraction": 0.5, "epochs": 0}}]]}}
     out = tmp_path / "lb"
     run_sweep(doc, out, lambda config, d: run_experiment(config, d, quiet=True), log=lambda _: None, report=False,
               executor=sequential)
-    cells = [json.loads(p.read_text()) for p in sorted(out.glob("*/metrics.json"))]
-    assert len(cells) == 2
-    assert cells[0]["final"]["clean_accuracy"] == cells[1]["final"]["clean_accuracy"]
-    assert cells[0]["defense"]["baseline"] == cells[1]["defense"]["baseline"]
+    cells = expand_grid(doc)
+    found = [json.loads((out / c.slug / "metrics.json").read_text()) for c in cells]
+    assert found[0]["final"] == {**found[1]["final"], "wall_time": found[0]["final"]["wall_time"]}
+    assert found[0]["defense"]["baseline"] == found[1]["defense"]["baseline"]
+    assert found[0]["final"]["clean_accuracy_clean_model"] == found[2]["final"]["clean_accuracy_clean_model"]
+    alone = run_experiment(parse(cells[3].doc), tmp_path / "alone", quiet=True)   # outside a sweep: nothing shared
+    for key in ("clean_accuracy", "clean_accuracy_clean_model", "attack_success_rate"):
+        assert alone["final"][key] == found[3]["final"][key]
+    assert alone["defense"]["defenses"][0]["attack_success_rate"] == found[3]["defense"]["defenses"][0]["attack_success_rate"]
     paths = write_leaderboard(doc, out)
     text = paths[1].read_text()
-    assert "fine_pruning(epochs=0, fraction=0.5)" in text and "| backdoor:patch |" in text
+    assert "fine_pruning(epochs=0, fraction=0.5)" in text and "| backdoor:blend |" in text
     assert "<table>" in paths[2].read_text()
 
 
