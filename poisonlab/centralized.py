@@ -151,11 +151,17 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
     poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
     progress.step(f"{poisoned.count} of {len(poisoned.data)} training samples poisoned; training the poisoned model",
                   last=True)
+    trainer = next((p for p in built if p.trains_model), None)  # an attack that controls training (poison/base.py)
+    if trainer is not None and inj.mode != "concat":
+        raise ConfigError(f"poison '{trainer.name}' trains the model itself; accepted: injection mode concat")
     if inj.mode == "concat":
         poisoned_model = fresh()
         check_same_architecture(clean_model, poisoned_model, spec_label(model))
         with progress.phase("poisoned model"):
-            train(poisoned_model, poisoned.data, cfg, seed=seed, precision=precision)
+            if trainer is None:
+                train(poisoned_model, poisoned.data, cfg, seed=seed, precision=precision)
+            else:
+                trainer.train_model(poisoned_model, poisoned, cfg, seed=seed, precision=precision)
     else:
         ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
