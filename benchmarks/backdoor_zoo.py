@@ -23,6 +23,7 @@ import torch
 from poisonlab.centralized import run_centralized
 from poisonlab.data import load
 from poisonlab.model_checkpoint import load_checkpoint, save_checkpoint
+from poisonlab.model_spec import build_model
 from poisonlab.poison import POISONS
 from poisonlab.poison.bullseye_polytope import BullseyePolytope
 from poisonlab.poison.gallery import render_gallery
@@ -31,7 +32,7 @@ from poisonlab.poison.low_frequency import LowFrequency
 from poisonlab.poison.trojannn import TrojanNN
 from poisonlab.rng import derive_seed
 from poisonlab.rundir import atomic_write_text
-from poisonlab.training import TrainConfig
+from poisonlab.training import TrainConfig, train
 
 SEED = 0
 TRIGGER_FROM_MODEL = (LowFrequency, TrojanNN, LatentBackdoor, BullseyePolytope)  # optimised on the clean model
@@ -131,14 +132,15 @@ def gallery(train_set, test_set, specs: dict, out: Path, model=None) -> None:
 
 
 def clean_model(model: str, train_set, test_set):
-    """The clean model of this split, seed and config: from the cache, else trained (by a badnets run) and cached."""
+    """The clean model of this split, seed and config (run_centralized's own): from the cache, else trained and cached."""
     path = CACHE / f"zoo-clean-{model}-seed{SEED}.safetensors"
     if path.exists():
         return load_checkpoint(path)
-    r = run_centralized(train_set, test_set, model, [], None, CFG, SEED)
+    clean = build_model(model, train_set.input_shape, train_set.num_classes, SEED)  # as run_centralized builds it
+    train(clean, train_set, CFG, seed=SEED)
     CACHE.mkdir(exist_ok=True)
-    save_checkpoint(r.clean_model, path, model, train_set.input_shape, train_set.num_classes)
-    return r.clean_model
+    save_checkpoint(clean, path, model, train_set.input_shape, train_set.num_classes)
+    return clean
 
 
 def row(name: str, res: dict) -> str:
