@@ -141,6 +141,8 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
             built = build()
         return built.to(dev)
 
+    with host():  # poisons are built on the host (their triggers may hold tensors)
+        training_attack([make_poison(p) for p in poisons], inj)  # refused before any training
     test_on_device = move_dataset(test_set, dev)  # evaluated several times: moved once
     if clean_model is None:
         clean_model = fresh()
@@ -151,9 +153,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
     poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
     progress.step(f"{poisoned.count} of {len(poisoned.data)} training samples poisoned; training the poisoned model",
                   last=True)
-    trainer = next((p for p in built if p.trains_model), None)  # an attack that controls training (poison/base.py)
-    if trainer is not None and inj.mode != "concat":
-        raise ConfigError(f"poison '{trainer.name}' trains the model itself; accepted: injection mode concat")
+    trainer = training_attack(built, inj)
     if inj.mode == "concat":
         poisoned_model = fresh()
         check_same_architecture(clean_model, poisoned_model, spec_label(model))
@@ -188,6 +188,17 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         examples={"poisoned": _poisoned_examples(train_set, poisoned), "triggered": trig["examples"]},
         attack_target=trig["target"],
         wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned)
+
+
+def training_attack(poisons, inj: Injection):
+    """The one poison that trains the model itself (poison/base.py's trains_model), or None; refuses two, or one
+    with an injection other than concat (its training replaces the from-scratch training of the poisoned model)."""
+    trainers = [p for p in poisons if p.trains_model]
+    if len(trainers) > 1:
+        raise ConfigError(f"poisons {', '.join(p.name for p in trainers)} each train the model; accepted: at most one")
+    if trainers and inj.mode != "concat":
+        raise ConfigError(f"poison '{trainers[0].name}' trains the model itself; accepted: injection mode concat")
+    return trainers[0] if trainers else None
 
 
 def check_same_architecture(clean_model, model, label: str) -> None:

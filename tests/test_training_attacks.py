@@ -95,6 +95,13 @@ def test_a_training_attack_refuses_fine_tune_injection(digits):
                         {"mode": "fine_tune"}, CFG, seed=0)
 
 
+def test_two_training_attacks_are_refused(digits):
+    train_set, test_set = digits.split(0.3, seed=0)
+    with pytest.raises(ConfigError, match="blind_backdoor, adversarial_embedding each train the model"):
+        run_centralized(train_set, test_set, "mlp", [{"name": "blind_backdoor", "params": {}},
+                                                     {"name": "adversarial_embedding", "params": {}}], None, CFG, seed=0)
+
+
 def test_the_plain_path_is_unchanged_for_a_data_poison(digits):
     """run_centralized's poisoned model for an ordinary poison is exactly training.train on the poisoned set."""
     train_set, test_set = digits.split(0.3, seed=0)
