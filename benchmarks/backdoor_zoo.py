@@ -2,10 +2,13 @@
 
 Run:  .venv/bin/python benchmarks/backdoor_zoo.py [--model cnn] [--data-dir ../shared/data] [--out docs/poisoning-zoo]
       .venv/bin/python benchmarks/backdoor_zoo.py --gallery-only     # only the gallery PNGs (seconds)
+      .venv/bin/python benchmarks/backdoor_zoo.py --model resnet20 --only badnets blended --resume --no-gallery
 Seeded 8,000/2,000 split of the real MNIST test set, as benchmarks/poisoning_experiments.py; one clean
 model (same seed, data order and initial weights) is trained once and shared by every row. Writes
 <out>/results-<model>.json (after every row), <out>/<attack>.png galleries, and prints the markdown table
-that docs/poisoning-zoo.md shows.
+that docs/poisoning-zoo.md shows. --only runs a subset (names as slug() gives them); --resume keeps the rows
+already in the results JSON and runs the others; the clean model is cached (safetensors, never pickle) in
+<repo>/tmp/zoo-clean-<model>.safetensors so that a resumed run does not retrain it.
 """
 
 from __future__ import annotations
@@ -19,18 +22,25 @@ import torch
 
 from poisonlab.centralized import run_centralized
 from poisonlab.data import load
+from poisonlab.model_checkpoint import load_checkpoint, save_checkpoint
+from poisonlab.model_spec import build_model
 from poisonlab.poison import POISONS
+from poisonlab.poison.bullseye_polytope import BullseyePolytope
 from poisonlab.poison.gallery import render_gallery
+from poisonlab.poison.latent_backdoor import LatentBackdoor
 from poisonlab.poison.low_frequency import LowFrequency
 from poisonlab.poison.trojannn import TrojanNN
 from poisonlab.rng import derive_seed
 from poisonlab.rundir import atomic_write_text
-from poisonlab.training import TrainConfig
+from poisonlab.training import TrainConfig, train
 
 SEED = 0
-TRIGGER_FROM_MODEL = (LowFrequency, TrojanNN)  # their trigger is optimised on the clean model
+TRIGGER_FROM_MODEL = (LowFrequency, TrojanNN, LatentBackdoor, BullseyePolytope)  # optimised on the clean model
 CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "poison-images" / "embraer-190"
+CACHE = Path(__file__).resolve().parents[1] / "tmp"
+HEADER = ("| attack | poisoning rate | clean acc, clean model | clean acc, poisoned | ASR | ASR, clean model | time |\n"
+          "|---|---|---|---|---|---|---|")
 
 
 def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
@@ -72,7 +82,21 @@ def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
         "refool (clean-label)": ({"name": "clean_label_backdoor",
                                   "params": {"trigger": {"name": "reflection", "params": {"reflections": str(photos)}},
                                              "target": 0, "rate": 0.8}}, "80% of the target class"),
+        "blind backdoor": ({"name": "blind_backdoor", "params": {"trigger": patch, "target": 0}},
+                           "no sample changed: every batch's loss, MGDA-balanced (Bagdasaryan & Shmatikov)"),
+        "adversarial embedding": ({"name": "adversarial_embedding", "params": {"trigger": patch, "target": 0,
+                                                                              "rate": 0.05}},
+                                  "5%, lambda 10 (Tan & Shokri; ART's defaults)"),
+        "latent backdoor": ({"name": "latent_backdoor", "params": {"target": 0, "rate": 0.1, "size": 5}},
+                            "10%, 5x5 patch matched to the target's mean feature (Yao et al.; TrojanZoo's form)"),
+        "bullseye polytope (clean-label)": ({"name": "bullseye_polytope", "params": {
+            "base_class": 7, "target_index": 3, "count": 5, "eps": 0.1, "steps": 1000}},
+            "5 poisons = 0.06%, eps 0.1, 1 target image (a 1), transfer learning (Aghakhani et al.; 1000 steps, not 4000)"),
     }
+
+
+# rows whose paper uses another injection than training from scratch on the poisoned set
+INJECTIONS = {"bullseye polytope (clean-label)": {"mode": "fine_tune", "head_only": True, "clean_fraction": 1.0}}
 
 
 def slug(name: str) -> str:
@@ -80,14 +104,21 @@ def slug(name: str) -> str:
     return name.split(" (")[0].replace(" ", "-")
 
 
-def draw(name: str, poison, train_set, test_set, out: Path) -> None:
-    """The gallery PNG of one attack: six test digits, clean above, triggered below."""
-    if isinstance(poison, LowFrequency):
+def draw(name: str, poison, train_set, test_set, out_dir: Path) -> None:
+    """The gallery PNG of one attack: six test digits, clean above, triggered below (Bullseye Polytope: its
+    training images before and after crafting)."""
+    if isinstance(poison, BullseyePolytope):
+        out = poison.apply(train_set, derive_seed(SEED, "poison", 0))
+        before, after = train_set.x[out.mask], out.data.x[out.mask]
+        render_gallery(before, after, out_dir / f"{slug(name)}.png")
+        print(f"gallery {name}: max |change| {float((after - before).abs().max()):.3f}", flush=True)
+        return
+    if isinstance(poison, (LowFrequency, LatentBackdoor)):
         poison.apply(train_set, derive_seed(SEED, "poison", 0))  # its trigger is computed from the training data
     rows = torch.arange(6) if poison.source is None else torch.nonzero(test_set.y == int(poison.source)).flatten()[:6]
     x = test_set.x[rows]
     triggered = poison.triggered(test_set.subset(rows), SEED).x
-    render_gallery(x, triggered, out / f"{slug(name)}.png")
+    render_gallery(x, triggered, out_dir / f"{slug(name)}.png")
     print(f"gallery {name}: max |change| {float((triggered - x).abs().max()):.3f}", flush=True)
 
 
@@ -100,42 +131,70 @@ def gallery(train_set, test_set, specs: dict, out: Path, model=None) -> None:
         draw(name, poison.bind(model, test_set) if model is not None else poison, train_set, test_set, out)
 
 
+def clean_model(model: str, train_set, test_set):
+    """The clean model of this split, seed and config (run_centralized's own): from the cache, else trained and cached."""
+    path = CACHE / f"zoo-clean-{model}-seed{SEED}.safetensors"
+    if path.exists():
+        return load_checkpoint(path)
+    clean = build_model(model, train_set.input_shape, train_set.num_classes, SEED)  # as run_centralized builds it
+    train(clean, train_set, CFG, seed=SEED)
+    CACHE.mkdir(exist_ok=True)
+    save_checkpoint(clean, path, model, train_set.input_shape, train_set.num_classes)
+    return clean
+
+
+def row(name: str, res: dict) -> str:
+    """One markdown row of the table from a results entry."""
+    return (f"| {name} | {res['rate']} | {100 * res['clean_accuracy_clean_model']:.2f}% | {100 * res['clean_accuracy']:.2f}% "
+            f"| {100 * res['attack_success_rate']:.2f}% | {100 * res['attack_success_rate_clean_model']:.2f}% "
+            f"| {res['seconds']:.0f} s |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "poisoning-zoo"))
     ap.add_argument("--model", default="cnn", help="a registered model (cnn, resnet20, ...)")
-    ap.add_argument("--only", nargs="*", default=None, help="attack names (default: all)")
+    ap.add_argument("--only", nargs="*", default=None, help="attack names as slugs, e.g. badnets sig (default: all)")
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in the results JSON")
+    ap.add_argument("--no-gallery", action="store_true", help="write no gallery PNG (e.g. for another model's table)")
     ap.add_argument("--gallery-only", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mnist = load("mnist", data_dir=str(Path(args.data_dir) / "mnist"), part="test")
     train_set, test_set = mnist.split(0.2, seed=SEED)
-    specs = {k: v for k, v in attacks(PHOTOS).items() if not args.only or slug(k) in args.only}
-    gallery(train_set, test_set, specs, out)
+    everything = attacks(PHOTOS)
+    unknown = sorted(set(args.only or ()) - {slug(k) for k in everything})
+    if unknown:
+        raise SystemExit(f"--only {unknown} are not attacks; accepted: {', '.join(slug(k) for k in everything)}")
+    specs = {k: v for k, v in everything.items() if not args.only or slug(k) in args.only}
+    if not args.no_gallery:
+        gallery(train_set, test_set, specs, out)
     if args.gallery_only:
         print("(attacks that optimise on a model get their gallery from a full run)")
         return
-    results, clean, rows = {}, None, []
+    path = out / f"results-{args.model}.json"
+    results = json.loads(path.read_text()) if args.resume and path.exists() else {}
+    clean = None
     for name, (spec, rate) in specs.items():
+        if name in results:
+            print(f"{row(name, results[name])} (kept)", flush=True)
+            continue
+        clean = clean if clean is not None else clean_model(args.model, train_set, test_set)
         start = time.perf_counter()
-        r = run_centralized(train_set, test_set, args.model, [spec], None, CFG, SEED, clean_model=clean)
-        clean = r.clean_model
+        r = run_centralized(train_set, test_set, args.model, [spec], INJECTIONS.get(name), CFG, SEED, clean_model=clean)
         seconds = time.perf_counter() - start
-        results[name] = {"spec": spec, "rate": rate, "clean_accuracy": r.clean_accuracy,
+        results[name] = {"spec": spec, "rate": rate, "injection": INJECTIONS.get(name), "clean_accuracy": r.clean_accuracy,
                          "clean_accuracy_clean_model": r.clean_accuracy_clean_model,
                          "attack_success_rate": r.attack_success_rate,
                          "attack_success_rate_clean_model": r.attack_success_rate_clean_model, "seconds": seconds}
-        atomic_write_text(out / f"results-{args.model}.json", json.dumps(results, indent=1))
-        rows.append(f"| {name} | {rate} | {100 * r.clean_accuracy_clean_model:.2f}% | {100 * r.clean_accuracy:.2f}% "
-                    f"| {100 * r.attack_success_rate:.2f}% | {100 * r.attack_success_rate_clean_model:.2f}% | {seconds:.0f} s |")
-        print(rows[-1], flush=True)
-    if clean is not None:
+        atomic_write_text(path, json.dumps(results, indent=1))
+        print(row(name, results[name]), flush=True)
+    if clean is not None and not args.no_gallery:
         gallery(train_set, test_set, specs, out, model=clean)
-    print("\n| attack | poisoning rate | clean acc, clean model | clean acc, poisoned | ASR | ASR, clean model | time |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print("\n" + HEADER)
+    print("\n".join(row(name, results[name]) for name in everything if name in results))
 
 
 if __name__ == "__main__":

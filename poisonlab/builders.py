@@ -138,7 +138,11 @@ def make_poison_fn(spec: AdversarySpec, seed: int, index: int) -> _ClientPoison 
         return None
     from poisonlab.poison.registry import make_poison
 
-    return _ClientPoison(make_poison(spec.poison.model_dump()), derive_seed(seed, "adversary", index))
+    poison = make_poison(spec.poison.model_dump())
+    if poison.trains_model:  # its attack is a training loop the federated engines do not run: refused, not ignored
+        raise ConfigError(f"poison '{poison.name}' trains the model itself and runs only centralized; accepted in"
+                          " federated.adversary.poison: a data poison")
+    return _ClientPoison(poison, derive_seed(seed, "adversary", index))
 
 
 def make_attack(spec: AdversarySpec):

@@ -142,6 +142,8 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
             built = build()
         return built.to(dev)
 
+    with host():  # poisons are built on the host (their triggers may hold tensors)
+        training_attack([make_poison(p) for p in poisons], inj)  # refused before any training
     test_on_device = move_dataset(test_set, dev)  # evaluated several times: moved once
     if clean_model is None:
         clean_model = train_clean_model(train_set, model, cfg, seed, params, dev, precision)
@@ -150,11 +152,15 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
     poisoned, built = apply_poisons(train_set, poisons, seed, model=clean_model, test_set=test_set)
     progress.step(f"{poisoned.count} of {len(poisoned.data)} training samples poisoned; training the poisoned model",
                   last=True)
+    trainer = training_attack(built, inj)
     if inj.mode == "concat":
         poisoned_model = fresh()
         check_same_architecture(clean_model, poisoned_model, spec_label(model))
         with progress.phase("poisoned model"):
-            train(poisoned_model, poisoned.data, cfg, seed=seed, precision=precision)
+            if trainer is None:
+                train(poisoned_model, poisoned.data, cfg, seed=seed, precision=precision)
+            else:
+                trainer.train_model(poisoned_model, poisoned, cfg, seed=seed, precision=precision)
     else:
         ft_cfg = TrainConfig(epochs=inj.epochs, lr=inj.lr, batch_size=inj.batch_size or cfg.batch_size,
                              momentum=cfg.momentum if inj.momentum is None else inj.momentum,
@@ -194,6 +200,17 @@ def train_clean_model(train_set: Dataset, model: ModelSpec, cfg: TrainConfig, se
     with progress.phase("clean model"):
         train(clean_model, train_set, cfg, seed=seed, precision=precision)
     return clean_model
+
+
+def training_attack(poisons, inj: Injection):
+    """The one poison that trains the model itself (poison/base.py's trains_model), or None; refuses two, or one
+    with an injection other than concat (its training replaces the from-scratch training of the poisoned model)."""
+    trainers = [p for p in poisons if p.trains_model]
+    if len(trainers) > 1:
+        raise ConfigError(f"poisons {', '.join(p.name for p in trainers)} each train the model; accepted: at most one")
+    if trainers and inj.mode != "concat":
+        raise ConfigError(f"poison '{trainers[0].name}' trains the model itself; accepted: injection mode concat")
+    return trainers[0] if trainers else None
 
 
 def check_same_architecture(clean_model, model, label: str) -> None:

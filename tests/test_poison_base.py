@@ -32,6 +32,10 @@ BUILT = {
     "trojannn": dict(target=4),
     "wanet": dict(target=0, rate=0.1),
     "witches_brew": dict(victim=0, target=1),
+    "blind_backdoor": dict(target=3),
+    "adversarial_embedding": dict(target=2),
+    "bullseye_polytope": dict(base_class=4),
+    "latent_backdoor": dict(target=5),
 }
 
 
@@ -46,10 +50,12 @@ def test_what_each_poison_declares():
     got = {name: POISONS.get(name, **params) for name, params in BUILT.items()}
     assert {n for n, p in got.items() if p.has_trigger} == {
         "backdoor", "semantic_backdoor", "feature_collision", "hidden_trigger", "dba", "edge_case",
-        "clean_label_backdoor", "label_consistent", "low_frequency", "sleeper_agent", "trojannn", "wanet", "witches_brew"}
+        "clean_label_backdoor", "label_consistent", "low_frequency", "sleeper_agent", "trojannn", "wanet", "witches_brew",
+        "blind_backdoor", "adversarial_embedding", "bullseye_polytope", "latent_backdoor"}
     assert {n for n, p in got.items() if p.requires_model} == {
         "feature_collision", "hidden_trigger", "label_consistent", "low_frequency", "sleeper_agent", "trojannn",
-        "witches_brew"}
+        "witches_brew", "bullseye_polytope", "latent_backdoor"}
+    assert {n for n, p in got.items() if p.trains_model} == {"blind_backdoor", "adversarial_embedding"}
     assert {n: p.flip_pairs for n, p in got.items() if p.flip_pairs} == {
         "label_flip": ((7, 1),), "backdoor": ((4, 2), (5, 2)), "semantic_backdoor": ((7, 1),),
         "hidden_trigger": ((3, 5),), "sleeper_agent": ((5, 2),)}
@@ -58,7 +64,8 @@ def test_what_each_poison_declares():
         "external": (None, 3), "feature_collision": (None, 2), "hidden_trigger": (3, 5), "dba": (None, 4),
         "edge_case": (None, 6), "clean_label_backdoor": (None, 3), "label_consistent": (None, 3),
         "low_frequency": (None, 1), "sleeper_agent": (5, 2), "trojannn": (None, 4), "wanet": (None, 0),
-        "witches_brew": (None, 1)}
+        "witches_brew": (None, 1), "blind_backdoor": (None, 3), "adversarial_embedding": (None, 2),
+        "bullseye_polytope": (None, 4), "latent_backdoor": (None, 5)}
 
 
 def test_label_flip_pairs_only_when_targeted_from_one_class():

@@ -56,6 +56,8 @@ def run(args) -> int:
     poison = make_poison({"name": args.attack, "params": json_params(args.params)})
     if poison.requires_model:
         raise ConfigError(f"attack '{args.attack}' needs a trained model; run it through 'poisonlab run' instead")
+    if poison.trains_model:
+        raise ConfigError(f"attack '{args.attack}' changes training, not only data; run it through 'poisonlab run' instead")
     data = load(args.dataset, **dataset_params(args))
     result = poison.apply(data, args.seed)
     x, y, mask = result.data.x.numpy(), result.data.y.numpy(), result.mask.numpy()

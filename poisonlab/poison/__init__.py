@@ -17,6 +17,8 @@ from poisonlab.poison.triggers import (BlendTrigger, FeatureTrigger, ImageTrigge
 from poisonlab.poison import (  # noqa: F401  (each registers its poisons / triggers)
     backdoor, bpp, clean_label, clean_label_backdoor, dba, edge_case, external, features, frequency, gradient_matching,
     label_consistent, labels, low_frequency, reflection, semantic, signal_triggers, trojannn, warp)
+from poisonlab.poison import (  # noqa: F401,E402  (optimised and training-time backdoors)
+    adversarial_embedding, blind_backdoor, bullseye_polytope, latent_backdoor)
 
 __all__ = ["POISONS", "TRIGGERS", "Poison", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
            "ImageTrigger", "BlendTrigger", "FeatureTrigger", "make_poison", "make_trigger"]

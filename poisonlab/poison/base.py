@@ -9,7 +9,10 @@ of any poison, defaulted for the plain case:
 - ``has_trigger`` and ``triggered(test_set, seed)``: backdoor-style poisons build the test inputs
   their attack success rate is measured on (TRUE labels kept); the base has no trigger;
 - ``flip_pairs``: the (source, target) class pairs whose test-set flips are reported (default none);
-- ``probe(test_set)``: held-out inputs to report predictions on (e.g. external test photos), or None.
+- ``probe(test_set)``: held-out inputs to report predictions on (e.g. external test photos), or None;
+- ``trains_model`` and ``train_model(model, poisoned, cfg, seed, precision)``: attacks that control the
+  victim's training (blind backdoor, adversarial embedding) replace plain training of the poisoned model
+  (centralized.py calls the first such poison's ``train_model`` instead of ``training.train``; concat only).
 
 A subclass overrides only what applies. A dataclass field named ``target`` or ``source`` declared
 without a default stays required (dataclasses would otherwise take this base's None as its default).
@@ -33,6 +36,7 @@ class Poison(abc.ABC):
     target: Any = None
     source: Any = None
     requires_model = False
+    trains_model = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,6 +67,10 @@ class Poison(abc.ABC):
     def bind(self, model, test_set=None) -> "Poison":
         """A copy ready to apply with the victim model (clean-label attacks); the base needs none."""
         return self
+
+    def train_model(self, model, poisoned, cfg, seed: int = 0, precision: str = "fp32") -> list[float]:
+        """Train model in place on poisoned (a Poisoned) with the attacker's training; per-epoch mean losses."""
+        raise ConfigError(f"poison '{self.name}' does not train the model; accepted: a poison with trains_model")
 
     def probe(self, test_set) -> dict | None:
         """Held-out inputs {x, files, target} whose predictions are reported, or None."""
