@@ -11,10 +11,10 @@ from poisonlab.detect.run import inspecting
 from poisonlab.errors import ConfigError
 
 
-def build_detector(spec: Any, inspects: str, default: str) -> tuple[str, dict, Any]:
-    """(name, params, detector) for spec = {"name": ..., "params": {...}} (or a bare name; None: default),
+def build_detector(spec: Any, inspects: str) -> tuple[str, dict, Any]:
+    """(name, params, detector) for spec = {"name": ..., "params": {...}} or a bare name,
     refusing a detector that does not inspect ``inspects``."""
-    spec = {"name": default} if spec is None else {"name": spec} if isinstance(spec, str) else spec
+    spec = {"name": spec} if isinstance(spec, str) else spec
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or set(spec) - {"name", "params"}:
         raise ConfigError(f"detector={spec!r} is not accepted; accepted: {{name: <a detector>, params: {{...}}}}")
     name, params = spec["name"], dict(spec.get("params") or {})

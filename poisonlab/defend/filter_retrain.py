@@ -33,10 +33,10 @@ class FilterRetrain:
     stage = "training"
     requires = ("data", "build", "train_cfg")
 
-    def __init__(self, *, detector: dict | str | None = None, scan_model: str = "given"):
+    def __init__(self, *, detector: dict | str = "spectre", scan_model: str = "given"):
         if scan_model not in SCAN_MODELS:
             raise ConfigError(f"scan_model='{scan_model}' is not known; accepted: {', '.join(SCAN_MODELS)}")
-        self.detector_name, self.detector_params, self.detector = build_detector(detector, "data", "spectre")
+        self.detector_name, self.detector_params, self.detector = build_detector(detector, "data")
         self.scan_model = scan_model
 
     def defend(self, *, model=None, data=None, clean=None, build=None, train_cfg=None, seed: int = 0, **_) -> Defended:

@@ -25,8 +25,8 @@ class InputFilter:
     stage = "inference"
     requires = ("model", "clean")
 
-    def __init__(self, *, detector: dict | str | None = None):
-        self.detector_name, self.detector_params, self.detector = build_detector(detector, "inputs", "strip")
+    def __init__(self, *, detector: dict | str = "strip"):
+        self.detector_name, self.detector_params, self.detector = build_detector(detector, "inputs")
 
     def defend(self, *, model=None, clean=None, seed: int = 0, **_) -> Defended:
         """A frozen copy of model with reject(x) = the detector's flags on x."""
