@@ -76,3 +76,23 @@ def test_bad_names_are_config_errors():
         get("activation_clustering", analysis="size")
     with pytest.raises(ConfigError, match="reduce='svd'"):
         get("activation_clustering", reduce="svd")
+
+
+def test_distance_analysis_by_hand_flags_the_cluster_nearer_another_class():
+    # class 0: 3 rows at the origin and 2 at (10, 0); class 1: 4 rows around (10, 1). Medians: class 0 (0, 0),
+    # class 1 (10, 1); cluster at (10, 0) is 10 from its class and 1 from class 1 -> poisonous (ratio 10)
+    x = torch.tensor([[0.0, 0], [0, 0], [0, 0], [10, 0], [10, 0], [10, 0.8], [10, 1], [10, 1], [10, 1.2]])
+    y = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    det = get("activation_clustering", dims=2, analysis="distance").scan(data=Dataset(x, y, ("0", "1")))
+    assert det.flagged.tolist() == [False] * 3 + [True] * 2 + [False] * 4
+    assert det.details["per_class"][0]["poisonous_clusters"] == ["smaller"]
+    assert float(det.scores[3]) == pytest.approx(10.0) and not det.details["per_class"][1]["suspicious"]
+
+
+def test_distance_analysis_finds_the_planted_cluster():
+    data, mask = planted(share=0.25)
+    det = get("activation_clustering", dims=5, analysis="distance").scan(data=data)
+    ev = evaluate_detection(det, mask)
+    assert ev.tpr == 1.0 and ev.fpr == 0.0
+    with pytest.raises(ConfigError, match="distance_space='raw'"):
+        get("activation_clustering", analysis="distance", distance_space="raw")

@@ -72,7 +72,8 @@ def test_centralized_pipeline_and_every_experiment_detector():
            "detect": [{"name": "activation_clustering"}, {"name": "anomaly"}, {"name": "spectral_signatures"},
                       {"name": "roni", "params": {"steps": 2}},
                       {"name": "neural_cleanse", "params": {"steps": 4, "samples": 40}},
-                      {"name": "strip", "params": {"n_overlays": 4}}]}
+                      {"name": "strip", "params": {"n_overlays": 4}}, {"name": "spectre"},
+                      {"name": "neural_cleanse_filter", "params": {"steps": 4, "samples": 40, "label": 0}}]}
     metrics = run_on_meta_default(doc)
     assert [d["detector"] for d in metrics["detections"]] == [d["name"] for d in doc["detect"]]
     assert 0.0 <= metrics["final"]["clean_accuracy"] <= 1.0

@@ -9,7 +9,15 @@ Per class: penultimate activations (the input of ``feature_layer``, default the 
   (0.35);
 - ``silhouette``: the smaller cluster when the class's mean silhouette coefficient
   s = mean_i (b_i - a_i) / max(a_i, b_i) is >= ``silhouette_threshold`` (two clusters fit a
-  poisoned class well, a clean class poorly).
+  poisoned class well, a clean class poorly);
+- ``distance``: ART's ``analyze_by_distance`` (Adversarial Robustness Toolbox, ClusteringAnalyzer): with
+  m_c the median activation of class c and m_c,j that of its cluster j, cluster j is poisonous if for
+  some other class k, |m_c,j - m_k| < |m_c,j - m_c| while the class's other cluster stays nearer its own
+  class (|m_c,j' - m_k| > |m_c,j' - m_c|): relabeled poison sits nearer the class it came from. ART
+  measures the medians in each class's own reduced space (``distance_space="reduced"``), which are
+  separate PCA/ICA fits, so the class medians are not in one coordinate system;
+  ``distance_space="activations"`` (default) measures them on the activations themselves. Score: the
+  cluster's |m_c,j - m_c| / min_k |m_c,j - m_k| (above 1: nearer another class than its own).
 
 Optional exclusionary reclassification (the paper's Section 4): for each suspicious class,
 fit a classifier on all data except one cluster and classify that cluster; a cluster mostly
@@ -41,7 +49,8 @@ from poisonlab.detect.registry import DETECTORS
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.rng import derive_seed, generator
 
-ANALYSES = ("smaller", "relative_size", "silhouette")
+ANALYSES = ("smaller", "relative_size", "silhouette", "distance")
+DISTANCE_SPACES = ("activations", "reduced")
 REDUCERS = ("pca", "ica")
 
 
@@ -74,7 +83,11 @@ class ActivationClustering:
 
     def __init__(self, *, dims: int = 10, reduce: str = "pca", analysis: str = "silhouette",
                  size_threshold: float = 0.35, silhouette_threshold: float = 0.3,
-                 exclusionary: bool = False, orient: bool = False, feature_layer: str | None = None, seed: int = 0):
+                 exclusionary: bool = False, orient: bool = False, distance_space: str = "activations",
+                 feature_layer: str | None = None, seed: int = 0):
+        if distance_space not in DISTANCE_SPACES:
+            raise ConfigError(f"distance_space='{distance_space}' is not known; accepted: {', '.join(DISTANCE_SPACES)}")
+        self.distance_space = distance_space
         if reduce not in REDUCERS:
             raise ConfigError(f"reduce='{reduce}' is not known; accepted: {', '.join(REDUCERS)}")
         if analysis not in ANALYSES:
@@ -87,6 +100,8 @@ class ActivationClustering:
         self.feature_layer = feature_layer  # module whose input is the features; None: the last nn.Linear
 
     def _suspicious(self, share: float, sil: float) -> bool:
+        if self.analysis == "distance":
+            return False  # decided over all classes at once (_by_distance)
         if self.analysis == "smaller":
             return True
         if self.analysis == "relative_size":
@@ -107,13 +122,15 @@ class ActivationClustering:
         scores = np.zeros(len(data))
         flagged = np.zeros(len(data), dtype=bool)
         clusters = np.zeros(len(data), dtype=np.int64)
-        per_class = {}
+        per_class, spaces = {}, {}
         for c in range(data.num_classes):
             idx = np.nonzero(y == c)[0]
             if len(idx) < 3:
                 continue
             seed = derive_seed(self.seed, "activation_clustering", c)
-            labels, sil = two_means(reduce_dims(acts[idx], self.dims, self.reduce, seed % 2**32), seed % 2**32)
+            z = reduce_dims(acts[idx], self.dims, self.reduce, seed % 2**32)
+            labels, sil = two_means(z, seed % 2**32)
+            spaces[c] = (idx, labels, acts[idx] if self.distance_space == "activations" else z)
             if self.orient and not poisoned_side(data.x, data.y, torch.from_numpy(idx).to(data.y.device),
                                                  torch.from_numpy(labels == 1).to(data.y.device),
                                                  c, generator(self.seed, "activation_clustering", c)):
@@ -126,9 +143,35 @@ class ActivationClustering:
             per_class[c] = {"n": int(len(idx)), "suspicious_share": share, "silhouette": sil, "suspicious": suspicious}
             if suspicious:
                 flagged[small] = True
+        if self.analysis == "distance":
+            self._by_distance(spaces, scores, flagged, per_class)
         if self.exclusionary:
             self._reclassify(acts, y, clusters, flagged, per_class)
         return Detection(torch.from_numpy(scores), torch.from_numpy(flagged), {"per_class": per_class})
+
+    @staticmethod
+    def _by_distance(spaces: dict, scores, flagged, per_class) -> None:
+        """ART's analyze_by_distance over every clustered class (updates scores, flagged, per_class in place)."""
+        centre = {c: np.median(v, axis=0) for c, (_, _, v) in spaces.items()}
+        for c, (idx, labels, v) in spaces.items():
+            poison, ratios = [], []
+            for j in (0, 1):
+                if not (labels == j).any() or not (labels == 1 - j).any():
+                    ratios.append(0.0)
+                    continue
+                own = np.median(v[labels == j], axis=0)
+                other = np.median(v[labels == 1 - j], axis=0)
+                to_own, other_to_own = np.linalg.norm(own - centre[c]), np.linalg.norm(other - centre[c])
+                near = [k for k in centre if k != c and np.linalg.norm(own - centre[k]) < to_own
+                        and np.linalg.norm(other - centre[k]) > other_to_own]
+                nearest = min((np.linalg.norm(own - centre[k]) for k in centre if k != c), default=np.inf)
+                ratios.append(float(to_own / max(nearest, 1e-12)))
+                scores[idx[labels == j]] = ratios[-1]
+                if near:
+                    poison.append(j)
+            flagged[idx] = np.isin(labels, poison)
+            per_class[c].update(suspicious=bool(poison), distance_ratio={"larger": ratios[0], "smaller": ratios[1]},
+                                poisonous_clusters=[["larger", "smaller"][j] for j in poison])
 
     def _reclassify(self, acts, y, clusters, flagged, per_class) -> None:
         """Exclusionary reclassification of each suspicious class's clusters (updates flagged in place)."""
