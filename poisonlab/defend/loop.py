@@ -15,10 +15,10 @@ from poisonlab.rng import generator
 
 
 def minibatches(data: Dataset, batch_size: int, device: torch.device, seed: int, purpose: str,
-                epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(x, y) mini-batches of data on device, in the seeded order of (seed, purpose, epoch)."""
+                *epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) mini-batches of data on device, in the seeded order of (seed, purpose, *epoch)."""
     x, y = data.x.to(device), data.y.to(device)
-    order = torch.randperm(len(data), generator=generator(seed, purpose, epoch), device="cpu").to(device)
+    order = torch.randperm(len(data), generator=generator(seed, purpose, *epoch), device="cpu").to(device)
     for start in range(0, len(data), batch_size):
         idx = order[start:start + batch_size]
         yield x[idx], y[idx]
