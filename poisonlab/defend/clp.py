@@ -51,7 +51,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | No
 def outliers(scores: torch.Tensor, u: float) -> torch.Tensor:
     """Channels whose score exceeds the layer's mean + u * std (unbiased std, as torch.std in the paper's code)."""
     if len(scores) < 2:
-        return torch.zeros(len(scores), dtype=torch.bool)
+        return torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
     return scores > scores.mean() + u * scores.std()
 
 
