@@ -50,3 +50,9 @@ def test_nad_weakens_the_digits_backdoor_and_keeps_the_callers_model():
     before, after = asr(bad, test_set), asr(out.model, test_set)
     assert before > 0.95 and after < 0.5
     assert accuracy(out.model, test_set) > accuracy(bad, test_set) - 0.15
+
+
+def test_unknown_layer_is_a_one_line_error():
+    clean, _, bad = digits_world()
+    with pytest.raises(ConfigError, match=r"layers \['nope'\] are not modules of Sequential"):
+        get("nad", layers=["nope"], teacher_epochs=1, epochs=1).defend(model=bad, clean=clean)

@@ -54,15 +54,22 @@ def default_layers(model: nn.Module, count: int = 3) -> list[str]:
     return names[-count:]
 
 
+def check_layers(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    """model's named modules, after a one-line ConfigError if a name in names is not one of them."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules or not n]
+    if missing:
+        shown = [n for n, _ in model.named_children()][:8]
+        raise ConfigError(f"nad: layers {missing} are not modules of {type(model).__name__};"
+                          f" accepted: names from named_modules(), e.g. {shown}")
+    return modules
+
+
 class Recorder:
     """Keeps the latest outputs of the named modules of a model (forward hooks, removed by close())."""
 
     def __init__(self, model: nn.Module, names: list[str]):
-        modules = dict(model.named_modules())
-        missing = [n for n in names if n not in modules or not n]
-        if missing:
-            raise ConfigError(f"nad: layers {missing} are not modules of {type(model).__name__};"
-                              f" accepted: names from named_modules(), e.g. {default_layers(model)}")
+        modules = check_layers(model, names)
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles = [modules[n].register_forward_hook(self._keep(n)) for n in names]
 
@@ -72,6 +79,7 @@ class Recorder:
         return hook
 
     def close(self) -> None:
+        """Remove the hooks."""
         for h in self._handles:
             h.remove()
 
@@ -100,6 +108,7 @@ class NAD:
         """The distilled student; details: the layers distilled and the last epoch's mean AT loss."""
         require(self, model=model, clean=clean)
         names = self.layers or default_layers(model)
+        check_layers(model, names)
         teacher = trainable_copy(model)
         with progress.phase("nad teacher"):
             train(teacher, clean, TrainConfig(epochs=self.teacher_epochs, lr=self.lr, batch_size=self.batch_size,
