@@ -43,7 +43,7 @@ def test_nad_weakens_the_digits_backdoor_and_keeps_the_callers_model():
     """A narrow result, stated as such: on the digits corner patch the fine-tuned teacher keeps the backdoor
     (clean images are 0 in the corner, so clean fine-tuning never touches the trigger's weights) and NAD
     then works only in a narrow band of beta: 1000 changes nothing, 1200 removes most of the ASR at a cost
-    of about 11 points of accuracy, 1500 collapses the model (docs/backdoor-defenses.md)."""
+    of about 11 points of accuracy, 1500 costs about 22 points (docs/backdoor-defenses.md)."""
     clean, test_set, bad = digits_world()
     out = unchanged_after(get("nad", beta=1200.0), bad, clean=clean)
     assert out.details["layers"] == ["0", "3"]
