@@ -11,7 +11,7 @@ experiment's ``defend:`` section and ``poisonlab sweep`` turns them into a leade
 from poisonlab.defend.registry import DEFENSES
 from poisonlab.defend.base import Defended, Defense
 from poisonlab.defend import (  # noqa: F401  (each member registers its defense)
-    filter_retrain, fine_pruning, input_filter)
+    anp, clp, filter_retrain, fine_pruning, ft_sam, i_bau, input_filter, nad, rnp)
 
 
 def get(name: str, **params):
