@@ -11,7 +11,7 @@ experiment's ``defend:`` section and ``poisonlab sweep`` turns them into a leade
 from poisonlab.defend.registry import DEFENSES
 from poisonlab.defend.base import Defended, Defense
 from poisonlab.defend import (  # noqa: F401  (each member registers its defense)
-    fine_pruning)
+    dp_instahide, dp_sgd, fine_pruning, pgd_at)
 
 
 def get(name: str, **params):
