@@ -12,7 +12,7 @@ from poisonlab.defend import get
 from poisonlab.defend.dp_instahide import laplace, mix, mixed_loss
 from poisonlab.errors import ConfigError
 from test_detect_common import single_thread  # noqa: F401  (autouse: one torch thread)
-from traindef_support import checker_world
+from traindef_support import runs_on_the_run_device, checker_world
 
 
 def test_mixup_and_its_loss_by_hand():
@@ -57,3 +57,7 @@ def test_dp_instahide_defuses_an_invisible_trigger():
     acc, asr = w.scores(out.model)
     assert w.plain[1] > 0.9 and asr < 0.1
     assert acc >= w.plain[0] - 0.05
+
+
+def test_every_draw_is_made_on_the_cpu_and_moved():
+    assert runs_on_the_run_device("dp_instahide", k=3)["k"] == 3

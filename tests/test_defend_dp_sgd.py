@@ -15,7 +15,7 @@ from poisonlab.defend.dp_sgd import per_sample_gradients, private_gradient
 from poisonlab.defend.rdp_accountant import dp_sgd_epsilon, epsilon, log_a, rdp
 from poisonlab.errors import ConfigError
 from test_detect_common import single_thread  # noqa: F401  (autouse: one torch thread)
-from traindef_support import digits_patch_world
+from traindef_support import runs_on_the_run_device, digits_patch_world
 
 
 def tiny():
@@ -86,3 +86,7 @@ def test_dp_sgd_weakens_a_patch_backdoor_on_digits():
     assert w.plain[1] > 0.8 and asr < w.plain[1] / 2        # the backdoor, then at most half of it
     assert acc > w.plain[0] - 0.25                           # DP's price in clean accuracy, bounded
     assert 1.0 < out.details["epsilon"] < 10.0
+
+
+def test_every_draw_is_made_on_the_cpu_and_moved():
+    assert runs_on_the_run_device("dp_sgd")["steps"] == 6

@@ -12,7 +12,7 @@ from poisonlab.defend import get
 from poisonlab.defend.pgd_at import pgd
 from poisonlab.errors import ConfigError
 from test_detect_common import single_thread  # noqa: F401  (autouse: one torch thread)
-from traindef_support import checker_world
+from traindef_support import runs_on_the_run_device, checker_world
 
 
 def tiny():
@@ -53,3 +53,7 @@ def test_adversarial_training_defeats_a_small_norm_trigger():
     acc, asr = w.scores(out.model)
     assert w.plain[1] > 0.9 and asr < 0.1
     assert acc >= w.plain[0] - 0.05
+
+
+def test_every_draw_is_made_on_the_cpu_and_moved():
+    assert runs_on_the_run_device("pgd_at", steps=2)["steps"] == 2

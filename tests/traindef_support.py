@@ -89,3 +89,21 @@ def checker_world() -> World:
 def digits_patch_world() -> World:
     train_set, test_set = load("digits").split(0.3, seed=0)
     return _world(train_set, test_set, 0.03, corner, 10, TrainConfig(epochs=8, batch_size=32, lr=0.05))
+
+
+def runs_on_the_run_device(name: str, **params) -> dict:
+    """defend() of the training defense `name` on a tiny tabular set with torch's default device set to "meta":
+    a tensor made without the run's device fails loudly (tests/test_device_discipline.py). Its details."""
+    from poisonlab.data.dataset import Dataset
+    from poisonlab.defend import get
+
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.rand(6, 3, generator=g), torch.tensor([0, 1, 0, 1, 0, 1]), ("a", "b"))
+    torch.set_default_device("meta")
+    try:
+        out = get(name, **params).defend(data=data, build=lambda: torch.nn.Sequential(torch.nn.Linear(3, 2, device="cpu")),
+                                         train_cfg=TrainConfig(epochs=2, batch_size=2), seed=0)
+    finally:
+        torch.set_default_device(None)
+    assert all(p.device.type == "cpu" for p in out.model.parameters())
+    return out.details

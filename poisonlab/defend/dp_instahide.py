@@ -74,7 +74,7 @@ class DPInstaHide:
         n = len(x)
         spacing = -torch.log(torch.rand(self.k, generator=g, device="cpu").clamp_min(1e-12))
         weights = spacing / spacing.sum()  # Dirichlet(1, ..., 1): normalised standard exponentials
-        partners = torch.stack([torch.arange(n)] + [torch.randperm(n, generator=g, device="cpu")
+        partners = torch.stack([torch.arange(n, device="cpu")] + [torch.randperm(n, generator=g, device="cpu")
                                                     for _ in range(self.k - 1)]).to(x.device)
         out = mix(x, weights.to(x.device), partners)
         if self.scale > 0:

@@ -105,8 +105,9 @@ class DPSGD:
         model.train()
         for step in range(steps):
             rows = torch.nonzero(torch.rand(len(data), generator=pick, device="cpu") < q).flatten().to(device)
-            grads = private_gradient(per_sample_gradients(model, x[rows], y[rows]), self.clip,
-                                     self.noise_multiplier, expected, noise)
+            per_sample = per_sample_gradients(model, x[rows], y[rows]) if len(rows) else \
+                {k: torch.zeros((0, *p.shape), device=device) for k, p in params.items()}
+            grads = private_gradient(per_sample, self.clip, self.noise_multiplier, expected, noise)
             for name, p in params.items():
                 p.grad = grads[name]
             for group in opt.param_groups:
