@@ -335,8 +335,8 @@ class Federation:
 
     def _save(self, round: int, params: torch.Tensor, history: list[RoundRecord]) -> None:
         """Checkpoint: the global params, the global buffers ("buffer.<name>") and the rule's state tensors
-        ("aggregator.<key>") and the attacks' ("attack.<i>.<key>") as tensors, all on the CPU; the history and the states' other values
-        (meta["aggregator"], None for a stateless rule) as meta."""
+        ("aggregator.<key>") and the attacks' ("attack.<i>.<key>") as tensors, all on the CPU; the history and
+        the states' other values (meta["aggregator"], None for a stateless rule; meta["attacks"]) as meta."""
         tensors = {"global_params": params.cpu(), **{f"buffer.{n}": b.cpu() for n, b in self.buffers.items()}}
         if self.local_norm is not None:
             tensors.update({n: t.cpu() for n, t in self.local_norm.state().items()})

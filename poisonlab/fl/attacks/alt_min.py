@@ -48,8 +48,10 @@ def boosted_within(rows: torch.Tensor, centre: torch.Tensor, boost: float, radiu
 @ATTACKS.register("alt_min", reference="Bhagoji, Chakraborty, Mittal and Calo 2019, Analyzing Federated Learning"
                   " through an Adversarial Lens (ICML): alternating minimization, stealthy model poisoning")
 def alt_min(boost: float | None = None, slack: float = 1.0, radius: float | None = None):
-    """Alternating minimization, update-level form: x_m' = d_ben + s_m * boost * (x_m - d_ben), with s_m <= 1
-    the largest factor keeping ||x_m' - d_ben|| <= radius.
+    """Alternating minimization, update-level: the boosted malicious component kept within the benign spread.
+
+    x_m' = d_ben + s_m * boost * (x_m - d_ben), with s_m <= 1 the largest factor keeping
+    ||x_m' - d_ben|| <= radius.
 
     x_m: the attacker's update trained on its poisoned data (pair it with a poison on the same adversary);
     d_ben: the benign mean update (honest rows if omniscient; else the paper's estimate, the previous

@@ -53,9 +53,10 @@ def clustering_row(benign: torch.Tensor, margin: float, linkage: str) -> torch.T
                   " Aggregation Schemes in Federated Learning) AttackclippedclusteringAdversary, against clustering"
                   " rules (Sattler et al. 2020; ClippedClustering)")
 def clustering_adaptive(scale: float = 10.0, margin: float = 0.1, linkage: str = "single"):
-    """Clustering-adapted attack: every malicious row is scale * (median benign norm) * u, with u the unit vector
-    at angle theta + theta_cross from the benign mean, in the plane of the mean and the farthest member of
-    the larger benign cluster.
+    """Clustering-adapted attack: one row rotated from the benign mean just past the larger benign cluster's edge.
+
+    Every malicious row is scale * (median benign norm) * u, with u the unit vector at angle theta + theta_cross
+    from the benign mean, in the plane of the mean and the farthest member of the larger benign cluster.
 
     theta: the angle between the benign mean and the member of the larger cluster (cosine bi-partition of the
     benign rows, agglomerative with linkage, cut at two) farthest from it; theta_cross = max(0, acos(1 - the

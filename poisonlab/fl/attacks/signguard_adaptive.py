@@ -33,9 +33,11 @@ def sign_matched(mean: torch.Tensor, norm: float, gen: torch.Generator) -> torch
                   " Xu et al. 2022, SignGuard: Byzantine-robust Federated Learning through Collaborative Malicious"
                   " Gradient Filtering (ICDCS)")
 def signguard_adaptive(scale: float = 1.0):
-    """SignGuard-adapted attack: every malicious row is one random vector whose counts of positive, negative
-    and zero coordinates equal those of the benign mean, placed at random coordinates (magnitudes U(0, 1)),
-    scaled to norm scale * median benign norm.
+    """SignGuard-adapted attack: a random row with the benign mean's sign counts and the median benign norm.
+
+    Every malicious row is one random vector whose counts of positive, negative and zero coordinates equal
+    those of the benign mean, placed at random coordinates (magnitudes U(0, 1)), scaled to norm
+    scale * median benign norm.
 
     SignGuard keeps rows whose norm is within [lower, upper] x the median norm and whose sign fractions
     cluster with the majority's; this row matches both statistics while pointing in a random direction.

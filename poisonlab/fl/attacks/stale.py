@@ -45,7 +45,8 @@ def stale(delay: int = 1):
     the engine between rounds; called without that state (ctx.attack_state None) every row is 0.
     """
     if isinstance(delay, bool) or not isinstance(delay, int) or not 1 <= delay <= MAX_DELAY:
-        raise ConfigError(f"stale delay={delay!r} is not valid; accepted: an integer number of rounds in [1, {MAX_DELAY}]")
+        raise ConfigError(f"stale delay={delay!r} is not valid; accepted: an integer number of rounds in"
+                          f" [1, {MAX_DELAY}]")
 
     def attack(updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         malicious = check(updates, malicious)

@@ -73,9 +73,10 @@ def threedfed(boost: float = 2.0, low: float = 0.5, high: float = 50.0, up: floa
     omniscient, else the previous global update):
     - backdoor rows: d_ben + lambda * (mean x_m - d_ben), kept within the benign spread around d_ben
       (alt_min's stealth radius), the paper's constrained backdoor training in update form;
-    - indicators: the `indicators` (at most d // 10) coordinates where |d_ben| is smallest (the rarely updated parameters, as
-      the paper picks them) are set to kappa * the backdoor row's RMS entry; next round the global model's change
-      there over the change full acceptance would make is the feedback (about 1 accepted, about 0 rejected);
+    - indicators: the `indicators` (at most d // 10) coordinates where |d_ben| is smallest (the rarely updated
+      parameters, as the paper picks them) are set to kappa * the backdoor row's RMS entry; next round the
+      global model's change there over the change full acceptance would make is the feedback (about 1
+      accepted, about 0 rejected);
     - adaptive tuning: accepted raises lambda by `up` (at most high), rejected lowers it by `down` (at least
       low) and turns one more attacker into a decoy;
     - noise masks: zero-sum Gaussian masks of norm noise * the radius on the backdoor rows, so that each
