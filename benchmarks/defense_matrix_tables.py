@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/defense_matrix_tables.py runs/defense-matrix              # print the tables
     PYTHONPATH=. python benchmarks/defense_matrix_tables.py runs/defense-matrix --write      # replace them in the doc
     ... --keep docs/defense-matrix.md   # cells absent from the sweep directory keep the doc's earlier value
+    ... --detail stale permutation      # those rows' cells: clean, ASR, mean flag precision / recall
 
 Each cell of configs/defense-matrix.yaml's grid is read from <sweep dir>/<cell>/metrics.json when its
 cell.json has the cell's config digest (poisonlab.sweep.finished_metrics, as `poisonlab sweep` skips it):
@@ -95,15 +96,33 @@ def counts_line(doc: dict, fresh: dict, old: dict) -> str:
             f" cells, {carried} kept from the earlier tables, {total - filled} missing (`{MISSING}`).")
 
 
+def detail(doc: dict, sweep_dir: Path, labels: list[str]) -> str:
+    """A table of the named rows' finished cells: rule, clean accuracy, ASR, mean flag precision and recall (%)."""
+    lines = ["| adversary | rule | clean acc | ASR | flag precision | flag recall |", "|---|---|---|---|---|---|"]
+    for cell in expand_grid(doc):
+        row = _short(cell.settings[ADVERSARY])
+        metrics = finished_metrics(sweep_dir / cell.slug, cell.doc) if row in labels else None
+        if metrics is not None:
+            f = final_figures(metrics)
+            shown = [MISSING if f[k] is None else f"{100 * f[k]:.1f}" for k in
+                     ("clean_accuracy", "attack_success_rate", "flag_precision", "flag_recall")]
+            lines.append(f"| {row} | {column_label(_short(cell.settings[AGGREGATOR]))} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--config", default=CONFIG)
     parser.add_argument("--keep", type=Path, help="a doc whose tables fill the cells the sweep directory lacks")
     parser.add_argument("--write", action="store_true", help=f"replace the tables between the markers in {DOC}")
+    parser.add_argument("--detail", nargs="+", metavar="ROW", help="print these rows' cells with their flag figures")
     args = parser.parse_args(argv)
     with open(args.config) as f:
         doc = yaml.safe_load(f)
+    if args.detail:
+        print(detail(doc, args.sweep_dir, args.detail))
+        return
     fresh = computed(doc, args.sweep_dir)
     old = kept(args.keep.read_text()) if args.keep else {}
     text = counts_line(doc, fresh, old) + "\n\n" + tables(doc, {**old, **fresh})
