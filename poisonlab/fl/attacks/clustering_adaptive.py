@@ -35,14 +35,15 @@ def rotated(mean: torch.Tensor, far: torch.Tensor, angle: float) -> torch.Tensor
 
 def clustering_row(benign: torch.Tensor, margin: float, linkage: str) -> torch.Tensor:
     """The unit direction of the attack from finite benign rows (n >= 2, float64): see clustering_adaptive."""
-    from poisonlab.fl.aggregators.clustering import cluster_mask  # the attacks package stays importable alone
+    from poisonlab.fl.aggregators.clustering import bipartition, larger_cluster  # attacks stay importable alone
     from poisonlab.fl.aggregators.flame import cosine_distances
 
-    dist = torch.from_numpy(cosine_distances(benign))
-    off = dist + torch.eye(len(benign), dtype=dist.dtype, device="cpu") * 3.0  # distances are in [0, 2]
+    dist = cosine_distances(benign)  # (n, n) numpy, as the clustering rules compute it
+    labels = torch.from_numpy(bipartition(dist, linkage))
+    off = torch.from_numpy(dist) + torch.eye(len(benign), dtype=torch.float64, device="cpu") * 3.0  # in [0, 2]
     cross = max(0.0, math.acos(min(1.0, max(-1.0, 1.0 - float(off.min())))) - margin)
     mean = benign.mean(dim=0)
-    big = benign[cluster_mask(benign, torch.ones(len(benign), dtype=benign.dtype, device=benign.device), linkage)]
+    big = benign[larger_cluster(labels, torch.ones(len(benign), dtype=torch.float64, device="cpu")).to(benign.device)]
     cosines = (big @ unit(mean)) / big.norm(dim=1).clamp_min(1e-300)
     far = int(cosines.argmin())
     theta = math.acos(min(1.0, max(-1.0, float(cosines[far]))))
