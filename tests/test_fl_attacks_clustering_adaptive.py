@@ -45,3 +45,17 @@ def test_rows_join_the_clustering_rules_larger_cluster_and_move_it():
     assert bool(agg.selected[mal].all())
     clean = honest.mean(dim=0)
     assert angle(agg.update, clean) > 0.3  # the kept mean is pulled away from the honest mean
+
+
+def test_the_linkage_decides_single_takes_the_rows_in_average_splits_them_off():
+    """Why the matrix's ClippedClustering (average linkage) holds while Sattler's clustering (single) falls."""
+    g = torch.Generator().manual_seed(5)
+    honest = torch.randn(1, 2000, generator=g) + 0.7 * torch.randn(40, 2000, generator=g)
+    x = torch.cat([honest, torch.zeros(10, 2000)])
+    mal = torch.arange(50) >= 40
+    out = get("clustering_adaptive")(x, mal, RoundContext(num_clients=50))
+    ctx = RoundContext(num_clients=50, malicious=mal)
+    for rule, linkage, kept in [("clustering", "single", 10), ("clustering", "average", 0),
+                                ("clipped_clustering", "single", 10), ("clipped_clustering", "average", 0)]:
+        agg = get_rule(rule, linkage=linkage)(out, torch.ones(50), ctx)
+        assert int(agg.selected[mal].sum()) == kept, (rule, linkage)
