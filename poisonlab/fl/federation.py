@@ -125,6 +125,7 @@ class Federation:
         self._to_device(resolve(device) if device is not None else model_device(model))
         self._eval_model = copy.deepcopy(self.model)
         self.aggregator_state: dict | None = None  # the rule's Aggregate.state of the last round
+        self.attack_states: dict[int, dict] = {}  # the stateful attacks' states by adversary index (fl/round.py)
         self.buffers = model_buffers(self.model)  # the global model's buffers (on the run's device) (fl/buffers.py), set by each round
         self.local_norm = self._local_norm()  # FedBN's per-client batch-norm layers, or None
 
@@ -246,7 +247,7 @@ class Federation:
                            extras={"weights": weights, "aggregator": self.aggregator,
                                    **self.server_extras(round, global_params)},
                            state=self.aggregator_state)
-        updates = apply_adversaries(updates, masks, self.adversaries, ctx)
+        updates = apply_adversaries(updates, masks, self.adversaries, ctx, self.attack_states)
         new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, global_params, cfg.server_lr)
         self.aggregator_state = agg.state
         if applied:  # FedAvg of the clients' buffers (parameters only went through the rule)
@@ -334,8 +335,8 @@ class Federation:
 
     def _save(self, round: int, params: torch.Tensor, history: list[RoundRecord]) -> None:
         """Checkpoint: the global params, the global buffers ("buffer.<name>") and the rule's state tensors
-        ("aggregator.<key>") as tensors, all on the CPU; the history and the state's other values
-        (meta["aggregator"], None for a stateless rule) as meta."""
+        ("aggregator.<key>") and the attacks' ("attack.<i>.<key>") as tensors, all on the CPU; the history and
+        the states' other values (meta["aggregator"], None for a stateless rule; meta["attacks"]) as meta."""
         tensors = {"global_params": params.cpu(), **{f"buffer.{n}": b.cpu() for n, b in self.buffers.items()}}
         if self.local_norm is not None:
             tensors.update({n: t.cpu() for n, t in self.local_norm.state().items()})
@@ -344,6 +345,10 @@ class Federation:
         if state is not None:
             tensors.update({f"aggregator.{k}": v.cpu() for k, v in state.items() if isinstance(v, torch.Tensor)})
             meta["aggregator"] = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+        for i, attack_state in self.attack_states.items():  # "attack.<i>.<key>" tensors, meta["attacks"] the rest
+            tensors.update({f"attack.{i}.{k}": v.cpu() for k, v in attack_state.items() if isinstance(v, torch.Tensor)})
+        meta["attacks"] = {str(i): {k: v for k, v in st.items() if not isinstance(v, torch.Tensor)}
+                           for i, st in self.attack_states.items()}
         save_checkpoint(self.config.checkpoint_dir, round, tensors, meta)
 
     def _restore(self, tensors: dict, meta: dict) -> tuple[torch.Tensor, list[RoundRecord], int]:
@@ -368,6 +373,9 @@ class Federation:
             agg = {k.removeprefix("aggregator."): v.to(self.device) for k, v in tensors.items()
                    if k.startswith("aggregator.")}
             self.aggregator_state = {**meta["aggregator"], **agg}
+        self.attack_states = {int(i): {**rest, **{k.removeprefix(f"attack.{i}."): v.to(self.device)
+                                                  for k, v in tensors.items() if k.startswith(f"attack.{i}.")}}
+                              for i, rest in (meta.get("attacks") or {}).items()}
         history = [RoundRecord.from_dict(r) for r in meta["history"]]
         return tensors["global_params"].to(self.device), history, int(meta["round"]) + 1
 

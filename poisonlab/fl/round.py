@@ -51,19 +51,30 @@ def sample_clients(num_clients: int, sample: float | int, seed: int, round: int,
 
 
 def apply_adversaries(updates: torch.Tensor, masks: Sequence[torch.Tensor], adversaries: Sequence,
-                      ctx: RoundContext) -> torch.Tensor:
+                      ctx: RoundContext, states: dict | None = None) -> torch.Tensor:
     """Each adversary with rows this round, in order: its rows times its boost, then its update attack.
 
     masks[i]: bool (k,), the rows adversary i controls and acts on this round. The boost is applied
     in place on updates; an attack returns a new matrix. An adversary with omniscient=False gets
     ctx with omniscient=False (it estimates from its own rows).
+    states: the stateful attacks' states by adversary index, kept by the caller between rounds: adversary
+    i's attack gets ctx.attack_state = states.get(i) and states[i] is replaced by its next_state. None (an
+    engine that keeps no attack state): a stateful attack is refused with a ConfigError.
     """
-    for adversary, rows in zip(adversaries, masks):
+    for i, (adversary, rows) in enumerate(zip(adversaries, masks)):
         if rows.any() and adversary.boost not in (None, 1.0):  # 1.0: no boost
             updates[rows] *= adversary.boost
         if rows.any() and adversary.attack is not None:
+            stateful = getattr(adversary.attack, "next_state", None)
+            if stateful is not None and states is None:
+                raise ConfigError(f"adversary '{adversary.name}': its attack keeps state across rounds, which this"
+                                  " engine does not carry; accepted: the built-in federated engine")
             view = ctx if adversary.omniscient else dataclasses.replace(ctx, omniscient=False)
-            updates = adversary.attack(updates, rows, view)
+            if stateful is not None:
+                view = dataclasses.replace(view, attack_state=states.get(i))
+            before, updates = updates, adversary.attack(updates, rows, view)
+            if stateful is not None:
+                states[i] = stateful(before, updates, rows, view)
     return updates
 
 

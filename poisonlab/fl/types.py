@@ -60,6 +60,8 @@ class RoundContext:
                   global + server_lr * update on the server's held-out set;
       "base_accuracy": accuracy of the current global model on that held-out set.
     state: the state this rule returned (Aggregate.state) in the previous round; None at the start.
+    attack_state: for a stateful update attack (one with a next_state method, see UpdateAttack), the
+    state its next_state returned the last round it ran; None at the start (and for every other attack).
     """
 
     round: int = 0
@@ -72,6 +74,7 @@ class RoundContext:
     seed: int = 0
     extras: dict = field(default_factory=dict)
     state: dict | None = None
+    attack_state: dict | None = None
 
 
 class Aggregator(Protocol):
@@ -91,6 +94,12 @@ class Aggregator(Protocol):
 
 
 class UpdateAttack(Protocol):
-    """attack(updates (k, d), malicious bool (k,), ctx) -> (k, d) with only the malicious rows rewritten."""
+    """attack(updates (k, d), malicious bool (k,), ctx) -> (k, d) with only the malicious rows rewritten.
+
+    A stateful attack (stale updates, 3DFed's feedback) also has next_state(before, after, malicious, ctx)
+    -> dict (flat string keys; tensors and JSON-able values): its state for the next round it runs, from the
+    round's rows before and after the attack. The engine keeps it per adversary and passes it back as
+    ctx.attack_state (fl/round.py apply_adversaries), and checkpoints it with the global model.
+    """
 
     def __call__(self, updates: torch.Tensor, malicious: torch.Tensor, ctx: RoundContext) -> torch.Tensor: ...

@@ -10,6 +10,8 @@ from the malicious rows themselves (the attackers' own honestly trained updates)
 from __future__ import annotations
 
 from poisonlab.fl.attacks.alie import alie
+from poisonlab.fl.attacks.alt_min import alt_min
+from poisonlab.fl.attacks.clustering_adaptive import clustering_adaptive
 from poisonlab.fl.attacks.fang import fang_krum, fang_trim
 from poisonlab.fl.attacks.ipm import ipm
 from poisonlab.fl.attacks.mimic import mimic
@@ -17,12 +19,16 @@ from poisonlab.fl.attacks.minmax import min_max, min_sum
 from poisonlab.fl.attacks.mpaf import mpaf
 from poisonlab.fl.attacks.neurotoxin import neurotoxin
 from poisonlab.fl.attacks.optimal import alie_opt, ipm_opt
+from poisonlab.fl.attacks.permutation import permutation
 from poisonlab.fl.attacks.probes import inf, zero
 from poisonlab.fl.attacks.registry import ATTACKS
 from poisonlab.fl.attacks.replacement import constrain_and_scale, model_replacement
+from poisonlab.fl.attacks.signguard_adaptive import signguard_adaptive
 from poisonlab.fl.attacks.simple import gaussian, scale, sign_flip
+from poisonlab.fl.attacks.stale import stale
 from poisonlab.fl.attacks.sybil import sybil
 from poisonlab.fl.attacks.tailored import agr_tailored
+from poisonlab.fl.attacks.threedfed import threedfed
 
 
 def get(name: str, **params):
@@ -30,6 +36,7 @@ def get(name: str, **params):
     return ATTACKS.get(name, **params)
 
 
-__all__ = ["ATTACKS", "agr_tailored", "alie", "alie_opt", "constrain_and_scale", "fang_krum", "fang_trim", "gaussian",
-           "get", "inf", "ipm", "ipm_opt", "mimic", "min_max", "min_sum", "model_replacement", "mpaf", "neurotoxin",
-           "scale", "sign_flip", "sybil", "zero"]
+__all__ = ["ATTACKS", "agr_tailored", "alie", "alie_opt", "alt_min", "clustering_adaptive", "constrain_and_scale",
+           "fang_krum", "fang_trim", "gaussian", "get", "inf", "ipm", "ipm_opt", "mimic", "min_max", "min_sum",
+           "model_replacement", "mpaf", "neurotoxin", "permutation", "scale", "sign_flip", "signguard_adaptive",
+           "stale", "sybil", "threedfed", "zero"]
