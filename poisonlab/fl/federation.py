@@ -32,6 +32,7 @@ What the rules and attacks get in RoundContext.extras:
   "aggregator": the deployed rule (chain), for the aggregator-aware attacks (fl/attacks/aware.py);
   "server_update": (d,) the server's own update on root_data (FLTrust's g0), if root_data is given;
   "validate", "base_accuracy": accuracy of global + server_lr * candidate on validation_data, if given.
+The last three are computed when first read (fl/extras.py), so a rule that reads none costs no server training.
 """
 
 from __future__ import annotations
