@@ -14,7 +14,8 @@ and a defense added later adds cells without rerunning the finished ones. After 
   defense's mean DER over the attacks (its rank);
 - leaderboard.html: the four matrices as heatmaps, one self-contained file.
 
-The "none" column is the undefended poisoned model of the same cell.
+The "none" column is the undefended poisoned model of the same cell; "refused" marks a defense that
+refused the model or data in one line (e.g. DP-SGD on a batch-norm model), never a made-up number.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def cell_rows(attack: str, seed, metrics: dict) -> list[dict]:
              "der": None, "seconds": None}]
     for record in found["defenses"]:
         rows.append({"attack": attack, "defense": record["defense"], "params": record.get("params") or {},
-                     "seed": seed, **_figures(record), "der": record.get("der"), "seconds": record.get("wall_time")})
+                     "seed": seed, **_figures(record), "der": record.get("der"), "seconds": record.get("wall_time"),
+                     "refused": bool(record.get("refused"))})
     return rows
 
 
@@ -137,7 +139,8 @@ def summarize(rows: list[dict]) -> list[dict]:
         groups.setdefault((row["attack"], row["defense"]), []).append(row)
     out = []
     for (attack, defense), members in groups.items():
-        entry = {"attack": attack, "defense": defense, "seeds": len(members)}
+        entry = {"attack": attack, "defense": defense, "seeds": len(members),
+                 "refused": sum(bool(m.get("refused")) for m in members)}
         for key, _, _ in METRICS + (("seconds", "", True),):
             values = [m[key] for m in members if m.get(key) is not None and not math.isnan(m[key])]
             entry[f"{key}_mean"] = sum(values) / len(values) if values else None
@@ -167,6 +170,8 @@ def ranking(summary: list[dict]) -> list[tuple[str, float, int, float | None]]:
 
 
 def _pm(entry: dict | None, key: str) -> str:
+    if entry is not None and entry.get("refused") and entry["refused"] == entry["seeds"]:
+        return "refused"
     if entry is None or entry.get(f"{key}_mean") is None:
         return "-"
     std = entry[f"{key}_std"] if entry["seeds"] > 1 else None
@@ -211,7 +216,7 @@ def html(title: str, summary: list[dict]) -> str:
             for d in defenses:
                 e = at.get((a, d))
                 if e is None or e.get(f"{key}_mean") is None:
-                    tds.append('<td class="empty">-</td>')
+                    tds.append(f'<td class="empty">{escape(_pm(e, key))}</td>')
                 else:
                     tds.append(f'<td style="background:{_colour(e[f"{key}_mean"], better)}">{escape(_pm(e, key))}</td>')
             rows.append(f"<tr><th>{escape(a)}</th>{''.join(tds)}</tr>")

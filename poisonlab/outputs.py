@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import save as save_safetensors
 
 from poisonlab.config.schema import ExperimentConfig
-from poisonlab.rundir import atomic_write_bytes, atomic_write_text, write_csv, write_json, write_manifest
+from poisonlab.rundir import atomic_write_bytes, atomic_write_text, unsynced, write_csv, write_json, write_manifest
 
 
 def base_metrics(config: ExperimentConfig) -> dict:
@@ -23,29 +23,31 @@ def base_metrics(config: ExperimentConfig) -> dict:
 
 def write_run_dir(out: Path, config: ExperimentConfig, metrics: dict, model, report: bool = True,
                   input_shape=None, num_classes: int | None = None) -> None:
-    """Write the run directory atomically: config, metrics, history, model, report, manifest.
+    """Write the run directory atomically: config, metrics, history, model, report, manifest (only the manifest
+    is fsynced; every file is renamed into place whole, rundir.py).
 
     With input_shape and num_classes the model is written in the checkpoint format of
     model_checkpoint.py (weights plus the metadata that rebuilds it), so `poisonlab scan --model
     runs/<run>/model.safetensors`, load_checkpoint, fine-tuning and mitigation take it as it is.
     """
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    if model is not None and input_shape is not None and num_classes is not None:
-        from poisonlab.model_checkpoint import save_checkpoint
+    with unsynced():  # renamed into place whole; the fsynced manifest below records their hashes (rundir.py)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        if model is not None and input_shape is not None and num_classes is not None:
+            from poisonlab.model_checkpoint import save_checkpoint
 
-        save_checkpoint(model, out / "model.safetensors", config.model.name, input_shape, num_classes,
-                        config.model.params)
-    elif model is not None:
-        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        atomic_write_bytes(out / "model.safetensors", save_safetensors(tensors))
-    if metrics.get("history"):
-        write_csv(out / "history.csv", [_flat_round(r) for r in metrics["history"]])
-    if report:
-        from poisonlab.report import write_report
+            save_checkpoint(model, out / "model.safetensors", config.model.name, input_shape, num_classes,
+                            config.model.params)
+        elif model is not None:
+            tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            atomic_write_bytes(out / "model.safetensors", save_safetensors(tensors))
+        if metrics.get("history"):
+            write_csv(out / "history.csv", [_flat_round(r) for r in metrics["history"]])
+        if report:
+            from poisonlab.report import write_report
 
-        write_report(out / "report.html", [metrics], title=config.name)
-    write_json(out / "metrics.json", metrics)
+            write_report(out / "report.html", [metrics], title=config.name)
+        write_json(out / "metrics.json", metrics)
     write_manifest(out)
 
 

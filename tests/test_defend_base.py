@@ -118,3 +118,17 @@ def test_a_defense_that_changes_the_callers_model_is_caught():
     m = nn.Sequential(nn.Linear(2, 3))
     with pytest.raises(RuntimeError, match="changed the caller's model"):
         apply_defense(Sloppy(), model=m, data=None, clean=None, build=None, train_cfg=None, seed=0)
+
+
+def test_a_defense_that_refuses_the_model_is_recorded_not_fatal():
+    from poisonlab.defend.run import run_defenses
+
+    d = data([0, 1, 2, 2] * 5, [0, 1, 2, 2] * 5)
+    out = run_defenses([("dp_sgd", {}), ("fine_pruning", {"fraction": 0.5, "epochs": 0})],
+                       model=nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)),
+                       poisoned=d, mask=torch.zeros(len(d), dtype=torch.bool), test_set=d, poisons=[],
+                       build=lambda: nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)),
+                       train_cfg=None, seed=0, clean_fraction=0.5)
+    assert "batch" in out["defenses"][0]["refused"].lower()
+    assert "clean_accuracy" not in out["defenses"][0]
+    assert out["defenses"][1]["clean_accuracy"] is not None

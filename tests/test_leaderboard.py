@@ -101,3 +101,14 @@ def test_the_leaderboard_config_runs_every_defense_and_validates():
     cells = expand_grid(doc)
     for cell in cells[:: max(1, len(cells) // 40)]:
         check_components(parse(cell.doc))
+
+
+def test_a_refused_defense_is_shown_as_refused_not_as_a_number():
+    rows = cell_rows("badnets", 0, {"defense": {"baseline": record(1.0, 0.9), "defenses": [
+        {"defense": "dp_sgd", "params": {}, "stage": "training", "refused": "batch norm", "wall_time": 0.1}]}})
+    for r in rows:
+        r.pop("params")
+    summary = summarize(rows)
+    text = markdown(summary)
+    assert "| badnets | 100.0 | refused |" in text
+    assert ranking(summary) == []

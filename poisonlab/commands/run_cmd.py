@@ -61,6 +61,9 @@ def print_summary(metrics: dict) -> None:
     for det in metrics.get("detections", []):
         rows.append((f"{det['detector']} TPR / FPR", f"{percent(det['tpr'])} / {percent(det['fpr'])}"))
     for d in (metrics.get("defense") or {}).get("defenses", []):
+        if d.get("refused"):
+            rows.append((f"defense {d['defense']}", f"refused: {d['refused']}"))
+            continue
         asr = "" if d.get("attack_success_rate") is None else f", ASR {percent(d['attack_success_rate'])}"
         der = "" if d.get("der") is None else f", DER {percent(d['der'])}"
         rows.append((f"defense {d['defense']}", f"clean acc. {percent(d['clean_accuracy'])}{asr}{der}"))

@@ -17,7 +17,6 @@ import torch
 from poisonlab.data.dataset import Dataset
 from poisonlab.data.download import download as fetch_dataset
 from poisonlab.data.formats import atomic_write_bytes, read_cifar_batch, read_cifar_meta, read_idx, read_npz
-from poisonlab.data.images import image_extensions, ingest_many, list_images
 from poisonlab.data.registry import SOURCES
 from poisonlab.errors import ConfigError, DataError, did_you_mean
 
@@ -211,6 +210,8 @@ def image_folder(path: str | None = None, shape: tuple[int, int, int] | list[int
     (and may include classes without a folder). Flat mode: every image gets label (a class
     name or index into classes; classes default to (label,) for a name).
     """
+    from poisonlab.data.images import image_extensions, ingest_many, list_images  # PIL only when images are read
+
     if path is None:
         raise DataError("dataset 'image_folder' needs path: a folder of class sub-folders of images")
     root = Path(path).expanduser()

@@ -26,7 +26,7 @@ from poisonlab.defend.base import STAGES, Defended, defense_name, require
 from poisonlab.defend.evaluate import BackdoorScores, backdoor_scores, der
 from poisonlab.defend.registry import DEFENSES
 from poisonlab.device import host
-from poisonlab.errors import ConfigError, check_range
+from poisonlab.errors import ConfigError, PoisonlabError, check_range
 from poisonlab.rng import generator
 
 PLACEHOLDER_LABELS = frozenset({"edge_case"})  # triggered sets whose labels are not the inputs' true classes
@@ -87,7 +87,9 @@ def run_defenses(specs: Sequence[tuple[str, dict]], *, model: nn.Module, poisone
                  test_set: Dataset, poisons: Sequence[Any], build: Callable[[], nn.Module], train_cfg: Any,
                  seed: int, clean_fraction: float = 0.05) -> dict:
     """{"baseline": the undefended model's scores, "clean_size": rows the defender holds, "defenses": one record
-    per (name, params) in specs}: each defense applied to the poisoned model/data and scored."""
+    per (name, params) in specs}: each defense applied to the poisoned model/data and scored. A defense that
+    refuses this model or data (a one-line poisonlab error) gets a record with "refused": the reason, and no
+    scores; the others still run."""
     clean = defender_clean_set(poisoned, mask, clean_fraction, seed)
     trig, target, true_labels = triggered_test_set(poisons, test_set, seed)
     baseline = backdoor_scores(Defended(model), test_set, trig, target, true_labels)
@@ -97,8 +99,14 @@ def run_defenses(specs: Sequence[tuple[str, dict]], *, model: nn.Module, poisone
         started = time.perf_counter()
         progress.step(f"defense {name}: {defense.stage}", last=True)
         with progress.phase(f"defense {name}"):
-            defended = apply_defense(defense, model=model, data=poisoned, clean=clean, build=build,
-                                     train_cfg=train_cfg, seed=seed)
+            try:
+                defended = apply_defense(defense, model=model, data=poisoned, clean=clean, build=build,
+                                         train_cfg=train_cfg, seed=seed)
+            except PoisonlabError as err:  # the defense refuses this model or data (e.g. DP-SGD and batch norm)
+                progress.warn(f"defense {name} refused: {err}")
+                records.append({"defense": name, "params": params, "stage": defense.stage, "refused": str(err),
+                                "wall_time": time.perf_counter() - started})
+                continue
             scores = backdoor_scores(defended, test_set, trig, target, true_labels)
         took = time.perf_counter() - started
         records.append(defense_record(name, params, defense, defended, scores, baseline, took))

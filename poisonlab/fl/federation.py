@@ -32,6 +32,7 @@ What the rules and attacks get in RoundContext.extras:
   "aggregator": the deployed rule (chain), for the aggregator-aware attacks (fl/attacks/aware.py);
   "server_update": (d,) the server's own update on root_data (FLTrust's g0), if root_data is given;
   "validate", "base_accuracy": accuracy of global + server_lr * candidate on validation_data, if given.
+The last three are computed when first read (fl/extras.py), so a rule that reads none costs no server training.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from poisonlab.errors import ConfigError, DataError
 from poisonlab.divergence import check_round
 from poisonlab.fl import cohort
 from poisonlab.fl.adversary import Adversary, resolve_clients
+from poisonlab.fl.extras import LazyExtras
 from poisonlab.fl.buffers import average, load_buffers, model_buffers, same_layout
 from poisonlab.fl.checkpoint import load_checkpoint, save_checkpoint
 from poisonlab.fl.fedbn import LocalNorm
@@ -192,17 +194,26 @@ class Federation:
         """RoundContext.extras the server computes itself: FLTrust's "server_update" (with root_data),
         "validate" and "base_accuracy" (with validation_data), for the global model global_params with buffers
         (None: self.buffers). The Flower strategy asks for them too."""
-        extras = {}
+        return {key: compute() for key, compute in self.lazy_server_extras(round, global_params, buffers).items()}
+
+    def lazy_server_extras(self, round: int, global_params: torch.Tensor,
+                           buffers: dict | None = None) -> dict:
+        """server_extras as key -> zero-argument function, so a round computes only what its rule reads
+        (fl/extras.py: each entry depends on the seed, round and global model alone)."""
+        lazy = {}
         cfg = self.config
         buffers = self.buffers if buffers is None else buffers
         home, global_params = global_params.device, global_params.to(self.device)  # computed here, answered there
         buffers = {n: b.to(self.device) for n, b in buffers.items()}
         if self.root_data is not None:
-            g = [generator(cfg.seed, "server", round)]
-            server = local_updates(self.model, global_params, [self.root_data], cfg.local, g, cfg.memory_budget,
-                                   buffers, self.precision)
-            server = server if self.local_norm is None else self.local_norm.shared_only(server)
-            extras["server_update"] = server[0].to(home)
+            def server_update() -> torch.Tensor:
+                g = [generator(cfg.seed, "server", round)]
+                server = local_updates(self.model, global_params, [self.root_data], cfg.local, g, cfg.memory_budget,
+                                       buffers, self.precision)
+                server = server if self.local_norm is None else self.local_norm.shared_only(server)
+                return server[0].to(home)
+
+            lazy["server_update"] = server_update
         if self.validation_data is not None:
             val = self.validation_data
 
@@ -211,9 +222,9 @@ class Federation:
                 candidates = torch.atleast_2d(candidates).to(self.device)
                 return self.accuracies(global_params + cfg.server_lr * candidates, val, buffers=buffers).to(home)
 
-            extras["validate"] = validate
-            extras["base_accuracy"] = float(self.accuracies(global_params.unsqueeze(0), val, buffers=buffers)[0])
-        return extras
+            lazy["validate"] = lambda: validate
+            lazy["base_accuracy"] = lambda: float(self.accuracies(global_params.unsqueeze(0), val, buffers=buffers)[0])
+        return lazy
 
     @torch.no_grad()
     def accuracies(self, stacked: torch.Tensor, data: Dataset, max_candidates: int = 16,
@@ -244,8 +255,8 @@ class Federation:
         weights = torch.tensor([float(len(ds)) for ds in data], device=self.device)
         ctx = RoundContext(round=round, num_clients=self.num_clients, sampled=sampled, global_params=global_params,
                            server_lr=cfg.server_lr, malicious=malicious, omniscient=True, seed=cfg.seed,
-                           extras={"weights": weights, "aggregator": self.aggregator,
-                                   **self.server_extras(round, global_params)},
+                           extras=LazyExtras({"weights": weights, "aggregator": self.aggregator},
+                                             self.lazy_server_extras(round, global_params)),
                            state=self.aggregator_state)
         updates = apply_adversaries(updates, masks, self.adversaries, ctx, self.attack_states)
         new, agg, applied = aggregate_and_apply(self.aggregator, updates, weights, ctx, global_params, cfg.server_lr)

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.data.images import ingest_many, list_images
 from poisonlab.errors import ConfigError, DataError, check_range
 from poisonlab.poison.base import Poison
 from poisonlab.poison.registry import POISONS
@@ -26,6 +25,8 @@ from poisonlab.rng import generator
 
 def photo_files(folder: str | Path) -> list[Path]:
     """Image files in folder, sorted by name, one per file stem (the first suffix in sorted order)."""
+    from poisonlab.data.images import list_images  # PIL only when photos are read
+
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"edge-case folder {root} does not exist; expected a folder of photos")
@@ -56,6 +57,8 @@ class EdgeCase(Poison):
         """(training photos, held-out photos) as (n, c, h, w) tensors; the split is by file, seeded by split_seed."""
         if len(sample_shape) != 3:
             raise ConfigError(f"edge-case photos need image data (c, h, w); got samples of shape {sample_shape}")
+        from poisonlab.data.images import ingest_many
+
         files = photo_files(self.path)
         order = torch.randperm(len(files), generator=generator(self.split_seed, "edge_case", "split"))
         n_test = min(max(1, round(self.test_fraction * len(files))), len(files) - 1)

@@ -122,6 +122,10 @@ def defense_table(entries: Sequence[Entry]) -> str | None:
             d = data.as_dict(d)
             params = data.as_dict(d.get("params"))
             label = text(d.get("defense")) + (f" <small>{escape(json.dumps(params, sort_keys=True))}</small>" if params else "")
+            if d.get("refused"):
+                rows.append([name_cell(e), td(label), td(text(d.get("stage"))),
+                             td(f"refused: {escape(str(d['refused']))}"), *(td("") for _ in range(5))])
+                continue
             rejected = d.get("rejected_clean")
             rows.append([name_cell(e), td(label), td(text(d.get("stage"))),
                          *(td(pct(d.get(k))) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")),
