@@ -21,6 +21,7 @@ from poisonlab.centralized import run_centralized
 from poisonlab.data import load
 from poisonlab.poison import POISONS
 from poisonlab.poison.gallery import render_gallery
+from poisonlab.poison.generated import GeneratedBackdoor
 from poisonlab.poison.low_frequency import LowFrequency
 from poisonlab.poison.trojannn import TrojanNN
 from poisonlab.rng import derive_seed
@@ -29,6 +30,7 @@ from poisonlab.training import TrainConfig
 
 SEED = 0
 TRIGGER_FROM_MODEL = (LowFrequency, TrojanNN)  # their trigger is optimised on the clean model
+TRIGGER_FROM_DATA = (LowFrequency, GeneratedBackdoor)  # their trigger is computed / trained in apply()
 CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "poison-images" / "embraer-190"
 
@@ -72,6 +74,13 @@ def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
         "refool (clean-label)": ({"name": "clean_label_backdoor",
                                   "params": {"trigger": {"name": "reflection", "params": {"reflections": str(photos)}},
                                              "target": 0, "rate": 0.8}}, "80% of the target class"),
+        "input-aware": ({"name": "input_aware", "params": {"target": 0, "rate": 0.1, "cross_ratio": 1.0}},
+                        "10% + 10% cross-trigger (p_attack, p_cross of Nguyen & Tran's code)"),
+        "lira": ({"name": "lira", "params": {"target": 0, "rate": 0.1, "eps": 0.1}},
+                 "10% (BackdoorBench), L-inf 0.1 (Doan et al.'s MNIST command)"),
+        "ssba": ({"name": "ssba", "params": {"target": 0, "rate": 0.1}}, "10% (Li et al.), 32 bits, L-inf 0.05"),
+        "poison-ink": ({"name": "backdoor", "params": {"trigger": "poison_ink", "target": 0, "rate": 0.1}},
+                       "10% (BackdoorBench), edges blended at strength 0.5"),
     }
 
 
@@ -82,7 +91,7 @@ def slug(name: str) -> str:
 
 def draw(name: str, poison, train_set, test_set, out: Path) -> None:
     """The gallery PNG of one attack: six test digits, clean above, triggered below."""
-    if isinstance(poison, LowFrequency):
+    if isinstance(poison, TRIGGER_FROM_DATA):
         poison.apply(train_set, derive_seed(SEED, "poison", 0))  # its trigger is computed from the training data
     rows = torch.arange(6) if poison.source is None else torch.nonzero(test_set.y == int(poison.source)).flatten()[:6]
     x = test_set.x[rows]

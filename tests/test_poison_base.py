@@ -32,6 +32,9 @@ BUILT = {
     "trojannn": dict(target=4),
     "wanet": dict(target=0, rate=0.1),
     "witches_brew": dict(victim=0, target=1),
+    "input_aware": dict(target=1),
+    "lira": dict(target=2),
+    "ssba": dict(target=3),
 }
 
 
@@ -46,7 +49,8 @@ def test_what_each_poison_declares():
     got = {name: POISONS.get(name, **params) for name, params in BUILT.items()}
     assert {n for n, p in got.items() if p.has_trigger} == {
         "backdoor", "semantic_backdoor", "feature_collision", "hidden_trigger", "dba", "edge_case",
-        "clean_label_backdoor", "label_consistent", "low_frequency", "sleeper_agent", "trojannn", "wanet", "witches_brew"}
+        "clean_label_backdoor", "label_consistent", "low_frequency", "sleeper_agent", "trojannn", "wanet", "witches_brew",
+        "input_aware", "lira", "ssba"}
     assert {n for n, p in got.items() if p.requires_model} == {
         "feature_collision", "hidden_trigger", "label_consistent", "low_frequency", "sleeper_agent", "trojannn",
         "witches_brew"}
@@ -58,7 +62,7 @@ def test_what_each_poison_declares():
         "external": (None, 3), "feature_collision": (None, 2), "hidden_trigger": (3, 5), "dba": (None, 4),
         "edge_case": (None, 6), "clean_label_backdoor": (None, 3), "label_consistent": (None, 3),
         "low_frequency": (None, 1), "sleeper_agent": (5, 2), "trojannn": (None, 4), "wanet": (None, 0),
-        "witches_brew": (None, 1)}
+        "witches_brew": (None, 1), "input_aware": (None, 1), "lira": (None, 2), "ssba": (None, 3)}
 
 
 def test_label_flip_pairs_only_when_targeted_from_one_class():

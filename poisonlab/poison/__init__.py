@@ -17,6 +17,7 @@ from poisonlab.poison.triggers import (BlendTrigger, FeatureTrigger, ImageTrigge
 from poisonlab.poison import (  # noqa: F401  (each registers its poisons / triggers)
     backdoor, bpp, clean_label, clean_label_backdoor, dba, edge_case, external, features, frequency, gradient_matching,
     label_consistent, labels, low_frequency, reflection, semantic, signal_triggers, trojannn, warp)
+from poisonlab.poison import input_aware, lira, poison_ink, ssba  # noqa: F401,E402  (generator-trained / edge backdoors)
 
 __all__ = ["POISONS", "TRIGGERS", "Poison", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
            "ImageTrigger", "BlendTrigger", "FeatureTrigger", "make_poison", "make_trigger"]
