@@ -80,3 +80,14 @@ def test_trigger_before_apply_and_bad_parameters_are_one_line_errors(digits):
     for params in ({"mask_density": 2}, {"cross_ratio": -1}, {"epochs": 0}, {"width": 0}, {"rate": 1.5}):
         with pytest.raises(ConfigError):
             POISONS.get("input_aware", target=0, **params)
+
+
+def test_a_federated_run_is_refused_in_one_line_before_training():
+    from poisonlab.config import parse
+    from poisonlab.experiment import run_experiment
+
+    fed = {"clients": 4, "sample": 1.0, "rounds": 1, "local": {"batch_size": 32},
+           "adversary": {"clients": 1, "poison": {"name": "input_aware", "params": {"target": 0, **SMALL}}}}
+    doc = {"seed": 1, "device": "cpu", "data": {"dataset": "digits"}, "model": {"name": "mlp"}, "federated": fed}
+    with pytest.raises(ConfigError, match="federated run builds its ASR probe"):
+        run_experiment(parse(doc), quiet=True, device="cpu")

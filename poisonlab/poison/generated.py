@@ -35,8 +35,8 @@ class PendingTrigger(Trigger):
         self.name = attack
 
     def __call__(self, x, generator=None):
-        raise ConfigError(f"{self.name}'s trigger is a network trained on the training data;"
-                          " call apply(train_set) before triggered()")
+        raise ConfigError(f"{self.name}'s trigger is a network trained in apply(train_set); call apply() before"
+                          " triggered() (a federated run builds its ASR probe before any client trains: not supported)")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "params": {"trained": False}}
