@@ -91,7 +91,7 @@ def slug(name: str) -> str:
 
 def draw(name: str, poison, train_set, test_set, out: Path) -> None:
     """The gallery PNG of one attack: six test digits, clean above, triggered below."""
-    if isinstance(poison, TRIGGER_FROM_DATA):
+    if isinstance(poison, TRIGGER_FROM_DATA) and not getattr(poison, "trained", False):
         poison.apply(train_set, derive_seed(SEED, "poison", 0))  # its trigger is computed from the training data
     rows = torch.arange(6) if poison.source is None else torch.nonzero(test_set.y == int(poison.source)).flatten()[:6]
     x = test_set.x[rows]
@@ -100,11 +100,14 @@ def draw(name: str, poison, train_set, test_set, out: Path) -> None:
     print(f"gallery {name}: max |change| {float((triggered - x).abs().max()):.3f}", flush=True)
 
 
-def gallery(train_set, test_set, specs: dict, out: Path, model=None) -> None:
-    """Gallery PNGs of the attacks whose trigger needs no model (or, given the clean model, of those that do)."""
+def gallery(train_set, test_set, specs: dict, out: Path, model=None, learned: bool = True) -> None:
+    """Gallery PNGs of the attacks whose trigger needs no model (or, given the clean model, of those that do);
+    learned=False skips the generator-trained ones (a full run draws them with the trigger its run trained)."""
     for name, (spec, _) in specs.items():
         poison = POISONS.get(spec["name"], **spec["params"])
         if isinstance(poison, TRIGGER_FROM_MODEL) != (model is not None):
+            continue
+        if isinstance(poison, GeneratedBackdoor) and not learned:
             continue
         draw(name, poison.bind(model, test_set) if model is not None else poison, train_set, test_set, out)
 
@@ -122,16 +125,19 @@ def main() -> None:
     mnist = load("mnist", data_dir=str(Path(args.data_dir) / "mnist"), part="test")
     train_set, test_set = mnist.split(0.2, seed=SEED)
     specs = {k: v for k, v in attacks(PHOTOS).items() if not args.only or slug(k) in args.only}
-    gallery(train_set, test_set, specs, out)
+    gallery(train_set, test_set, specs, out, learned=args.gallery_only)
     if args.gallery_only:
         print("(attacks that optimise on a model get their gallery from a full run)")
         return
     results, clean, rows = {}, None, []
     for name, (spec, rate) in specs.items():
         start = time.perf_counter()
-        r = run_centralized(train_set, test_set, args.model, [spec], None, CFG, SEED, clean_model=clean)
+        poison = POISONS.get(spec["name"], **spec["params"])  # a generator-trained one keeps its trained trigger
+        r = run_centralized(train_set, test_set, args.model, [poison], None, CFG, SEED, clean_model=clean)
         clean = r.clean_model
         seconds = time.perf_counter() - start
+        if isinstance(poison, GeneratedBackdoor):
+            draw(name, poison, train_set, test_set, out)
         results[name] = {"spec": spec, "rate": rate, "clean_accuracy": r.clean_accuracy,
                          "clean_accuracy_clean_model": r.clean_accuracy_clean_model,
                          "attack_success_rate": r.attack_success_rate,

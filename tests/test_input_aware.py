@@ -91,3 +91,10 @@ def test_a_federated_run_is_refused_in_one_line_before_training():
     doc = {"seed": 1, "device": "cpu", "data": {"dataset": "digits"}, "model": {"name": "mlp"}, "federated": fed}
     with pytest.raises(ConfigError, match="federated run builds its ASR probe"):
         run_experiment(parse(doc), quiet=True, device="cpu")
+
+
+def test_diversity_loss_gradient_stays_finite_when_two_triggers_coincide():
+    g = torch.full((2, 1, 2, 2), 0.5, requires_grad=True)
+    x1, x2 = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    diversity_loss(x1, x2, g, g.detach().clone()).backward()  # saturated generators give equal outputs
+    assert bool(torch.isfinite(g.grad).all())

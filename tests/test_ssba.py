@@ -12,7 +12,7 @@ from poisonlab.poison.ssba import encode, parse_secret
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    p = POISONS.get("ssba", target=0, rate=0.1, bits=8, eps=0.2, epochs=10, lambda_residual=0.0)
+    p = POISONS.get("ssba", target=0, rate=0.1, bits=8, eps=0.2, epochs=10, width=32, lambda_residual=0.0)
     before = digits.x.clone()
     return p, p.apply(digits, 0), before
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from poisonlab.data.dataset import Dataset
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DivergedError
 from poisonlab.poison.backdoor import Backdoor
 from poisonlab.poison.generator_nets import run_frozen
 from poisonlab.poison.result import Poisoned
@@ -78,6 +78,11 @@ class GeneratedBackdoor(Backdoor):
         if not float(self.lr) > 0:
             raise ConfigError(f"lr={self.lr} is out of range; accepted: > 0")
 
+    @property
+    def trained(self) -> bool:
+        """Whether apply() has trained the trigger (triggered() needs it)."""
+        return isinstance(self.trigger, LearnedTrigger)
+
     @abc.abstractmethod
     def learn(self, data: Dataset, seed: int) -> LearnedTrigger:
         """The attack's trigger, trained on data (seeded)."""
@@ -92,4 +97,8 @@ class GeneratedBackdoor(Backdoor):
         self._check(data)
         object.__setattr__(self, "trigger", self.learn(data, seed))
         out = super().apply(data, seed)
+        if not bool(torch.isfinite(out.data.x[out.mask]).all()):
+            object.__setattr__(self, "trigger", PendingTrigger(self.name))
+            raise DivergedError(f"{self.name}'s trigger network diverged in training (non-finite stamps);"
+                                f" accepted: a smaller lr (got lr={self.lr})")
         return Poisoned(out.data.replace(name=f"{data.name}+{self.name}"), out.mask, {**out.info, "attack": self.name})

@@ -76,5 +76,8 @@ def freeze(net: nn.Module) -> nn.Module:
 
 
 def rms(v: torch.Tensor) -> torch.Tensor:
-    """Per-sample root mean square of v (n, ...): sqrt(mean over all but the first dimension of v^2)."""
-    return v.flatten(1).pow(2).mean(dim=1).sqrt()
+    """Per-sample root mean square of v (n, ...): sqrt(mean over all but the first dimension of v^2 + 1e-12).
+
+    The 1e-12 keeps the gradient finite where v is exactly 0 (sqrt's derivative is infinite at 0: two
+    saturated sigmoid outputs would otherwise turn a generator's weights into NaN)."""
+    return (v.flatten(1).pow(2).mean(dim=1) + 1e-12).sqrt()
