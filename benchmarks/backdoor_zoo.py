@@ -27,6 +27,7 @@ from poisonlab.model_spec import build_model
 from poisonlab.poison import POISONS
 from poisonlab.poison.bullseye_polytope import BullseyePolytope
 from poisonlab.poison.gallery import render_gallery
+from poisonlab.poison.generated import GeneratedBackdoor
 from poisonlab.poison.latent_backdoor import LatentBackdoor
 from poisonlab.poison.low_frequency import LowFrequency
 from poisonlab.poison.trojannn import TrojanNN
@@ -36,6 +37,7 @@ from poisonlab.training import TrainConfig, train
 
 SEED = 0
 TRIGGER_FROM_MODEL = (LowFrequency, TrojanNN, LatentBackdoor, BullseyePolytope)  # optimised on the clean model
+TRIGGER_FROM_DATA = (LowFrequency, LatentBackdoor, GeneratedBackdoor)  # computed / trained in apply()
 CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "poison-images" / "embraer-190"
 CACHE = Path(__file__).resolve().parents[1] / "tmp"
@@ -92,6 +94,13 @@ def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
         "bullseye polytope (clean-label)": ({"name": "bullseye_polytope", "params": {
             "base_class": 7, "target_index": 3, "count": 5, "eps": 0.1, "steps": 1000}},
             "5 poisons = 0.06%, eps 0.1, 1 target image (a 1), transfer learning (Aghakhani et al.; 1000 steps, not 4000)"),
+        "input-aware": ({"name": "input_aware", "params": {"target": 0, "rate": 0.1, "cross_ratio": 1.0}},
+                        "10% + 10% cross-trigger (p_attack, p_cross of Nguyen & Tran's code)"),
+        "lira": ({"name": "lira", "params": {"target": 0, "rate": 0.1, "eps": 0.1}},
+                 "10% (BackdoorBench), L-inf 0.1 (Doan et al.'s MNIST command)"),
+        "ssba": ({"name": "ssba", "params": {"target": 0, "rate": 0.1}}, "10% (Li et al.), 32 bits, L-inf 0.05"),
+        "poison-ink": ({"name": "backdoor", "params": {"trigger": "poison_ink", "target": 0, "rate": 0.1}},
+                       "10% (BackdoorBench), edges blended at strength 0.5"),
     }
 
 
@@ -113,7 +122,7 @@ def draw(name: str, poison, train_set, test_set, out_dir: Path) -> None:
         render_gallery(before, after, out_dir / f"{slug(name)}.png")
         print(f"gallery {name}: max |change| {float((after - before).abs().max()):.3f}", flush=True)
         return
-    if isinstance(poison, (LowFrequency, LatentBackdoor)):
+    if isinstance(poison, TRIGGER_FROM_DATA) and not getattr(poison, "trained", False):
         poison.apply(train_set, derive_seed(SEED, "poison", 0))  # its trigger is computed from the training data
     rows = torch.arange(6) if poison.source is None else torch.nonzero(test_set.y == int(poison.source)).flatten()[:6]
     x = test_set.x[rows]
@@ -122,11 +131,14 @@ def draw(name: str, poison, train_set, test_set, out_dir: Path) -> None:
     print(f"gallery {name}: max |change| {float((triggered - x).abs().max()):.3f}", flush=True)
 
 
-def gallery(train_set, test_set, specs: dict, out: Path, model=None) -> None:
-    """Gallery PNGs of the attacks whose trigger needs no model (or, given the clean model, of those that do)."""
+def gallery(train_set, test_set, specs: dict, out: Path, model=None, learned: bool = True) -> None:
+    """Gallery PNGs of the attacks whose trigger needs no model (or, given the clean model, of those that do);
+    learned=False skips the generator-trained ones (a full run draws them with the trigger its run trained)."""
     for name, (spec, _) in specs.items():
         poison = POISONS.get(spec["name"], **spec["params"])
         if isinstance(poison, TRIGGER_FROM_MODEL) != (model is not None):
+            continue
+        if isinstance(poison, GeneratedBackdoor) and not learned:
             continue
         draw(name, poison.bind(model, test_set) if model is not None else poison, train_set, test_set, out)
 
@@ -170,7 +182,7 @@ def main() -> None:
         raise SystemExit(f"--only {unknown} are not attacks; accepted: {', '.join(slug(k) for k in everything)}")
     specs = {k: v for k, v in everything.items() if not args.only or slug(k) in args.only}
     if not args.no_gallery:
-        gallery(train_set, test_set, specs, out)
+        gallery(train_set, test_set, specs, out, learned=args.gallery_only)
     if args.gallery_only:
         print("(attacks that optimise on a model get their gallery from a full run)")
         return
@@ -183,8 +195,12 @@ def main() -> None:
             continue
         clean = clean if clean is not None else clean_model(args.model, train_set, test_set)
         start = time.perf_counter()
-        r = run_centralized(train_set, test_set, args.model, [spec], INJECTIONS.get(name), CFG, SEED, clean_model=clean)
+        poison = POISONS.get(spec["name"], **spec["params"])  # a generator-trained one keeps its trained trigger
+        r = run_centralized(train_set, test_set, args.model, [poison], INJECTIONS.get(name), CFG, SEED,
+                            clean_model=clean)
         seconds = time.perf_counter() - start
+        if isinstance(poison, GeneratedBackdoor) and not args.no_gallery:
+            draw(name, poison, train_set, test_set, out)
         results[name] = {"spec": spec, "rate": rate, "injection": INJECTIONS.get(name), "clean_accuracy": r.clean_accuracy,
                          "clean_accuracy_clean_model": r.clean_accuracy_clean_model,
                          "attack_success_rate": r.attack_success_rate,

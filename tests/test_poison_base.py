@@ -36,6 +36,9 @@ BUILT = {
     "adversarial_embedding": dict(target=2),
     "bullseye_polytope": dict(base_class=4),
     "latent_backdoor": dict(target=5),
+    "input_aware": dict(target=1),
+    "lira": dict(target=2),
+    "ssba": dict(target=3),
 }
 
 
@@ -51,7 +54,8 @@ def test_what_each_poison_declares():
     assert {n for n, p in got.items() if p.has_trigger} == {
         "backdoor", "semantic_backdoor", "feature_collision", "hidden_trigger", "dba", "edge_case",
         "clean_label_backdoor", "label_consistent", "low_frequency", "sleeper_agent", "trojannn", "wanet", "witches_brew",
-        "blind_backdoor", "adversarial_embedding", "bullseye_polytope", "latent_backdoor"}
+        "blind_backdoor", "adversarial_embedding", "bullseye_polytope", "latent_backdoor",
+        "input_aware", "lira", "ssba"}
     assert {n for n, p in got.items() if p.requires_model} == {
         "feature_collision", "hidden_trigger", "label_consistent", "low_frequency", "sleeper_agent", "trojannn",
         "witches_brew", "bullseye_polytope", "latent_backdoor"}
@@ -65,7 +69,8 @@ def test_what_each_poison_declares():
         "edge_case": (None, 6), "clean_label_backdoor": (None, 3), "label_consistent": (None, 3),
         "low_frequency": (None, 1), "sleeper_agent": (5, 2), "trojannn": (None, 4), "wanet": (None, 0),
         "witches_brew": (None, 1), "blind_backdoor": (None, 3), "adversarial_embedding": (None, 2),
-        "bullseye_polytope": (None, 4), "latent_backdoor": (None, 5)}
+        "bullseye_polytope": (None, 4), "latent_backdoor": (None, 5), "input_aware": (None, 1), "lira": (None, 2),
+        "ssba": (None, 3)}
 
 
 def test_label_flip_pairs_only_when_targeted_from_one_class():

@@ -19,6 +19,7 @@ from poisonlab.poison import (  # noqa: F401  (each registers its poisons / trig
     label_consistent, labels, low_frequency, reflection, semantic, signal_triggers, trojannn, warp)
 from poisonlab.poison import (  # noqa: F401,E402  (optimised and training-time backdoors)
     adversarial_embedding, blind_backdoor, bullseye_polytope, latent_backdoor)
+from poisonlab.poison import input_aware, lira, poison_ink, ssba  # noqa: F401,E402  (generator-trained / edge backdoors)
 
 __all__ = ["POISONS", "TRIGGERS", "Poison", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
            "ImageTrigger", "BlendTrigger", "FeatureTrigger", "make_poison", "make_trigger"]
