@@ -11,8 +11,9 @@ experiment's ``defend:`` section and ``poisonlab sweep`` turns them into a leade
 from poisonlab.defend.registry import DEFENSES
 from poisonlab.defend.base import Defended, Defense
 from poisonlab.defend import (  # noqa: F401  (each member registers its defense)
+    bnp,
+    ep,
     fine_pruning)
-from poisonlab.defend import bnp, ep  # noqa: F401,E402  (repair2: batch-norm pre-activation pruning)
 
 
 def get(name: str, **params):
