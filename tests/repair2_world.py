@@ -48,3 +48,26 @@ def accuracy(model, data) -> float:
 def same_state(a: dict, model: nn.Module) -> bool:
     """Whether model's state_dict equals a (a deep copy taken before)."""
     return all(torch.equal(a[k], v) for k, v in model.state_dict().items())
+
+
+@lru_cache(maxsize=None)
+def digits_world(model_name: str = "bn_cnn"):
+    """(poisoned train set (1,200 digits, 10% stamped and relabelled 0), mask, clean test set (497 digits),
+    backdoored model (frozen), defender's clean set (the first 90 clean training rows, 7.5%)).
+    model_name: "bn_cnn" (batch norm) or "cnn" (poisonlab's, channels 8/16, hidden 32)."""
+    from poisonlab.data import load
+    from poisonlab.models import make_model
+
+    with one_thread():
+        data = load("digits")
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+        train_set, test_set = data.subset(order[:1300]), data.subset(order[1300:])
+        poisoned, mask = poison(train_set, 0.1, 3)
+        if model_name == "bn_cnn":
+            model = build_seeded(bn_cnn, (1, 8, 8), 10, seed=0)
+        else:
+            model = make_model("cnn", (1, 8, 8), 10, seed=0, channels=(8, 16), hidden=32)
+        train(model, poisoned, TrainConfig(epochs=10, batch_size=32, lr=0.05, momentum=0.9), seed=0)
+        model.requires_grad_(False)
+        clean = poisoned.subset(torch.nonzero(~mask).flatten()[:90])
+    return poisoned, mask, test_set, model, clean

@@ -13,7 +13,8 @@ from poisonlab.defend.base import Defended, Defense
 from poisonlab.defend import (  # noqa: F401  (each member registers its defense)
     bnp,
     ep,
-    fine_pruning)
+    fine_pruning,
+    mcr)
 
 
 def get(name: str, **params):
