@@ -14,7 +14,11 @@ from poisonlab.defend import (  # noqa: F401  (each member registers its defense
     bnp,
     ep,
     fine_pruning,
-    mcr)
+    mcr,
+    npd,
+    recompression,
+    sau,
+    smoothing)
 
 
 def get(name: str, **params):
