@@ -14,6 +14,7 @@ from poisonlab.defend import (  # noqa: F401  (each member registers its defense
     bnp,
     ep,
     fine_pruning,
+    magnet,
     mcr,
     npd,
     recompression,
