@@ -62,7 +62,7 @@ def reconstruction_error(ae: nn.Module, x: torch.Tensor, norm: int, batch_size: 
     with torch.no_grad():
         parts = [(xb.to(device) - ae(xb.to(device))).abs().pow(norm).flatten(1).mean(dim=1).cpu()
                  for xb in x.split(batch_size)]
-    return torch.cat(parts) if parts else torch.empty(0)
+    return torch.cat(parts) if parts else torch.empty(0, device="cpu")
 
 
 def train_autoencoder(data: Dataset, epochs: int, lr: float, batch_size: int, noise: float, seed: int,

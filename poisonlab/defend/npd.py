@@ -31,7 +31,7 @@ from poisonlab.defend.registry import DEFENSES
 from poisonlab.device import model_device
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.models import feature_module
-from poisonlab.rng import generator
+from poisonlab.rng import construction_stream, generator
 
 
 class Polarized(nn.Module):
@@ -48,15 +48,14 @@ class Polarized(nn.Module):
 
 def identity_polarizer(shape: torch.Size) -> nn.Module:
     """A linear layer that is the identity at start: 1x1 Conv2d for (n, c, h, w) inputs, nn.Linear for (n, f)."""
-    if len(shape) == 4:
-        layer = nn.Conv2d(shape[1], shape[1], 1)
-        eye = torch.eye(shape[1])[:, :, None, None]
-    elif len(shape) == 2:
-        layer = nn.Linear(shape[1], shape[1])
-        eye = torch.eye(shape[1])
-    else:
+    if len(shape) not in (2, 4):
         raise ConfigError(f"the polarizer's layer gets inputs of shape {tuple(shape)}; accepted: a module whose input"
                           f" is (n, features) or (n, channels, h, w)")
+    # built on the CPU whatever the default device (moved by the caller); the layer's default init draws from a
+    # forked, seeded stream (never the caller's) and is overwritten by the identity anyway
+    with construction_stream(0, "npd", "polarizer"), torch.device("cpu"):
+        layer = nn.Conv2d(shape[1], shape[1], 1) if len(shape) == 4 else nn.Linear(shape[1], shape[1])
+        eye = torch.eye(shape[1]).view(layer.weight.shape)
     with torch.no_grad():
         layer.weight.copy_(eye)
         layer.bias.zero_()
@@ -139,8 +138,8 @@ class NPD:
         self.epochs = int(check_range("epochs", epochs, 1, 10000))
         self.lr = check_range("lr", lr, 0.0, None, low_open=True)
         self.batch_size = int(check_range("batch_size", batch_size, 1, None))
-        if len(weights) != 3:
-            raise ConfigError(f"weights={list(weights)!r} is not valid; accepted: three numbers (clean, target, robust)")
+        if not isinstance(weights, (list, tuple)) or len(weights) != 3:
+            raise ConfigError(f"weights={weights!r} is not valid; accepted: three numbers (clean, target, robust)")
         self.weights = tuple(float(check_range("weights", w, 0.0, None)) for w in weights)
 
     def defend(self, *, model=None, clean=None, seed: int = 0, **_) -> Defended:

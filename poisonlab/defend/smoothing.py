@@ -96,7 +96,8 @@ class Smoothed(nn.Module):
     def abstains(self, x: torch.Tensor, alpha: float) -> torch.Tensor:
         """Whether PREDICT abstains on each input: its top-two vote counts fail the binomial test at alpha."""
         top = self(x).topk(2, dim=1).values.long().cpu()
-        return torch.tensor([binomial_two_sided_p(int(a), int(b)) > alpha for a, b in top.tolist()], dtype=torch.bool)
+        return torch.tensor([binomial_two_sided_p(int(a), int(b)) > alpha for a, b in top.tolist()], dtype=torch.bool,
+                            device="cpu")
 
 
 @DEFENSES.register("randomized_smoothing", reference="Cohen, Rosenfeld & Kolter, Certified Adversarial Robustness"
