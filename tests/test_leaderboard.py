@@ -87,7 +87,8 @@ def test_colliding_attack_labels_name_what_differs():
                       "backdoor:blend"]
 
 
-def test_the_leaderboard_config_runs_every_defense_and_validates():
+@pytest.mark.parametrize("name", ["backdoor-leaderboard", "backdoor-leaderboard-quick"])
+def test_the_leaderboard_config_runs_every_defense_and_validates(name):
     from pathlib import Path
 
     from poisonlab.config.load import parse, read_yaml
@@ -95,7 +96,7 @@ def test_the_leaderboard_config_runs_every_defense_and_validates():
     from poisonlab.defend import DEFENSES
     from poisonlab.sweep import expand_grid
 
-    doc = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "backdoor-leaderboard.yaml")
+    doc = read_yaml(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     listed = {d["name"] for cell in doc["grid"]["defend.defenses"] for d in cell}
     assert listed == set(DEFENSES.names())
     cells = expand_grid(doc)
