@@ -36,7 +36,9 @@ def shared(key: tuple, build: Callable[[], T], *keep: Any) -> T:
     cache = _CACHE.get()
     if cache is None:
         return build()
-    with cache["lock"]:
-        if key not in cache["items"]:
-            cache["items"][key] = (build(), keep)
-        return cache["items"][key][0]
+    with cache["lock"]:  # held only to find or make the key's own entry: builds may nest (a run's model needs its data)
+        entry = cache["items"].setdefault(key, {"lock": threading.Lock(), "built": False})
+    with entry["lock"]:  # one build per key; other keys build meanwhile
+        if not entry["built"]:
+            entry["value"], entry["keep"], entry["built"] = build(), keep, True
+        return entry["value"]

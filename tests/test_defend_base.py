@@ -14,6 +14,7 @@ from poisonlab.defend import DEFENSES, Defended, get
 from poisonlab.defend.evaluate import REJECTED, BackdoorScores, backdoor_scores, der, guarded_predict
 from poisonlab.defend.run import apply_defense, defender_clean_set
 from poisonlab.errors import ConfigError
+from poisonlab.training import TrainConfig
 
 
 class Fixed(nn.Module):
@@ -128,7 +129,7 @@ def test_a_defense_that_refuses_the_model_is_recorded_not_fatal():
                        model=nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)),
                        poisoned=d, mask=torch.zeros(len(d), dtype=torch.bool), test_set=d, poisons=[],
                        build=lambda: nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)),
-                       train_cfg=None, seed=0, clean_fraction=0.5)
+                       train_cfg=TrainConfig(epochs=1), seed=0, clean_fraction=0.5)
     assert "batch" in out["defenses"][0]["refused"].lower()
     assert "clean_accuracy" not in out["defenses"][0]
     assert out["defenses"][1]["clean_accuracy"] is not None
