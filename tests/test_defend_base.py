@@ -133,3 +133,9 @@ def test_a_defense_that_refuses_the_model_is_recorded_not_fatal():
     assert "batch" in out["defenses"][0]["refused"].lower()
     assert "clean_accuracy" not in out["defenses"][0]
     assert out["defenses"][1]["clean_accuracy"] is not None
+
+
+def test_a_bad_defense_value_is_refused_before_any_training():
+    doc = {"model": {"name": "mlp"}, "defend": {"defenses": [{"name": "fine_pruning", "params": {"fraction": 2}}]}}
+    with pytest.raises(ConfigError, match=r"defend.defenses.0.name: .*fraction=2 is out of range"):
+        check_components(parse(doc))

@@ -23,6 +23,8 @@ def check_components(config: ExperimentConfig) -> None:
                 continue
             entry = registry(kind).entry(name)
             check_params(f"{kind.rstrip('s')} '{name}'", entry.factory, params)
+            if kind == "defenses":  # a defense checks its values when built (cheap): refuse before any training
+                entry.factory(**params)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
     check_rows_per_round(config)
