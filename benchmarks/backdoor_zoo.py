@@ -3,12 +3,17 @@
 Run:  .venv/bin/python benchmarks/backdoor_zoo.py [--model cnn] [--data-dir ../shared/data] [--out docs/poisoning-zoo]
       .venv/bin/python benchmarks/backdoor_zoo.py --gallery-only     # only the gallery PNGs (seconds)
       .venv/bin/python benchmarks/backdoor_zoo.py --model resnet20 --only badnets blended --resume --no-gallery
+      python benchmarks/backdoor_zoo.py --device cuda --no-gallery      # on a GPU: models train and evaluate there
 Seeded 8,000/2,000 split of the real MNIST test set, as benchmarks/poisoning_experiments.py; one clean
 model (same seed, data order and initial weights) is trained once and shared by every row. Writes
 <out>/results-<model>.json (after every row), <out>/<attack>.png galleries, and prints the markdown table
-that docs/poisoning-zoo.md shows. --only runs a subset (names as slug() gives them); --resume keeps the rows
+that docs/poisoning-zoo.md shows. --seeds 0 1 2 repeats every row with those training seeds (the split stays
+seed 0's) and the table shows each figure's mean and min-max. --only runs a subset (names as slug() gives them); --resume keeps the rows
 already in the results JSON and runs the others; the clean model is cached (safetensors, never pickle) in
-<repo>/tmp/zoo-clean-<model>.safetensors so that a resumed run does not retrain it.
+<repo>/tmp/zoo-clean-<model>-seed0[-<device type>].safetensors so that a resumed run does not retrain it.
+--device (default cpu) is where the models train and are evaluated (run_centralized's device); each result records
+it, since CPU and CUDA runs differ by float rounding. The attacks' own networks and optimisations run where the
+poison puts them (the bound clean model's device for those that optimise on it).
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from poisonlab.centralized import run_centralized
+from poisonlab.centralized import run_centralized, train_clean_model
 from poisonlab.data import load
+from poisonlab.device import describe, resolve
 from poisonlab.model_checkpoint import load_checkpoint, save_checkpoint
-from poisonlab.model_spec import build_model
 from poisonlab.poison import POISONS
 from poisonlab.poison.bullseye_polytope import BullseyePolytope
 from poisonlab.poison.gallery import render_gallery
@@ -33,13 +38,13 @@ from poisonlab.poison.low_frequency import LowFrequency
 from poisonlab.poison.trojannn import TrojanNN
 from poisonlab.rng import derive_seed
 from poisonlab.rundir import atomic_write_text
-from poisonlab.training import TrainConfig, train
+from poisonlab.training import TrainConfig
 
 SEED = 0
 TRIGGER_FROM_MODEL = (LowFrequency, TrojanNN, LatentBackdoor, BullseyePolytope)  # optimised on the clean model
 TRIGGER_FROM_DATA = (LowFrequency, LatentBackdoor, GeneratedBackdoor)  # computed / trained in apply()
 CFG = TrainConfig(epochs=5, batch_size=64, lr=0.05, momentum=0.9)
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "poison-images" / "embraer-190"
+PHOTOS = Path("poison-images") / "embraer-190"  # under --data-dir: ReFool's reflection photos
 CACHE = Path(__file__).resolve().parents[1] / "tmp"
 HEADER = ("| attack | poisoning rate | clean acc, clean model | clean acc, poisoned | ASR | ASR, clean model | time |\n"
           "|---|---|---|---|---|---|---|")
@@ -143,23 +148,49 @@ def gallery(train_set, test_set, specs: dict, out: Path, model=None, learned: bo
         draw(name, poison.bind(model, test_set) if model is not None else poison, train_set, test_set, out)
 
 
-def clean_model(model: str, train_set, test_set):
-    """The clean model of this split, seed and config (run_centralized's own): from the cache, else trained and cached."""
-    path = CACHE / f"zoo-clean-{model}-seed{SEED}.safetensors"
+def clean_model(model: str, train_set, device: torch.device, seed: int = SEED):
+    """The clean model of this split, seed and config (run_centralized's own, on device): from the cache, else
+    trained and cached. The cache is per device type: CPU and CUDA training differ by float rounding."""
+    suffix = "" if device.type == "cpu" else f"-{device.type}"
+    path = CACHE / f"zoo-clean-{model}-seed{seed}{suffix}.safetensors"
     if path.exists():
-        return load_checkpoint(path)
-    clean = build_model(model, train_set.input_shape, train_set.num_classes, SEED)  # as run_centralized builds it
-    train(clean, train_set, CFG, seed=SEED)
+        return load_checkpoint(path).to(device)
+    clean = train_clean_model(train_set, model, CFG, seed, {}, device)  # exactly as run_centralized trains it
     CACHE.mkdir(exist_ok=True)
     save_checkpoint(clean, path, model, train_set.input_shape, train_set.num_classes)
     return clean
 
 
+FIGURES = ("clean_accuracy_clean_model", "clean_accuracy", "attack_success_rate", "attack_success_rate_clean_model")
+
+
+def figure(runs: list[dict], key: str) -> str:
+    """'97.80%' for one seed; 'mean% (min-max)' over several, so that a seed-sensitive attack shows its spread."""
+    values = [100 * r[key] for r in runs]
+    mean = sum(values) / len(values)
+    return f"{mean:.2f}%" if len(values) == 1 else f"{mean:.2f}% ({min(values):.1f}-{max(values):.1f})"
+
+
 def row(name: str, res: dict) -> str:
-    """One markdown row of the table from a results entry."""
-    return (f"| {name} | {res['rate']} | {100 * res['clean_accuracy_clean_model']:.2f}% | {100 * res['clean_accuracy']:.2f}% "
-            f"| {100 * res['attack_success_rate']:.2f}% | {100 * res['attack_success_rate_clean_model']:.2f}% "
-            f"| {res['seconds']:.0f} s |")
+    """One markdown row of the table from a results entry: every figure over the entry's seeds, time per seed."""
+    runs = list(res["seeds"].values())
+    seconds = sum(r["seconds"] for r in runs) / len(runs)
+    return f"| {name} | {res['rate']} | " + " | ".join(figure(runs, k) for k in FIGURES) + f" | {seconds:.0f} s |"
+
+
+def one_run(name: str, spec: dict, train_set, test_set, args, clean, device, seed: int, out: Path) -> dict:
+    """One attack at one seed: run_centralized with the shared clean model of that seed; its figures and time."""
+    start = time.perf_counter()
+    poison = POISONS.get(spec["name"], **spec["params"])  # a generator-trained one keeps its trained trigger
+    r = run_centralized(train_set, test_set, args.model, [poison], INJECTIONS.get(name), CFG, seed,
+                        clean_model=clean, device=device)
+    seconds = time.perf_counter() - start
+    if isinstance(poison, GeneratedBackdoor) and not args.no_gallery and seed == args.seeds[0]:
+        draw(name, poison, train_set, test_set, out)
+    return {"clean_accuracy": r.clean_accuracy, "clean_accuracy_clean_model": r.clean_accuracy_clean_model,
+            "attack_success_rate": r.attack_success_rate,
+            "attack_success_rate_clean_model": r.attack_success_rate_clean_model, "seconds": seconds,
+            "device": describe(device), "torch": torch.__version__}
 
 
 def main() -> None:
@@ -171,12 +202,17 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep the rows already in the results JSON")
     ap.add_argument("--no-gallery", action="store_true", help="write no gallery PNG (e.g. for another model's table)")
     ap.add_argument("--gallery-only", action="store_true")
+    ap.add_argument("--device", default="cpu", help="where the models train: cpu (default), cuda, cuda:N, mps, auto")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[SEED],
+                    help="training seeds (model init, data order, poison draws; the split stays seed 0's); the table"
+                         " shows each figure's mean and min-max over them (default: 0)")
     args = ap.parse_args()
+    device = resolve(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mnist = load("mnist", data_dir=str(Path(args.data_dir) / "mnist"), part="test")
     train_set, test_set = mnist.split(0.2, seed=SEED)
-    everything = attacks(PHOTOS)
+    everything = attacks(Path(args.data_dir) / PHOTOS)
     unknown = sorted(set(args.only or ()) - {slug(k) for k in everything})
     if unknown:
         raise SystemExit(f"--only {unknown} are not attacks; accepted: {', '.join(slug(k) for k in everything)}")
@@ -188,25 +224,23 @@ def main() -> None:
         return
     path = out / f"results-{args.model}.json"
     results = json.loads(path.read_text()) if args.resume and path.exists() else {}
-    clean = None
+    cleans: dict[int, torch.nn.Module] = {}
     for name, (spec, rate) in specs.items():
-        if name in results:
-            print(f"{row(name, results[name])} (kept)", flush=True)
+        entry = results.get(name) or {"spec": spec, "rate": rate, "injection": INJECTIONS.get(name), "seeds": {}}
+        if "seeds" not in entry:  # a results file from before --seeds: its one run was seed 0
+            entry = {"spec": spec, "rate": rate, "injection": INJECTIONS.get(name), "seeds": {str(SEED): entry}}
+        todo = [seed for seed in args.seeds if str(seed) not in entry["seeds"]]
+        if not todo:
+            print(f"{row(name, entry)} (kept)", flush=True)
             continue
-        clean = clean if clean is not None else clean_model(args.model, train_set, test_set)
-        start = time.perf_counter()
-        poison = POISONS.get(spec["name"], **spec["params"])  # a generator-trained one keeps its trained trigger
-        r = run_centralized(train_set, test_set, args.model, [poison], INJECTIONS.get(name), CFG, SEED,
-                            clean_model=clean)
-        seconds = time.perf_counter() - start
-        if isinstance(poison, GeneratedBackdoor) and not args.no_gallery:
-            draw(name, poison, train_set, test_set, out)
-        results[name] = {"spec": spec, "rate": rate, "injection": INJECTIONS.get(name), "clean_accuracy": r.clean_accuracy,
-                         "clean_accuracy_clean_model": r.clean_accuracy_clean_model,
-                         "attack_success_rate": r.attack_success_rate,
-                         "attack_success_rate_clean_model": r.attack_success_rate_clean_model, "seconds": seconds}
-        atomic_write_text(path, json.dumps(results, indent=1))
-        print(row(name, results[name]), flush=True)
+        for seed in todo:
+            if seed not in cleans:
+                cleans[seed] = clean_model(args.model, train_set, device, seed)
+            entry["seeds"][str(seed)] = one_run(name, spec, train_set, test_set, args, cleans[seed], device, seed, out)
+            results[name] = entry
+            atomic_write_text(path, json.dumps(results, indent=1))
+        print(row(name, entry), flush=True)
+    clean = cleans.get(args.seeds[0])
     if clean is not None and not args.no_gallery:
         gallery(train_set, test_set, specs, out, model=clean)
     print("\n" + HEADER)
