@@ -23,6 +23,7 @@ import torch
 from poisonlab import progress
 from poisonlab.data.dataset import Dataset
 from poisonlab.device import host, model_device, move_dataset, resolve
+from poisonlab.divergence import collapse_warning
 from poisonlab.errors import ConfigError
 from poisonlab.metrics import attack_success_rate, confusion_matrix
 from poisonlab.model_spec import ModelSpec, build_model, spec_label
@@ -62,6 +63,7 @@ class CentralizedResult:
     poison_classes: dict | None = None
     examples: dict | None = None
     attack_target: int | tuple[int, ...] | None = None  # a target map for all-to-all / per-source backdoors
+    warnings: list[str] = field(default_factory=list)  # e.g. a model whose training collapsed (divergence.py)
     model: Any = field(default=None, repr=False)
     clean_model: Any = field(default=None, repr=False)
     poisoned: Poisoned | None = field(default=None, repr=False)
@@ -171,6 +173,10 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
             poisoned_model = (retrain_head(clean_model, ft_data, ft_cfg, seed, inj.feature_layer) if inj.head_only
                               else fine_tune(clean_model, ft_data, ft_cfg, seed=seed, precision=precision))
     ev, ev0 = evaluate(poisoned_model, test_on_device), evaluate(clean_model, test_on_device)
+    warnings = [w for w in (collapse_warning(ev.confusion, "poisoned model"),
+                            collapse_warning(ev0.confusion, "clean model")) if w]
+    for text in warnings:
+        progress.warn(text)
     trig = _triggered(built, test_set, poisoned_model, clean_model, seed)
     pairs = source_target_pairs(built, train_set.num_classes)
     return CentralizedResult(
@@ -185,7 +191,7 @@ def run_centralized(train_set: Dataset, test_set: Dataset, model: ModelSpec, poi
         confusion_triggered=trig["confusion"], confusion_triggered_clean_model=trig["confusion_clean_model"],
         poison_classes=poison_classes(train_set.y, poisoned.data.y, poisoned.mask, train_set.num_classes),
         examples={"poisoned": _poisoned_examples(train_set, poisoned), "triggered": trig["examples"]},
-        attack_target=trig["target"],
+        attack_target=trig["target"], warnings=warnings,
         wall_time=time.perf_counter() - start, model=poisoned_model, clean_model=clean_model, poisoned=poisoned,
         poisons=built)
 

@@ -42,3 +42,30 @@ def check_round(record, cfg) -> None:
         raise DivergedError(f"federated training diverged in round {record.round + 1}: the global model's test"
                             f" loss is {record.loss}; likely cause: federated.server_lr={cfg.server_lr} or"
                             f" federated.local.lr={local.lr} too high; accepted: smaller learning rates")
+
+
+COLLAPSE_SHARE = 0.9
+"""A model that gives one class to at least this share of the clean test inputs has collapsed (when no class
+is half of the test set): its training failed without a NaN, e.g. a batch-norm model on a poisoned set."""
+
+
+def collapse_warning(confusion: list[list[int]], which: str) -> str | None:
+    """A one-line warning when a model predicts one class for >= 90% of the clean test inputs although no class
+    is more than half of them; None otherwise.
+
+    Such a model reports an attack success rate of ~100% toward that class (every triggered input lands
+    there too) and a chance clean accuracy: the ASR measures the collapse, not a backdoor, and is not to be
+    read as one. confusion: rows true class, columns predicted class (training.evaluate's).
+    """
+    total = sum(sum(row) for row in confusion)
+    if total == 0:
+        return None
+    predicted = [sum(row[c] for row in confusion) for c in range(len(confusion))]
+    cls = max(range(len(predicted)), key=predicted.__getitem__)
+    share, largest_class = predicted[cls] / total, max(sum(row) for row in confusion) / total
+    if share < COLLAPSE_SHARE or largest_class > 0.5:
+        return None
+    accuracy = sum(confusion[c][c] for c in range(len(confusion))) / total
+    return (f"the {which} predicts class {cls} for {share:.0%} of the clean test inputs (clean accuracy"
+            f" {accuracy:.1%}): its training collapsed, so an attack success rate toward class {cls} measures"
+            " the collapse, not a backdoor")

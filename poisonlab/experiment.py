@@ -160,6 +160,8 @@ def run_centralized_experiment(config: ExperimentConfig, train_set: Dataset, tes
     result = shared(key, trained, train_set, test_set)
     metrics = base_metrics(config)
     metrics["final"] = result.to_dict()
+    if result.warnings:
+        metrics["warnings"] = list(result.warnings)
     metrics["detections"] = run_detectors(config, result, test_set)
     if config.defend.defenses:
         metrics["defense"] = run_configured_defenses(config, result, train_set, test_set, device)
