@@ -24,7 +24,8 @@ interleaved round by round (a load change hits all of them); on the CPU process 
 shared machine is inflated by other processes; with 1 torch thread CPU time is the path's own work), on CUDA wall
 time after torch.cuda.synchronize. ``vec / best loop``: the vectorized engine's time over the faster loop's (below
 1: the engine is faster). ``auto``: what ``engine: auto`` chose for the case (its own probe, fl/engine_choice.py,
-not cached on disk here) and its time over the best loop's. ``max |diff|``: the largest difference of an update
+not cached on disk here) and its time over the best loop's; ``probe wall s``: what that first choice cost (wall
+time: once per machine and model shape, then read from the cache file). ``max |diff|``: the largest difference of an update
 entry between each other path and the NCHW loop.
 """
 
@@ -110,12 +111,14 @@ def case(name: str, device: torch.device, rounds: int, quick: bool) -> None:
             if r > 0:
                 best[p] = min(best[p], seconds)
     loop = min(best[p] for p in paths if p != "vectorized")
+    t = time.perf_counter()
     pick = choose(model, start, parts, cfg, buffers=buffers, disk=False, quiet=True).engine
+    probe = time.perf_counter() - t
     diff = " / ".join(f"{float((updates[p] - updates['reference']).abs().max()):.1e}" for p in paths
                       if p != "reference")
     times = " | ".join(f"{best[p]:.3f}" if p in best else "-" for p in ENGINES)
     print(f"| {name} | {clients} x {per}, B={batch} ({source}) | {times} | {best['vectorized'] / loop:.2f} |"
-          f" {LABELS[pick]} | {best[pick] / loop:.2f} | {diff} |", flush=True)
+          f" {LABELS[pick]} | {best[pick] / loop:.2f} | {probe:.1f} | {diff} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -137,8 +140,8 @@ def main(argv=None) -> None:
     print(f"device: {describe(device)}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); best of"
           f" {rounds} round(s) after a warm-up; {'wall' if device.type == 'cuda' else 'process CPU'} seconds")
     print("| model | clients x samples | vectorized s | loop NCHW s | loop channels_last s | vec / best loop |"
-          " auto picks | auto / best loop | max abs diff vs loop NCHW (vec / cl) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          " auto picks | auto / best loop | probe wall s | max abs diff vs loop NCHW (vec / cl) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in models:
         case(name, device, rounds, args.quick)
 

@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,9 @@ ENGINES = ("vectorized", "reference", "reference_channels_last")
 """The paths a federation can train with; ``auto`` chooses among them."""
 
 LOOPS = ENGINES[1:]
-PROBE_STEPS = 2
-"""Batches per client in the probe round (enough to include the loop's per-client model copy and optimizer)."""
+PROBE_STEPS = 1
+"""Batches per client in the probe round: one local step of every client (the loop's per-client model copy and
+optimizer are counted once per step, which favours the vectorized engine, the default)."""
 PROBE_REPEATS = 2
 """Timed probe calls per candidate after one warm-up; the best counts."""
 MARGIN = 0.05
@@ -70,6 +72,8 @@ class Choice:
 
 _MEMORY: dict[str, Choice] = {}
 """shape key -> choice, for this process."""
+_LOCK = threading.Lock()
+"""Held while a choice is looked up or probed: a sweep's cells (threads) of one shape probe once, not at once."""
 
 
 def train_with(engine: str, model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
@@ -118,6 +122,12 @@ def choose(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: L
            disk: bool = True, quiet: bool = False) -> Choice:
     """The path for this model shape: from this process's cache, else the cache file (disk=True), else a probe
     (written to both). Prints one line when the choice is made in this process (unless quiet)."""
+    with _LOCK:
+        return _choose(model, global_params, datasets, cfg, memory_budget, buffers, precision, disk, quiet)
+
+
+def _choose(model, global_params, datasets, cfg, memory_budget, buffers, precision, disk, quiet) -> Choice:
+    """choose's work, under the lock."""
     sample_shape = tuple(datasets[0].x.shape[1:])
     names = candidates(model, sample_shape, precision)
     key = shape_key(model, sample_shape, len(datasets), cfg, global_params.device, precision)
