@@ -161,7 +161,7 @@ def probe(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: Lo
     if len(names) == 1:
         return Choice(names[0], {}, "probe")
     n = PROBE_STEPS * cfg.batch_size
-    short = [ds.subset(torch.arange(min(len(ds), n))) for ds in datasets]
+    short = [ds.subset(torch.arange(min(len(ds), n), device=ds.x.device)) for ds in datasets]
     one = cfg.model_copy(update={"epochs": 1})
     device = global_params.device
 
