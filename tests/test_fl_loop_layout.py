@@ -198,3 +198,12 @@ def test_a_config_run_with_auto_records_the_path_in_its_metrics(cache, monkeypat
     assert metrics["local_engine"] == "reference" and metrics["config"]["federated"]["engine"] == "auto"
     doc["federated"].pop("engine")
     assert run_experiment(parse(doc), quiet=True)["local_engine"] == "vectorized"
+
+
+def test_flower_refuses_a_path_other_than_the_vectorized_engine():
+    from poisonlab.flower.prepared import Prepared
+
+    with pytest.raises(ConfigError, match=r"^federated.engine='auto' runs on the built-in engine only; accepted on"
+                                          r" Flower: 'vectorized'$"):
+        Prepared(_federation("auto", _cnn()), rounds=1)
+    assert Prepared(_federation("vectorized", _cnn()), rounds=1).rounds == 1
