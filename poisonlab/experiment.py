@@ -254,6 +254,7 @@ def run_federated(config: ExperimentConfig, train_set: Dataset, test_set: Datase
     last = next((r for r in reversed(history) if r.get("clean_accuracy") is not None), None)
     metrics = base_metrics(config)
     metrics["engine"] = engine
+    metrics["local_engine"] = federation.engine_used or federation.config.engine  # federated.engine, auto resolved
     metrics["final"] = {"clean_accuracy": final_eval.accuracy, "loss": final_eval.loss,
                         "attack_success_rate": last.get("attack_success_rate") if last else None,
                         "per_class_accuracy": final_eval.per_class_accuracy, "confusion": final_eval.confusion,

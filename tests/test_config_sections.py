@@ -57,7 +57,8 @@ def test_yaml_defaults_are_the_runtime_defaults():
     (lambda: FederationConfig(sample=1.5), "sample=1.5: out of range"),
     (lambda: FederationConfig(checkpoint_every=2), "checkpoint_every=2 needs a checkpoint_dir"),
     (lambda: FederationConfig(local={"lr": -1}), "local.lr=-1 is out of range"),
-    (lambda: FederationConfig(engine="fast"), "engine 'fast' is not known; known: reference, vectorized"),
+    (lambda: FederationConfig(engine="fast"), "engine 'fast' is not known; known: auto, reference, reference_channels_last,"
+                                                    " vectorized"),
     (lambda: AdversaryConfig(clients=1.5), "adversary clients=1.5: a fraction of clients must be in [0, 1)"),
 ])
 def test_a_bad_value_from_python_is_a_one_line_config_error(build, says):

@@ -20,7 +20,11 @@ class FederatedTraining(Section):
     every n rounds (0 = never); batch_norm: "shared" (batch-norm layers are averaged like every layer) or "local"
     (FedBN, Li et al. 2021: each client keeps its batch-norm parameters and statistics; fl/fedbn.py);
     client_gpus: GPUs reserved per Flower ClientApp (engine flower only; 0: the clients train on the CPU;
-    e.g. 0.25 runs four ClientApps per GPU; needs device cuda)."""
+    e.g. 0.25 runs four ClientApps per GPU; needs device cuda); engine: how the clients' local training is
+    computed: "vectorized" (all clients at once, fl/local.py; the default), "reference" (the plain per-client loop,
+    fl/reference.py, for checks and benchmarks), "reference_channels_last" (the same loop in channels_last) or "auto"
+    (the fastest of the three for the model's shape, timed once per machine and cached: fl/engine_choice.py;
+    opt-in, since the paths differ by float rounding)."""
 
     rounds: int = Field(30, ge=1, le=MAX_EPOCHS)
     sample: float | int = 1.0
@@ -30,6 +34,7 @@ class FederatedTraining(Section):
     checkpoint_every: int = Field(0, ge=0)
     batch_norm: Literal["shared", "local"] = "shared"
     client_gpus: float = Field(0.0, ge=0.0)
+    engine: Literal["vectorized", "reference", "reference_channels_last", "auto"] = "vectorized"
 
     @field_validator("sample")
     @classmethod
@@ -42,9 +47,7 @@ class FederatedTraining(Section):
 class FederationConfig(FederatedTraining):
     """The engine's settings: the shared ones above plus seed; memory_budget: bytes per chunk of clients
     trained together (None: from the device, fl/local.py engine_budget); checkpoint_dir (needed by checkpoint_every); target: backdoor target class for ASR (or a target map, poison/targets.py);
-    flips: (source, target) pairs to count on the test set; quiet: no progress bar; engine: "vectorized"
-    (all clients at once, local.py) or "reference" (the plain per-client loop, reference.py, for checks
-    and benchmarks)."""
+    flips: (source, target) pairs to count on the test set; quiet: no progress bar."""
 
     seed: int = 0
     memory_budget: int | None = Field(None, ge=1)
@@ -52,7 +55,6 @@ class FederationConfig(FederatedTraining):
     target: int | tuple[int, ...] | None = None
     flips: tuple[tuple[int, int], ...] = ()
     quiet: bool = False
-    engine: Literal["vectorized", "reference"] = "vectorized"
 
     @model_validator(mode="after")
     def _checkpoint_dir_given(self) -> FederationConfig:

@@ -74,13 +74,15 @@ from poisonlab.training import predict_logits
 class FederationResult:
     """history: one RoundRecord per round; params: final flat global parameters; model: a model holding them
     and the final global buffers; adversary_clients: the client ids of each adversary; buffers: the final global
-    buffers (name -> tensor; empty for a buffer-free model)."""
+    buffers (name -> tensor; empty for a buffer-free model); engine: the path that trained the clients (config.engine,
+    'auto' resolved: fl/engine_choice.py)."""
 
     history: list[RoundRecord]
     params: torch.Tensor
     model: nn.Module
     adversary_clients: list[list[int]]
     buffers: dict = field(default_factory=dict)
+    engine: str = "vectorized"
 
 
 def default_aggregator():
@@ -128,6 +130,7 @@ class Federation:
         self._eval_model = copy.deepcopy(self.model)
         self.aggregator_state: dict | None = None  # the rule's Aggregate.state of the last round
         self.attack_states: dict[int, dict] = {}  # the stateful attacks' states by adversary index (fl/round.py)
+        self.engine_used: str | None = None  # the training path, once known (config.engine; 'auto' resolved)
         self.buffers = model_buffers(self.model)  # the global model's buffers (on the run's device) (fl/buffers.py), set by each round
         self.local_norm = self._local_norm()  # FedBN's per-client batch-norm layers, or None
 
@@ -281,11 +284,13 @@ class Federation:
         gens = [generator(cfg.seed, "local", round, int(c)) for c in sampled]
         ids = sampled.tolist()
         starts = self.local_norm.starts(global_params, self.buffers, ids) if self.local_norm is not None else None
-        if cfg.engine == "reference":
+        engine = self._engine(global_params, data)
+        if engine != "vectorized":  # a per-client loop: reference (NCHW) or reference_channels_last
             if self.precision != "fp32":
-                raise ConfigError(f"engine 'reference' is the fp32 definition; precision={self.precision!r} is"
+                raise ConfigError(f"engine {engine!r} is the fp32 definition; precision={self.precision!r} is"
                                   " not; accepted: precision fp32 with the reference engine")
-            trained = reference_train(self.model, global_params, data, cfg.local, gens, self.buffers, starts)
+            trained = reference_train(self.model, global_params, data, cfg.local, gens, self.buffers, starts,
+                                      channels_last=engine == "reference_channels_last")
         elif cohort.current() is not None and starts is None and self.precision == "fp32":  # a sweep's stacked cells
             trained = cohort.current().train(self.model, global_params, data, cfg.local, gens, cfg.memory_budget,
                                              self.buffers)
@@ -296,6 +301,20 @@ class Federation:
             return trained
         self.local_norm.store(ids, starts.params + trained.updates, trained.buffers)
         return LocalResult(self.local_norm.shared_only(trained.updates), trained.buffers)
+
+    def _engine(self, global_params: torch.Tensor, data: list[Dataset]) -> str:
+        """The path that trains the clients: the configured one, or for 'auto' the choice for this model shape
+        (fl/engine_choice.py: timed once per machine, cached), made at the first round and kept for the run."""
+        if self.engine_used is None:
+            if self.config.engine != "auto":
+                self.engine_used = self.config.engine
+            elif data:
+                from poisonlab.fl.engine_choice import choose
+
+                cfg = self.config
+                self.engine_used = choose(self.model, global_params, data, cfg.local, cfg.memory_budget, self.buffers,
+                                          self.precision, quiet=cfg.quiet).engine
+        return self.engine_used or "vectorized"
 
     def evaluate(self, params: torch.Tensor, buffers: dict | None = None) -> dict:
         """The model params (with buffers; None: the global buffers) on the test sets: clean_accuracy, loss, flips
@@ -342,7 +361,8 @@ class Federation:
         model = copy.deepcopy(self.model)
         torch.nn.utils.vector_to_parameters(params.clone(), model.parameters())
         load_buffers(model, self.buffers)
-        return FederationResult(history, params, model, self.adversary_clients, dict(self.buffers))
+        return FederationResult(history, params, model, self.adversary_clients, dict(self.buffers),
+                                self.engine_used or self.config.engine)
 
     def _save(self, round: int, params: torch.Tensor, history: list[RoundRecord]) -> None:
         """Checkpoint: the global params, the global buffers ("buffer.<name>") and the rule's state tensors

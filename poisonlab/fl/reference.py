@@ -6,6 +6,12 @@ applying the masks drawn from the client's generator after the plan's draws (fl/
 then module order); return local - global and the client's buffers (batch norm's running statistics).
 It is what common FL frameworks do, the baseline of benchmarks/fl_engine.py, and the fallback for a model
 the vectorized engine cannot run.
+
+``channels_last=True`` is the same loop in the layout a CPU-savvy user would write for a convolutional model:
+each client's model copy and every batch in ``torch.channels_last`` (NHWC strides). The batches, the optimizer
+and the maths are the same; only the kernels' summation order differs, so the updates agree up to float rounding
+(tests/test_fl_loop_layout.py). It is a candidate of ``engine: auto`` (fl/engine_choice.py), which picks it where it
+is faster than the vectorized engine.
 """
 
 from __future__ import annotations
@@ -25,28 +31,34 @@ from poisonlab.fl.trainable import ClientStarts, LocalResult, check_trainable, f
 
 
 def reference_updates(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
-                      generators: list[torch.Generator], buffers: Buffers | None = None) -> torch.Tensor:
+                      generators: list[torch.Generator], buffers: Buffers | None = None,
+                      channels_last: bool = False) -> torch.Tensor:
     """Updates (k, d) of k clients, one after the other, each with its own model copy and optimizer."""
-    return reference_train(model, global_params, datasets, cfg, generators, buffers).updates
+    return reference_train(model, global_params, datasets, cfg, generators, buffers,
+                           channels_last=channels_last).updates
 
 
 def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: list, cfg: LocalConfig,
                     generators: list[torch.Generator], buffers: Buffers | None = None,
-                    starts: ClientStarts | None = None) -> LocalResult:
+                    starts: ClientStarts | None = None, channels_last: bool = False) -> LocalResult:
     """Updates (k, d) and buffers (name -> (k, *shape)) of k clients trained one after the other from the global
-    model (global_params and buffers; None: the model's own buffers), or each from its own starts."""
+    model (global_params and buffers; None: the model's own buffers), or each from its own starts.
+    channels_last: each client's model and batches in torch.channels_last (image inputs only; a no-op for others)."""
     check_trainable(model)
     buffers = model_buffers(model) if buffers is None else buffers
     plan = plan_batches([len(ds) for ds in datasets], cfg, generators)
     x = torch.cat([ds.x for ds in datasets])
     y = torch.cat([ds.y for ds in datasets])
     dropout = DropoutMasks.of(model, tuple(x.shape[1:])) if datasets else DropoutMasks((), (), ())
+    layout = torch.channels_last if channels_last and x.dim() == 4 else None
     rows, states = [], []
     for i in range(len(datasets)):  # the per-client loop this module exists to show
         local = copy.deepcopy(model)
         start = global_params if starts is None else starts.params[i]
         torch.nn.utils.vector_to_parameters(start.clone(), local.parameters())
         load_buffers(local, buffers if starts is None else {n: b[i] for n, b in starts.buffers.items()})
+        if layout is not None:  # after loading: vector_to_parameters makes contiguous views
+            local = local.to(memory_format=layout)
         opt = torch.optim.SGD(local.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         set_training_modes(local)  # train mode; dropout modules apply the drawn masks through hooks
         hooks = MaskHooks(local, dropout.names)
@@ -57,6 +69,7 @@ def reference_train(model: nn.Module, global_params: torch.Tensor, datasets: lis
             opt.zero_grad(set_to_none=True)
             stream = global_stream(x.device)
             xb = x[idx] if plan.augment is None else augment_apply(x[idx], plan.augment[t, i][real])
+            xb = xb if layout is None else xb.contiguous(memory_format=layout)
             F.cross_entropy(local(xb), y[idx]).backward()
             check_global_stream(stream, x.device)  # a random op the masks do not cover is refused
             opt.step()

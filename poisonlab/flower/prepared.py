@@ -46,6 +46,9 @@ class Prepared:
         if self.federation.config.batch_norm != "shared":  # a ClientApp keeps no state between rounds
             raise ConfigError("federated.batch_norm='local' (FedBN) runs on the built-in engine only; accepted on"
                               " Flower: 'shared'")
+        if self.federation.config.engine != "vectorized":  # a ClientApp trains with fl/local.py (train_client)
+            raise ConfigError(f"federated.engine={self.federation.config.engine!r} runs on the built-in engine only;"
+                              " accepted on Flower: 'vectorized'")
 
     @property
     def seed(self) -> int:
