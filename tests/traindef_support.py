@@ -6,7 +6,7 @@ a model trained without defense (which the defended model must beat).
   checkerboard added to the whole image (L-infinity size 0.1, like the blended / SIG backdoors), on 10% of
   the training rows, relabelled 0.
 - ``digits_patch_world``: scikit-learn digits with a 2x2 white patch in the bottom-right corner on 3% of the
-  training rows (BadNets), relabelled 0.
+  training rows (BadNets; ``digits_patch_world(0.1)``: on 10%), relabelled 0.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ def checker_world() -> World:
 
 
 @lru_cache(maxsize=None)
-def digits_patch_world() -> World:
+def digits_patch_world(rate: float = 0.03) -> World:
     train_set, test_set = load("digits").split(0.3, seed=0)
-    return _world(train_set, test_set, 0.03, corner, 10, TrainConfig(epochs=8, batch_size=32, lr=0.05))
+    return _world(train_set, test_set, rate, corner, 10, TrainConfig(epochs=8, batch_size=32, lr=0.05))
 
 
 def runs_on_the_run_device(name: str, **params) -> dict:
