@@ -107,3 +107,26 @@ def runs_on_the_run_device(name: str, **params) -> dict:
         torch.set_default_device(None)
     assert all(p.device.type == "cpu" for p in out.model.parameters())
     return out.details
+
+
+def runs_on_meta_default(name: str, **params) -> dict:
+    """runs_on_the_run_device for defenses that need images: 8 random 1x4x4 images (rows 0-3 clean, 4-7 the
+    clean set), a cpu cnn-sized model, torch's default device "meta". Its details."""
+    from poisonlab.data.dataset import Dataset
+    from poisonlab.defend import get
+
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.rand(8, 1, 4, 4, generator=g), torch.tensor([0, 1] * 4), ("a", "b"))
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4, device="cpu"), torch.nn.ReLU(),
+                                   torch.nn.Linear(4, 2, device="cpu"))
+
+    torch.set_default_device("meta")
+    try:
+        out = get(name, **params).defend(data=data, clean=data, build=build,
+                                         train_cfg=TrainConfig(epochs=2, batch_size=4), seed=0)
+    finally:
+        torch.set_default_device(None)
+    assert all(p.device.type == "cpu" for p in out.model.parameters())
+    return out.details
