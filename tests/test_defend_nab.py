@@ -20,23 +20,28 @@ def test_the_defensive_trigger_and_the_planting_by_hand():
     out = stamp_checkerboard(x, 2)
     assert out[0, 0, :2, :2].tolist() == [[1.0, 0.0], [0.0, 1.0]]
     assert bool((out[..., 2:] == 0.5).all()) and bool((out[..., 2:, :] == 0.5).all()) and bool((x == 0.5).all())
-    data = Dataset(x, torch.tensor([0, 0]), tuple("abcd"))
-    planted = plant(data, torch.tensor([False, True]), torch.tensor([3]), 2)
-    assert planted.y.tolist() == [0, 3]
-    assert torch.equal(planted.x[0], x[0]) and torch.equal(planted.x[1], out[1])
+    x3 = torch.full((3, 1, 4, 4), 0.5)
+    data = Dataset(x3, torch.tensor([0, 0, 2]), tuple("abcd"))
+    # rows 1 and 2 flagged; row 1's pseudo-label 3 differs from its label (stamped), row 2's (2) does not
+    planted = plant(data, torch.tensor([False, True, True]), torch.tensor([3, 2]), 2, stamp="changed")
+    assert planted.y.tolist() == [0, 3, 2]
+    assert torch.equal(planted.x[0], x3[0]) and torch.equal(planted.x[1], out[1]) and torch.equal(planted.x[2], x3[2])
+    every = plant(data, torch.tensor([False, True, True]), torch.tensor([3, 2]), 2)   # stamp="all"
+    assert every.y.tolist() == [0, 3, 2] and torch.equal(every.x[2], out[1])
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     assert torch.equal(Stamped(model, 2)(x), model(out))
 
 
 def test_bad_params_and_inputs():
-    for bad in ({"size": 0}, {"isolation_ratio": 1.0}, {"labeller": "oracle"}, {"labeller_epochs": 0}):
+    for bad in ({"size": 0}, {"isolation_ratio": 1.0}, {"labeller": "oracle"}, {"labeller_epochs": 0},
+                {"stamp": "some"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             get("nab", **bad)
     with pytest.raises(ConfigError, match="detector 'strip' inspects inputs"):
         get("nab", detector="strip")
     w = digits_patch_world()
     tabular = Dataset(torch.rand(8, 3), torch.tensor([0, 1] * 4), ("a", "b"))
-    with pytest.raises(ConfigError, match="nab stamps a 3x3 patch on images"):
+    with pytest.raises(ConfigError, match="nab stamps a 2x2 patch on images"):
         get("nab").defend(data=tabular, clean=tabular, build=w.build, train_cfg=w.cfg)
     with pytest.raises(ConfigError, match="labeller='clean' needs the defender's clean set"):
         get("nab").defend(data=w.poisoned, build=w.build, train_cfg=w.cfg)
@@ -58,7 +63,7 @@ def test_nab_overrides_a_patch_backdoor_on_digits():
     """Liu et al. 2023: the defensive backdoor (trigger -> true class) overrides the attacker's at inference."""
     w = digits_patch_world(0.1)
     clean = w.poisoned.subset(~w.mask).subset(torch.arange(200))
-    out = get("nab", size=2).defend(data=w.poisoned, clean=clean, build=w.build, train_cfg=w.cfg, seed=0)
+    out = get("nab").defend(data=w.poisoned, clean=clean, build=w.build, train_cfg=w.cfg, seed=0)
     acc, asr = w.scores(out.model)
     assert out.details["flagged"] == 63 and out.details["relabelled"] >= 50
     assert w.plain[1] > 0.95 and asr < 0.1
