@@ -6,7 +6,7 @@ a model trained without defense (which the defended model must beat).
   checkerboard added to the whole image (L-infinity size 0.1, like the blended / SIG backdoors), on 10% of
   the training rows, relabelled 0.
 - ``digits_patch_world``: scikit-learn digits with a 2x2 white patch in the bottom-right corner on 3% of the
-  training rows (BadNets), relabelled 0.
+  training rows (BadNets; ``digits_patch_world(0.1)``: on 10%), relabelled 0.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ def checker_world() -> World:
 
 
 @lru_cache(maxsize=None)
-def digits_patch_world() -> World:
+def digits_patch_world(rate: float = 0.03) -> World:
     train_set, test_set = load("digits").split(0.3, seed=0)
-    return _world(train_set, test_set, 0.03, corner, 10, TrainConfig(epochs=8, batch_size=32, lr=0.05))
+    return _world(train_set, test_set, rate, corner, 10, TrainConfig(epochs=8, batch_size=32, lr=0.05))
 
 
 def runs_on_the_run_device(name: str, **params) -> dict:
@@ -103,6 +103,29 @@ def runs_on_the_run_device(name: str, **params) -> dict:
     try:
         out = get(name, **params).defend(data=data, build=lambda: torch.nn.Sequential(torch.nn.Linear(3, 2, device="cpu")),
                                          train_cfg=TrainConfig(epochs=2, batch_size=2), seed=0)
+    finally:
+        torch.set_default_device(None)
+    assert all(p.device.type == "cpu" for p in out.model.parameters())
+    return out.details
+
+
+def runs_on_meta_default(name: str, **params) -> dict:
+    """runs_on_the_run_device for defenses that need images: 8 random 1x4x4 images (rows 0-3 clean, 4-7 the
+    clean set), a cpu cnn-sized model, torch's default device "meta". Its details."""
+    from poisonlab.data.dataset import Dataset
+    from poisonlab.defend import get
+
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.rand(8, 1, 4, 4, generator=g), torch.tensor([0, 1] * 4), ("a", "b"))
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4, device="cpu"), torch.nn.ReLU(),
+                                   torch.nn.Linear(4, 2, device="cpu"))
+
+    torch.set_default_device("meta")
+    try:
+        out = get(name, **params).defend(data=data, clean=data, build=build,
+                                         train_cfg=TrainConfig(epochs=2, batch_size=4), seed=0)
     finally:
         torch.set_default_device(None)
     assert all(p.device.type == "cpu" for p in out.model.parameters())
