@@ -49,7 +49,7 @@ def activations(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_size
             model(x[i:i + batch_size])
     finally:
         handle.remove()
-    out = torch.cat(seen) if seen else torch.empty(0, 1, 1)
+    out = torch.cat(seen) if seen else torch.empty(0, 1, 1, device="cpu")
     return out.reshape(out.shape[0], out.shape[1], -1).double().cpu()
 
 
@@ -75,10 +75,12 @@ def deviations(feats: dict[int, torch.Tensor], limits: dict[int, tuple[torch.Ten
                channels: int) -> torch.Tensor:
     """Per row: sum over orders and entries of relu(lo - g)/|lo + 1e-6| + relu(g - hi)/|hi + 1e-6|,
     divided by channels^2 / 2 and by the number of orders."""
-    total = torch.zeros(len(next(iter(feats.values()))), dtype=torch.float64)
+    first = next(iter(feats.values()))
+    total = torch.zeros(len(first), dtype=torch.float64, device=first.device)
     for p, g in feats.items():
         lo, hi = limits[p]
-        total += (torch.relu(lo - g) / (lo + 1e-6).abs()).sum(dim=1) + (torch.relu(g - hi) / (hi + 1e-6).abs()).sum(dim=1)
+        total += (torch.relu(lo - g) / (lo + 1e-6).abs()).sum(dim=1)
+        total += (torch.relu(g - hi) / (hi + 1e-6).abs()).sum(dim=1)
     return total / (channels ** 2 / 2) / len(feats)
 
 
@@ -88,7 +90,7 @@ def fold_threshold(feats: dict[int, torch.Tensor], channels: int, quantile: floa
     n = len(next(iter(feats.values())))
     held = []
     for k in range(FOLDS):
-        out = torch.zeros(n, dtype=torch.bool)
+        out = torch.zeros(n, dtype=torch.bool, device="cpu")
         out[k * (n // FOLDS):(k + 1) * (n // FOLDS)] = True
         if out.all() or not out.any():
             continue
@@ -110,7 +112,8 @@ class Beatrix:
                  quantile: float = 0.95, layer: str | None = None, batch_size: int = 512):
         orders = list(range(1, 9)) if orders is None else list(orders)
         if not orders or any(not isinstance(p, int) or p < 1 for p in orders):
-            raise ConfigError(f"orders={orders!r} is not accepted; accepted: a list of positive integers, e.g. [1, 2, 3]")
+            raise ConfigError(f"orders={orders!r} is not accepted; accepted: a list of positive integers,"
+                              " e.g. [1, 2, 3]")
         self.orders = orders
         self.per_class = int(check_range("per_class", per_class, FOLDS))
         self.min_per_class = int(check_range("min_per_class", min_per_class, FOLDS))
@@ -123,8 +126,8 @@ class Beatrix:
         """({order: Gram features}, predictions, channels) of inputs x."""
         a = activations(model, conv_layer(model, self.layer), x, self.batch_size)
         with torch.no_grad():
-            pred = torch.cat([model(x[i:i + self.batch_size]).argmax(dim=1).cpu()
-                              for i in range(0, len(x), self.batch_size)]) if len(x) else torch.empty(0, dtype=torch.long)
+            parts = [model(x[i:i + self.batch_size]).argmax(dim=1).cpu() for i in range(0, len(x), self.batch_size)]
+        pred = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device="cpu")
         return {p: gram_features(a, p) for p in self.orders}, pred, a.shape[1]
 
     def fit(self, model: nn.Module, clean) -> dict:
@@ -156,12 +159,13 @@ class Beatrix:
             feats, pred, channels = self._features(model, x)
         finally:
             model.train(was_training)
-        scores = torch.zeros(len(x), dtype=torch.float64)
+        scores = torch.zeros(len(x), dtype=torch.float64, device="cpu")
         for c, (limits, threshold) in state["classes"].items():
             idx = torch.nonzero(pred == c).flatten()
             if len(idx):
                 scores[idx] = deviations({p: g[idx] for p, g in feats.items()}, limits, channels) / threshold
-        unscored = int((~torch.isin(pred, torch.tensor(sorted(state["classes"]), dtype=torch.long))).sum())
+        known = torch.tensor(sorted(state["classes"]), dtype=torch.long, device="cpu")
+        unscored = int((~torch.isin(pred, known)).sum())
         return Detection(scores, scores > 1.0,
                          {"thresholds": {c: t for c, (_, t) in state["classes"].items()}, "unscored": unscored,
                           "orders": self.orders})

@@ -48,7 +48,8 @@ def total_variation(m: torch.Tensor) -> torch.Tensor:
 
 def objective(model: nn.Module, x: torch.Tensor, target: torch.Tensor, theta: torch.Tensor, delta: torch.Tensor,
               gamma: float, beta: float) -> torch.Tensor:
-    """Per-sample CD loss: mean |f(x m + (1 - m) delta) - target| + gamma ||m||_1 + beta TV(m), m = (tanh theta + 1)/2."""
+    """Per-sample CD loss: mean |f(x m + (1 - m) delta) - target| + gamma ||m||_1 + beta TV(m),
+    m = (tanh theta + 1) / 2."""
     m = (torch.tanh(theta) + 1) / 2
     out = model(x * m + (1 - m) * delta)
     return (out - target).abs().mean(dim=1) + gamma * m.abs().sum(dim=(1, 2, 3)) + beta * total_variation(m)
@@ -78,7 +79,7 @@ class _Distiller:
                 norms.append(self._distill(model, x[i:i + self.batch_size], generator(self.seed, "cd", purpose, i)))
         finally:
             model.train(was_training)
-        return torch.cat(norms) if norms else torch.empty(0, dtype=torch.float64)
+        return torch.cat(norms) if norms else torch.empty(0, dtype=torch.float64, device="cpu")
 
     def _distill(self, model: nn.Module, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         with torch.no_grad():

@@ -59,7 +59,7 @@ def _noise_g(seed: int, name: str, level: int) -> torch.Generator:
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     """The normalised 1-D Gaussian kernel of standard deviation sigma, radius ceil(3 sigma)."""
     r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    t = torch.arange(-r, r + 1, dtype=torch.float64, device="cpu")
     k = torch.exp(-t ** 2 / (2 * sigma ** 2))
     return k / k.sum()
 
@@ -111,7 +111,7 @@ def flip_severities(model: nn.Module, x: torch.Tensor, corruptions: tuple[str, .
                 changed = model(corrupt(xb, name, level, seed)).argmax(dim=1) != base
                 flips[changed, j] = float(level)
         out.append(flips.cpu())
-    return torch.cat(out) if out else torch.empty(0, len(corruptions), dtype=torch.float64)
+    return torch.cat(out) if out else torch.empty(0, len(corruptions), dtype=torch.float64, device="cpu")
 
 
 def consistency_scores(flips: torch.Tensor) -> torch.Tensor:
@@ -143,7 +143,8 @@ class TeCo:
 
     def _check(self, x: torch.Tensor) -> None:
         if len(x) and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-            raise DataError(f"TeCo's corruptions need values in [0, 1]; got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+            raise DataError(f"TeCo's corruptions need values in [0, 1]; got [{float(x.min()):.3g},"
+                            f" {float(x.max()):.3g}]")
         if "jpeg" in self.corruptions and x.shape[1] not in (1, 3):
             raise DataError(f"TeCo's jpeg corruption needs 1- or 3-channel images; got {x.shape[1]} channels"
                             " (accepted: corruptions without jpeg)")
@@ -176,4 +177,5 @@ class TeCo:
         return Detection(scores, scores > state["threshold"],
                          {"threshold": state["threshold"], "clean_mean": state["clean_mean"],
                           "corruptions": list(self.corruptions),
-                          "mean_flip_severity": dict(zip(self.corruptions, np.round(flips.mean(0).numpy(), 4).tolist()))})
+                          "mean_flip_severity": dict(zip(self.corruptions,
+                                                         np.round(flips.mean(0).numpy(), 4).tolist()))})
