@@ -57,3 +57,14 @@ def test_bad_parameters():
         get("beatrix", per_class=2)
     with pytest.raises(ConfigError, match="quantile=1"):
         get("beatrix", quantile=1)
+
+
+def test_as_an_input_filter_it_refuses_triggered_inputs():
+    from poisonlab.defend import get as get_defense
+
+    _, _, test_set, bad = patch_world()
+    clean = test_set.subset(torch.arange(200))
+    x, truth = triggered_inputs(test_set)
+    guarded = get_defense("input_filter", detector={"name": "beatrix"}).defend(model=bad, clean=clean)
+    refused = guarded.reject(x)
+    assert refused[truth].float().mean() >= 0.9 and refused[~truth].float().mean() <= 0.12

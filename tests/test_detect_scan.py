@@ -84,3 +84,23 @@ def test_bad_inputs():
     _, _, _, bad, _ = backdoor_world()
     with pytest.raises(DataError, match="labelled datasets"):
         get("scan").scan(data=torch.zeros(4, 1, 8, 8), model=bad)
+
+
+def test_as_a_training_defense_filter_retrain_removes_the_backdoor():
+    from poisonlab.defend import get as get_defense
+    from poisonlab.defend.base import Defended
+    from poisonlab.defend.evaluate import backdoor_scores
+    from poisonlab.models import make_model
+    from poisonlab.training import TrainConfig
+    from test_detect_common import stamp
+
+    poisoned, mask, test_set, bad, _ = backdoor_world()
+    triggered = test_set.replace(x=stamp(test_set.x))
+    before = backdoor_scores(Defended(bad), test_set, triggered, TARGET)
+    out = get_defense("filter_retrain", detector="scan").defend(
+        model=bad, data=poisoned, clean=test_set, seed=0, train_cfg=TrainConfig(epochs=8, batch_size=32, lr=0.05),
+        build=lambda: make_model("cnn", (1, 8, 8), 4, seed=0, channels=(8, 16), hidden=32))
+    after = backdoor_scores(out, test_set, triggered, TARGET)
+    assert out.details["removed"] >= int(mask.sum())  # measured: exactly the 80 poisoned samples
+    assert before.attack_success_rate > 0.9 and after.attack_success_rate < 0.1
+    assert after.clean_accuracy >= before.clean_accuracy - 0.03
