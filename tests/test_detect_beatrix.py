@@ -46,7 +46,8 @@ def test_triggered_inputs_are_flagged_on_a_backdoored_cnn():
     ev = evaluate_detection(det, truth)
     assert ev.auroc > 0.95 and ev.tpr >= 0.9 and ev.fpr <= 0.12  # measured: 1.0, 1.0 at 0.045
     assert det.details["unscored"] == 0 and set(det.details["thresholds"]) == {0, 1, 2, 3}
-    assert detector.scan(data=x[:4], model=bad, clean=clean).scores.tolist() == det.scores[:4].tolist()
+    again = detector.scan(data=x[:4], model=bad, clean=clean).scores  # fitted once (a batch of 4 rounds differently)
+    assert torch.allclose(again, det.scores[:4], rtol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(before, bad.parameters()))
 
 

@@ -122,26 +122,29 @@ class Beatrix:
         self.batch_size = int(check_range("batch_size", batch_size, 1))
         self._fitted: tuple | None = None
 
-    def _features(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor, int]:
-        """({order: Gram features}, predictions, channels) of inputs x."""
-        a = activations(model, conv_layer(model, self.layer), x, self.batch_size)
+    def _predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The model's predictions on x (CPU)."""
         with torch.no_grad():
             parts = [model(x[i:i + self.batch_size]).argmax(dim=1).cpu() for i in range(0, len(x), self.batch_size)]
-        pred = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device="cpu")
-        return {p: gram_features(a, p) for p in self.orders}, pred, a.shape[1]
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device="cpu")
+
+    def _features(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], int]:
+        """({order: Gram features}, channels) of inputs x."""
+        a = activations(model, conv_layer(model, self.layer), x, self.batch_size)
+        return {p: gram_features(a, p) for p in self.orders}, a.shape[1]
 
     def fit(self, model: nn.Module, clean) -> dict:
         """{class: (bounds, threshold)} from the clean inputs, computed once per (model, clean) pair."""
         if self._fitted is not None and self._fitted[0] is model and self._fitted[1] is clean:
             return self._fitted[2]
         x = images(clean, "BEATRIX", "the clean held-out set").to(model_device(model))
-        feats, pred, channels = self._features(model, x)
-        per_class = {}
+        pred = self._predict(model, x)
+        per_class, channels = {}, None
         for c in torch.unique(pred).tolist():
             idx = torch.nonzero(pred == c).flatten()[:self.per_class]
             if len(idx) < self.min_per_class:
                 continue
-            class_feats = {p: g[idx] for p, g in feats.items()}
+            class_feats, channels = self._features(model, x[idx.to(x.device)])
             per_class[c] = (bounds(class_feats), max(fold_threshold(class_feats, channels, self.quantile), 1e-12))
         state = {"classes": per_class, "channels": channels}
         self._fitted = (model, clean, state)
@@ -154,16 +157,18 @@ class Beatrix:
         x = images(data, "BEATRIX", "the scanned inputs").to(model_device(model))
         was_training = model.training
         model.eval()
+        scores = torch.zeros(len(x), dtype=torch.float64, device="cpu")
         try:
             state = self.fit(model, clean)
-            feats, pred, channels = self._features(model, x)
+            pred = self._predict(model, x)
+            for c, (limits, threshold) in state["classes"].items():
+                idx = torch.nonzero(pred == c).flatten()
+                for i in range(0, len(idx), self.batch_size):  # Gram features of a batch at a time (memory)
+                    part = idx[i:i + self.batch_size]
+                    feats, channels = self._features(model, x[part.to(x.device)])
+                    scores[part] = deviations(feats, limits, channels) / threshold
         finally:
             model.train(was_training)
-        scores = torch.zeros(len(x), dtype=torch.float64, device="cpu")
-        for c, (limits, threshold) in state["classes"].items():
-            idx = torch.nonzero(pred == c).flatten()
-            if len(idx):
-                scores[idx] = deviations({p: g[idx] for p, g in feats.items()}, limits, channels) / threshold
         known = torch.tensor(sorted(state["classes"]), dtype=torch.long, device="cpu")
         unscored = int((~torch.isin(pred, known)).sum())
         return Detection(scores, scores > 1.0,
