@@ -118,11 +118,12 @@ class SentiNet:
         noise_g = generator(self.seed, "sentinet", "inert")
         confs, fools = [], []
         step = max(1, self.batch_size // self.n_targets)
+        with torch.no_grad():
+            t_pred = model(targets).argmax(dim=1)
         for i in range(0, len(x), step):
             xb = x[i:i + step]
             with torch.no_grad():
                 y = model(xb).argmax(dim=1)
-                t_pred = model(targets).argmax(dim=1)
             m = (grad_cam(model, module, xb, y) >= self.mask_threshold).to(xb.dtype).unsqueeze(1).unsqueeze(1)
             noise = torch.rand(xb.shape, generator=noise_g, device="cpu").to(xb.device)
             t = targets.unsqueeze(0)  # (1, T, c, h, w); m (b, 1, 1, h, w)
