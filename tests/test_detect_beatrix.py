@@ -7,7 +7,7 @@ import torch
 
 from poisonlab.detect import get
 from poisonlab.detect.base import evaluate_detection
-from poisonlab.detect.beatrix import bounds, deviations, fold_threshold, gram_features
+from poisonlab.detect.beatrix import bounds, deviations, fold_threshold, gram_features, last_feature_map
 from poisonlab.errors import ConfigError
 from patch_world import patch_world, triggered_inputs
 from test_detect_common import single_thread  # noqa: F401 (autouse)
@@ -44,11 +44,25 @@ def test_triggered_inputs_are_flagged_on_a_backdoored_cnn():
     detector = get("beatrix")
     det = detector.scan(data=x, model=bad, clean=clean)
     ev = evaluate_detection(det, truth)
-    assert ev.auroc > 0.95 and ev.tpr >= 0.9 and ev.fpr <= 0.12  # measured: 1.0, 1.0 at 0.045
+    assert ev.auroc > 0.95 and ev.tpr >= 0.9 and ev.fpr <= 0.12  # measured: 1.0, 1.0 at 0.085
     assert det.details["unscored"] == 0 and set(det.details["thresholds"]) == {0, 1, 2, 3}
     again = detector.scan(data=x[:4], model=bad, clean=clean).scores  # fitted once (a batch of 4 rounds differently)
     assert torch.allclose(again, det.scores[:4], rtol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(before, bad.parameters()))
+
+
+def test_the_default_layer_is_the_last_spatial_map():
+    from torch import nn
+
+    from poisonlab.models import make_model
+
+    cnn = make_model("cnn", (1, 8, 8), 4, seed=0, channels=(8, 16), hidden=32)
+    # conv, ReLU, pool (4x4), conv, ReLU, pool (2x2), flatten, ...: the second pool's 2x2 map is the last one
+    assert last_feature_map(cnn, torch.zeros(1, 1, 8, 8)) is cnn[5]
+    pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    assert last_feature_map(pooled, torch.zeros(1, 1, 5, 5)) is pooled[1]  # a 1x1 map is not spatial
+    with pytest.raises(ConfigError, match="spatial feature map"):
+        last_feature_map(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.zeros(1, 1, 2, 2))
 
 
 def test_bad_parameters():

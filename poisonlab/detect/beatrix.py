@@ -5,7 +5,10 @@ A trigger changes not only which features fire but how they fire together; Gram 
 capture those correlations, including high-order ones, and a triggered input's correlations fall outside the
 range its predicted class shows on clean inputs.
 
-1. Activations A (c, m) of ``layer`` (default: the last nn.Conv2d; its output flattened per channel) and, for
+1. Activations A (c, m) of ``layer`` (its output flattened per channel; default: the module producing the last
+   spatial map of the forward pass, e.g. a cnn's last ReLU or pooling after its last conv, a ResNet's last block;
+   measured on MNIST's `cnn`: AUROC 1.0 on its last pooled map or last ReLU's output, 0.86 on its last conv's
+   own output) and, for
    each order p in ``orders`` (1..8, the reference's), the upper triangle of the p-th order Gram matrix,
    G_p = sign(A^p A^p^T) |A^p A^p^T|^(1/p).
 2. Per class c (the model's prediction on clean inputs), from at most ``per_class`` (30, the reference's) clean
@@ -51,6 +54,29 @@ def activations(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_size
         handle.remove()
     out = torch.cat(seen) if seen else torch.empty(0, 1, 1, device="cpu")
     return out.reshape(out.shape[0], out.shape[1], -1).double().cpu()
+
+
+@torch.no_grad()
+def last_feature_map(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The module whose output is the last spatial map (n, c, h, w) with h w > 1 that a forward pass of x
+    produces, in call order (a cnn's last ReLU or pooling after its last conv, a ResNet's last block); a
+    ConfigError when the model produces none."""
+    calls: list[nn.Module] = []
+
+    def hook(module, _inputs, out):
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
+            calls.append(module)
+
+    handles = [m.register_forward_hook(hook) for name, m in model.named_modules() if name]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not calls:
+        raise ConfigError("BEATRIX needs a spatial feature map (n, c, h, w); the model produces none"
+                          " (accepted: a convolutional model, or layer=<a module with such an output>)")
+    return calls[-1]
 
 
 def gram_features(a: torch.Tensor, p: int) -> torch.Tensor:
@@ -130,7 +156,8 @@ class Beatrix:
 
     def _features(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], int]:
         """({order: Gram features}, channels) of inputs x."""
-        a = activations(model, conv_layer(model, self.layer), x, self.batch_size)
+        module = conv_layer(model, self.layer) if self.layer is not None else last_feature_map(model, x[:1])
+        a = activations(model, module, x, self.batch_size)
         return {p: gram_features(a, p) for p in self.orders}, a.shape[1]
 
     def fit(self, model: nn.Module, clean) -> dict:
