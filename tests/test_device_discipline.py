@@ -73,7 +73,11 @@ def test_centralized_pipeline_and_every_experiment_detector():
                       {"name": "roni", "params": {"steps": 2}},
                       {"name": "neural_cleanse", "params": {"steps": 4, "samples": 40}},
                       {"name": "strip", "params": {"n_overlays": 4}}, {"name": "spectre"},
-                      {"name": "neural_cleanse_filter", "params": {"steps": 4, "samples": 40, "label": 0}}]}
+                      {"name": "neural_cleanse_filter", "params": {"steps": 4, "samples": 40, "label": 0}},
+                      {"name": "sentinet", "params": {"n_targets": 4, "calibration": 20}},
+                      {"name": "teco", "params": {"calibration": 20}}, {"name": "scan"}, {"name": "beatrix"},
+                      {"name": "cognitive_distillation", "params": {"steps": 2}},
+                      {"name": "cognitive_distillation_input", "params": {"steps": 2, "calibration": 20}}]}
     metrics = run_on_meta_default(doc)
     assert [d["detector"] for d in metrics["detections"]] == [d["name"] for d in doc["detect"]]
     assert 0.0 <= metrics["final"]["clean_accuracy"] <= 1.0
