@@ -16,7 +16,7 @@ from poisonlab.detect.registry import DETECTORS
 from poisonlab.detect.base import Detection, Detector, evaluate_detection
 from poisonlab.detect import (  # noqa: F401  (each member registers its detector)
     activation_clustering, anomaly, canary, neural_cleanse, neural_cleanse_filter, provenance, roni, spectral, spectre,
-    strip)
+    strip, tabor)
 
 
 def get(name: str, **params):
