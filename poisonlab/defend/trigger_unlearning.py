@@ -2,7 +2,7 @@
 Mitigating Backdoor Attacks in Neural Networks", IEEE S&P 2019, Sec. VI-C "Patching DNN via Unlearning").
 
 A model-inspection detector that reverse-engineers triggers (``detector: {name, params}``: Neural Cleanse
-by default, or TABOR, detect/tabor.py, ABS, detect/abs.py) judges the model. Flagged labels: the
+by default, or TABOR, detect/tabor.py, ABS, detect/abs_stimulation.py) judges the model. Flagged labels: the
 reversed trigger (mask, pattern) of the label with the largest anomaly index is stamped on a ``share``
 (the paper's 20%) of the defender's clean set, which keeps its TRUE labels, and a copy of the model is
 fine-tuned on it (``epochs``, ``lr``: the paper trains one epoch; detect/mitigation.py's ``unlearn``).

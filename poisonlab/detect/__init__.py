@@ -15,7 +15,7 @@ source; "inputs": a test input; "model": a label of a trained model; "probes": a
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.detect.base import Detection, Detector, evaluate_detection
 from poisonlab.detect import (  # noqa: F401  (each member registers its detector)
-    activation_clustering, anomaly, canary, neo, neural_cleanse, neural_cleanse_filter, provenance, roni, spectral,
+    abs_stimulation, activation_clustering, anomaly, canary, neo, neural_cleanse, neural_cleanse_filter, provenance, roni, spectral,
     spectre, strip, tabor)
 
 
