@@ -15,8 +15,8 @@ source; "inputs": a test input; "model": a label of a trained model; "probes": a
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.detect.base import Detection, Detector, evaluate_detection
 from poisonlab.detect import (  # noqa: F401  (each member registers its detector)
-    abs_stimulation, activation_clustering, anomaly, canary, neo, neural_cleanse, neural_cleanse_filter, provenance, roni, spectral,
-    spectre, strip, tabor)
+    abs_stimulation, activation_clustering, anomaly, canary, deep_inspect, neo, neural_cleanse, neural_cleanse_filter,
+    provenance, roni, spectral, spectre, strip, tabor)
 
 
 def get(name: str, **params):

@@ -133,14 +133,14 @@ class ABS:
             label, value = elevation(logits)
             labels.append(label)
             elevations.append(value)
-        return torch.tensor(labels), torch.tensor(elevations, dtype=torch.float64)
+        return torch.tensor(labels, device="cpu"), torch.tensor(elevations, dtype=torch.float64, device="cpu")
 
     def reverse(self, model: nn.Module, x: torch.Tensor, neurons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(masks (k, 1, h, w), patterns (k, c, h, w)) maximising each neuron's activation under the size bound."""
         k, (c, h, w), dev = len(neurons), x.shape[1:], x.device
         g = generator(self.seed, "abs-reverse")
-        m_raw = (0.1 * torch.randn(k, 1, h, w, generator=g)).to(dev).requires_grad_(True)   # masks of about 0.5
-        p_raw = (0.1 * torch.randn(k, c, h, w, generator=g)).to(dev).requires_grad_(True)
+        m_raw = (0.1 * torch.randn(k, 1, h, w, generator=g, device="cpu")).to(dev).requires_grad_(True)   # about 0.5
+        p_raw = (0.1 * torch.randn(k, c, h, w, generator=g, device="cpu")).to(dev).requires_grad_(True)
         opt = torch.optim.Adam([m_raw, p_raw], lr=self.lr)
         bound = self.max_size * h * w
         pick = neurons.to(dev)
@@ -177,10 +177,10 @@ class ABS:
         labels, elevations = self.stimulate(frozen, x[:self.images])
         num_labels = int(frozen(x[:1]).shape[1])
         order = [int(n) for n in torch.argsort(elevations, descending=True, stable=True) if labels[n] >= 0]
-        chosen = torch.tensor(order[:self.candidates], dtype=torch.long)
-        scores = torch.zeros(num_labels, dtype=torch.float64)
+        chosen = torch.tensor(order[:self.candidates], dtype=torch.long, device="cpu")
+        scores = torch.zeros(num_labels, dtype=torch.float64, device="cpu")
         (c, h, w) = x.shape[1:]
-        masks, patterns = torch.zeros(num_labels, 1, h, w), torch.zeros(num_labels, c, h, w)
+        masks, patterns = torch.zeros(num_labels, 1, h, w, device="cpu"), torch.zeros(num_labels, c, h, w, device="cpu")
         found = []
         if len(chosen):
             cand_masks, cand_patterns = self.reverse(frozen, x[:self.images], chosen)

@@ -98,7 +98,7 @@ class Neo:
         pool = pool[pick.to(dev)]
         pool_pred = predict_logits(frozen, pool, self.batch_size).argmax(1).to(dev)
         shares = self._confirmations(frozen, x, pred, cands, pool, pool_pred)
-        scores = torch.zeros(len(x), dtype=torch.float64)
+        scores = torch.zeros(len(x), dtype=torch.float64, device="cpu")
         best: list = [None] * len(x)
         for (k, i, j), share in zip(((k, i, j) for k, c in enumerate(cands) for i, j in c), shares):
             if share > scores[k]:
