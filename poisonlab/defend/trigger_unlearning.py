@@ -7,7 +7,8 @@ reversed trigger (mask, pattern) of the label with the largest anomaly index is 
 (the paper's 20%) of the defender's clean set, which keeps its TRUE labels, and a copy of the model is
 fine-tuned on it (``epochs``, ``lr``: the paper trains one epoch; detect/mitigation.py's ``unlearn``).
 No label flagged: the model is judged clean and returned unchanged (a frozen copy), and details say so.
-``details`` carries the verdict: flagged labels, the anomaly index per label, the label unlearned.
+``details`` carries the verdict: flagged labels, the detector's score per label (Neural Cleanse and TABOR: the
+anomaly index; ABS: the REASR), the label unlearned.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class TriggerUnlearning:
         found = self.detector.scan(model=model, clean=clean)
         flagged = found.details["flagged_labels"]
         verdict = {"detector": self.detector_name, "flagged_labels": flagged,
-                   "anomaly_index": found.scores.tolist(), "backdoored": bool(flagged)}
+                   "label_scores": found.scores.tolist(), "backdoored": bool(flagged)}
         if not flagged:
             return Defended(copy.deepcopy(model).eval().requires_grad_(False),
                             details={**verdict, "unlearned_label": None, "note": "judged clean: model unchanged"})
