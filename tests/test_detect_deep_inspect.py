@@ -32,11 +32,12 @@ def test_generator_sees_noise_and_one_hot_planes():
 def test_finds_the_digits_backdoor_without_clean_data_and_passes_a_clean_model():
     _, _, bad, good = digits_pair()
     before = [p.clone() for p in bad.parameters()]
-    det_bad = get("deep_inspect", input_shape=(1, 8, 8)).scan(model=bad)
-    det_good = get("deep_inspect", input_shape=(1, 8, 8)).scan(model=good)
-    assert det_bad.details["flagged_labels"] == [TARGET]                    # measured: factor 5.9, next 1.2
+    # threshold 3, not the paper's 2, for a margin: measured factors: target 5.9 (next 1.2); clean model at most 1.85
+    det_bad = get("deep_inspect", input_shape=(1, 8, 8), threshold=3).scan(model=bad)
+    det_good = get("deep_inspect", input_shape=(1, 8, 8), threshold=3).scan(model=good)
+    assert det_bad.details["flagged_labels"] == [TARGET]
     assert int(torch.argmin(torch.tensor(det_bad.details["trigger_l1"]))) == TARGET
-    assert det_good.details["flagged_labels"] == [] and float(det_good.scores.max()) < 2   # measured: 1.85
+    assert det_good.details["flagged_labels"] == [] and float(det_good.scores.max()) < 2.5
     assert det_bad.details["inverted_accuracy"] == 1.0 and "note" not in det_bad.details
     assert all(torch.equal(a, b) for a, b in zip(before, bad.parameters()))
 
