@@ -77,7 +77,11 @@ def test_centralized_pipeline_and_every_experiment_detector():
                       {"name": "sentinet", "params": {"n_targets": 4, "calibration": 20}},
                       {"name": "teco", "params": {"calibration": 20}}, {"name": "scan"}, {"name": "beatrix"},
                       {"name": "cognitive_distillation", "params": {"steps": 2}},
-                      {"name": "cognitive_distillation_input", "params": {"steps": 2, "calibration": 20}}]}
+                      {"name": "cognitive_distillation_input", "params": {"steps": 2, "calibration": 20}},
+                      {"name": "tabor", "params": {"steps": 4, "samples": 40, "weights": [1, 1, 1, 1, 1, 1]}},
+                      {"name": "neo", "params": {"block": 4, "stride": 4}},
+                      {"name": "abs", "params": {"steps": 2, "samples": 40, "candidates": 2}},
+                      {"name": "deep_inspect", "params": {"per_class": 1, "invert_steps": 2, "steps": 2}}]}
     metrics = run_on_meta_default(doc)
     assert [d["detector"] for d in metrics["detections"]] == [d["name"] for d in doc["detect"]]
     assert 0.0 <= metrics["final"]["clean_accuracy"] <= 1.0

@@ -12,7 +12,7 @@ from poisonlab.defend.registry import DEFENSES
 from poisonlab.defend.base import Defended, Defense
 from poisonlab.defend import (  # noqa: F401  (each member registers its defense)
     abl, anp, bnp, clp, d_br, d_st, dp_instahide, dp_sgd, ep, filter_retrain, fine_pruning, ft_sam, i_bau, input_filter,
-    magnet, mcr, nab, nad, npd, pgd_at, recompression, rnp, sau, smoothing)
+    magnet, mcr, nab, nad, npd, pgd_at, recompression, rnp, sau, smoothing, trigger_unlearning)
 
 
 def get(name: str, **params):

@@ -44,6 +44,7 @@ class NeuralCleanse:
 
     inspects = "model"
     requires = ("model", "clean")
+    reverses_triggers = True   # details carry "masks", "patterns", "flagged_labels" (defend/trigger_unlearning.py)
 
     def __init__(self, *, steps: int = 800, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
                  success: float = 0.99, patience: int = 10, threshold: float = 2.0, samples: int = 512,
@@ -85,7 +86,7 @@ class NeuralCleanse:
             ce = nn.functional.cross_entropy(logits, targets, reduction="none").view(L, -1).mean(dim=1)
             norms = mask.flatten(1).sum(dim=1)
             opt.zero_grad(set_to_none=True)
-            (ce + cost * norms).sum().backward()
+            (ce + cost * norms + self.regulariser(frozen, xb, mask, pattern)).sum().backward()
             opt.step()
             with torch.no_grad():
                 acc = (logits.argmax(1) == targets).float().view(L, -1).mean(dim=1)
@@ -109,6 +110,26 @@ class NeuralCleanse:
         best_norm = torch.where(never, final_mask.flatten(1).sum(dim=1), best_norm)
         return best_mask, best_pattern, best_norm, ~never
 
+    def regulariser(self, model: nn.Module, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor):
+        """Extra loss per label (L,) added to CE + cost * |m|_1 at each step: none here; TABOR (detect/tabor.py)
+        adds its regularisers. model is the frozen copy, x the step's clean batch, mask (L, 1, h, w)."""
+        return 0.0
+
+    def statistic(self, model: nn.Module, x: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor,
+                  norms: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(the per-label value the MAD test reads, low = suspicious; extra details): the mask L1 norms here."""
+        return norms, {}
+
+    def clean_images(self, clean) -> torch.Tensor:
+        """At most ``samples`` clean images (n, c, h, w), float, drawn with the seed; a DataError otherwise."""
+        x = clean.x if isinstance(clean, Dataset) else as_tensor(clean)
+        if x.dim() != 4 or len(x) == 0:
+            raise DataError(f"{type(self).__name__} needs clean images (n, c, h, w); got shape {tuple(x.shape)}")
+        if len(x) > self.samples:
+            pick = torch.randperm(len(x), generator=generator(self.seed, "neural_cleanse", "sample"), device="cpu")
+            x = x[pick.to(x.device)[:self.samples]]
+        return x.float()
+
     def scan(self, *, data=None, model: nn.Module | None = None, clean=None, validation=None,
              sources=None) -> Detection:
         """One score per label (the signed anomaly index); flags labels with small masks and index > threshold.
@@ -116,19 +137,14 @@ class NeuralCleanse:
         clean: clean images (or a Dataset) the defender holds; at most ``samples`` are used.
         """
         require(self, model=model, clean=clean)
-        x = clean.x if isinstance(clean, Dataset) else as_tensor(clean)
-        if x.dim() != 4 or len(x) == 0:
-            raise DataError(f"Neural Cleanse needs clean images (n, c, h, w); got shape {tuple(x.shape)}")
-        if len(x) > self.samples:
-            pick = torch.randperm(len(x), generator=generator(self.seed, "neural_cleanse", "sample"), device="cpu")
-            x = x[pick.to(x.device)[:self.samples]]
-        x = x.to(model_device(model))
+        x = self.clean_images(clean).to(model_device(model))
         with torch.no_grad():
             num_classes = model(x[:1]).shape[1]
-        masks, patterns, norms, reached = self.reverse_triggers(model, x.float(), num_classes)
+        masks, patterns, norms, reached = self.reverse_triggers(model, x, num_classes)
+        value, extra = self.statistic(model, x, masks, patterns, norms)
         masks, patterns, norms, reached = masks.cpu(), patterns.cpu(), norms.cpu(), reached.cpu()
-        index = anomaly_index(norms)
+        index = anomaly_index(value.cpu())
         flagged = index > self.threshold
         return Detection(index, flagged, {"mask_l1": norms.tolist(), "reached_success": reached.tolist(),
-                                          "masks": masks, "patterns": patterns,
+                                          "masks": masks, "patterns": patterns, **extra,
                                           "flagged_labels": torch.nonzero(flagged).flatten().tolist()})
