@@ -163,3 +163,12 @@ def test_semantic_blind_backdoor_flips_the_held_out_members(digits):
     pred = predict(r.model, test_set.x)
     assert len(members) == 16 and r.attack_success_rate > 0.75 and r.attack_success_rate_clean_model < 0.1
     assert float((pred[others] == test_set.y[others]).float().mean()) > 0.85
+
+
+def test_the_backdoor_data_poison_reads_the_label_tasks_too(digits):
+    p = POISONS.get("backdoor", trigger=PATCH, target="parity", rate=0.2)
+    out = p.apply(digits, seed=0)
+    src = digits.y[out.mask]
+    assert len(src) == round(0.2 * len(digits)) and (src >= 2).all()  # classes 0 and 1 are never poisoned
+    assert torch.equal(out.data.y[out.mask], src % 2) and torch.equal(out.data.y[~out.mask], digits.y[~out.mask])
+    assert asr_target(p, 10) == (-1, -1, 0, 1, 0, 1, 0, 1, 0, 1)

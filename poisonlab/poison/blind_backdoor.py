@@ -88,8 +88,7 @@ def mgda_weight(kind: str, losses: tuple[torch.Tensor, torch.Tensor],
                                               "(USENIX Security); MGDA: Sener & Koltun 2018")
 @dataclass(frozen=True)
 class BlindBackdoor(Poison):
-    """Loss poisoning: every batch also trains its backdoor task (trigger(x) -> task label, or semantic members ->
-    target), the two losses balanced by MGDA (or a fixed alpha)."""
+    """Loss poisoning: each batch also trains a backdoor task (trigger(x) or natural inputs -> task label), MGDA-balanced."""
 
     trigger: Trigger | dict | str | None = None
     target: int | str | dict = 0
