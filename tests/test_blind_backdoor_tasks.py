@@ -84,7 +84,7 @@ def test_refusals_are_one_line():
         POISONS.get("blind_backdoor", trigger=PATCH, semantic={"source": 7})
     with pytest.raises(ConfigError, match="needs one target class; got target='parity'"):
         POISONS.get("blind_backdoor", target="parity", semantic={"source": 7})
-    with pytest.raises(ConfigError, match="has an unknown key; accepted: source, property, quantile, above"):
+    with pytest.raises(ConfigError, match="semantic has unknown key\\(s\\) colour; accepted: source, property, quantile, above"):
         POISONS.get("blind_backdoor", target=1, semantic={"source": 7, "colour": "green"})
     with pytest.raises(ConfigError, match="semantic=.* is not valid"):
         POISONS.get("blind_backdoor", target=1, semantic={"property": "ink"})
@@ -172,3 +172,13 @@ def test_the_backdoor_data_poison_reads_the_label_tasks_too(digits):
     assert len(src) == round(0.2 * len(digits)) and (src >= 2).all()  # classes 0 and 1 are never poisoned
     assert torch.equal(out.data.y[out.mask], src % 2) and torch.equal(out.data.y[~out.mask], digits.y[~out.mask])
     assert asr_target(p, 10) == (-1, -1, 0, 1, 0, 1, 0, 1, 0, 1)
+
+
+def test_a_semantic_blind_backdoor_rebuilds_from_its_own_fields():
+    import dataclasses
+
+    p = POISONS.get("blind_backdoor", target=1, semantic={"source": 7, "quantile": 0.6})
+    q = dataclasses.replace(p, alpha=0.9)
+    assert q.semantic == p.semantic and q.alpha == 0.9 and q.semantic.quantile == 0.6
+    with pytest.raises(ConfigError, match="semantic has unknown key\\(s\\) fraction"):
+        POISONS.get("blind_backdoor", target=1, semantic={"source": 7, "fraction": 0.5})

@@ -214,17 +214,22 @@ class BlindBackdoor(Poison):
                                 name=f"{test_set.name}+trigger")
 
 
-def semantic_members(spec: dict, target, trigger) -> SemanticBackdoor:
+SEMANTIC_KEYS = ("source", "property", "quantile", "above")
+
+
+def semantic_members(spec, target, trigger) -> SemanticBackdoor:
     """The semantic form's subpopulation (poison/semantic.py's definition), refusing a trigger or a non-int target."""
     if trigger is not None:
         raise ConfigError("blind_backdoor with semantic has no trigger (its backdoor inputs are natural); "
                           "accepted: trigger or semantic, not both")
     if not isinstance(target, int):
         raise ConfigError(f"blind_backdoor with semantic needs one target class; got target={target!r}")
-    if not isinstance(spec, dict) or "source" not in spec or "target" in spec:
+    if isinstance(spec, SemanticBackdoor):  # rebuilt from its own fields (dataclasses.replace)
+        spec = {k: getattr(spec, k) for k in SEMANTIC_KEYS}
+    if not isinstance(spec, dict) or "source" not in spec:
         raise ConfigError(f"semantic={spec!r} is not valid; accepted: {{source: class, property: ink|slant|width, "
                           "quantile: (0, 1), above: bool}} (the target is blind_backdoor's own)")
-    try:
-        return SemanticBackdoor(**{**spec, "target": target})
-    except TypeError as e:
-        raise ConfigError(f"semantic={spec!r} has an unknown key; accepted: source, property, quantile, above") from e
+    unknown = sorted(set(spec) - set(SEMANTIC_KEYS))
+    if unknown:
+        raise ConfigError(f"semantic has unknown key(s) {', '.join(map(str, unknown))}; accepted: {', '.join(SEMANTIC_KEYS)}")
+    return SemanticBackdoor(**spec, target=target)
