@@ -92,6 +92,12 @@ def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
                                              "target": 0, "rate": 0.8}}, "80% of the target class"),
         "blind backdoor": ({"name": "blind_backdoor", "params": {"trigger": patch, "target": 0}},
                            "no sample changed: every batch's loss, MGDA-balanced (Bagdasaryan & Shmatikov)"),
+        "blind backdoor separate forward (backdoors101)": (
+            {"name": "blind_backdoor", "params": {"trigger": patch, "target": 0, "forward": "separate"}},
+            "as above, one forward pass per task as backdoors101 (the batch-norm diagnostic)"),
+        "blind backdoor parity (multi-task)": (
+            {"name": "blind_backdoor", "params": {"trigger": patch, "target": "parity"}},
+            "no sample changed; backdoor task: the digit's parity (ASR over classes 2-9 against y mod 2)"),
         "adversarial embedding": ({"name": "adversarial_embedding", "params": {"trigger": patch, "target": 0,
                                                                               "rate": 0.05}},
                                   "5%, lambda 10 (Tan & Shokri; ART's defaults)"),

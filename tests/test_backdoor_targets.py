@@ -63,7 +63,7 @@ def test_all_to_one_is_unchanged(digits):
 
 
 @pytest.mark.parametrize("target,msg", [
-    ("shift", "target='shift' is not valid; accepted: a class index, 'all_to_all', or {source: target}"),
+    ("shift", "target='shift' is not valid; accepted: a class index, 'all_to_all', 'parity', 'upper_half', or {source: target}"),
     ({3: 3}, "target maps class 3 to itself"),
     ({}, "maps no class"),
     ({"a": 1}, "maps non-integers"),

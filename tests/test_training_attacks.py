@@ -54,7 +54,11 @@ def test_blind_backdoor_leaves_the_data_and_refuses_bad_values(digits):
 
 
 def test_blind_backdoor_step_sets_the_mgda_combination_of_both_gradients(digits):
-    """One step of train_model on one batch: the parameters move by -lr (alpha g_main + (1 - alpha) g_back)."""
+    """One step of train_model on one batch: the parameters move by -lr (alpha g_main + (1 - alpha) g_back).
+
+    The losses here come from two forward passes; the default joint pass of [x; x*] is the same computation
+    on a model without batch norm (the mlp).
+    """
     p = POISONS.get("blind_backdoor", trigger=PATCH, target=0)
     model = make_model("mlp", digits.input_shape, digits.num_classes, seed=0)
     before = [q.detach().clone() for q in model.parameters()]

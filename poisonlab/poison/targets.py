@@ -4,7 +4,11 @@ A dirty-label backdoor relabels each poisoned sample to the target of its class.
   - an int t: every attacked class goes to t (BadNets all-to-one, Gu et al. 2017);
   - "all_to_all": class y goes to (y + 1) mod C (BadNets all-to-all, Gu et al. 2017; ART's example
     setting shifts every class by one);
-  - a mapping {source: target}: each listed source class goes to its own target; the others are not attacked.
+  - a mapping {source: target}: each listed source class goes to its own target; the others are not attacked;
+  - a named *label task*, the backdoor switching the model to another task (Bagdasaryan & Shmatikov 2021,
+    "complex" backdoors): "parity" (class y goes to y mod 2: even 0, odd 1) or "upper_half" (class y goes to
+    1 if y >= C / 2 else 0: "is the digit > 4" on MNIST). Classes whose task label is their own class (parity:
+    0 and 1; upper_half: 0) are not attacked: a triggered input of those classes is right under both tasks.
 Every form becomes a *target map*: a tuple of C ints, map[c] = the target of class c, or -1 where
 class c is not attacked. The map is what the ASR and the detectors read, so a single number never
 stands for a per-class target.
@@ -20,6 +24,8 @@ from poisonlab.errors import ConfigError
 
 ALL_TO_ALL = "all_to_all"
 NOT_ATTACKED = -1
+LABEL_TASKS = {"parity": lambda c, k: c % 2, "upper_half": lambda c, k: int(2 * c >= k)}  # (class, C) -> label
+ACCEPTED = "a class index, 'all_to_all', 'parity', 'upper_half', or {source: target}"
 
 TargetSpec = int | str | Mapping
 
@@ -27,11 +33,11 @@ TargetSpec = int | str | Mapping
 def normalise_target(target) -> int | str | tuple[tuple[int, int], ...]:
     """The target as an int, "all_to_all", or sorted ((source, target), ...) pairs; one-line error otherwise."""
     if isinstance(target, bool):
-        raise ConfigError(f"target={target!r} is not valid; accepted: a class index, '{ALL_TO_ALL}', or {{source: target}}")
+        raise ConfigError(f"target={target!r} is not valid; accepted: {ACCEPTED}")
     if isinstance(target, int):
         return int(target)
-    if target == ALL_TO_ALL:
-        return ALL_TO_ALL
+    if target == ALL_TO_ALL or (isinstance(target, str) and target in LABEL_TASKS):
+        return target
     if isinstance(target, Mapping) or (isinstance(target, Sequence) and not isinstance(target, str)
                                        and all(isinstance(p, Sequence) and len(p) == 2 for p in target)):
         pairs = target.items() if isinstance(target, Mapping) else target
@@ -47,7 +53,7 @@ def normalise_target(target) -> int | str | tuple[tuple[int, int], ...]:
         if same:
             raise ConfigError(f"target maps class {same[0]} to itself; accepted: a target different from its source")
         return out
-    raise ConfigError(f"target={target!r} is not valid; accepted: a class index, '{ALL_TO_ALL}', or {{source: target}}")
+    raise ConfigError(f"target={target!r} is not valid; accepted: {ACCEPTED}")
 
 
 def target_map(target, num_classes: int, sources: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -57,6 +63,9 @@ def target_map(target, num_classes: int, sources: Sequence[int] | None = None) -
         out = [NOT_ATTACKED if c == target else target for c in range(num_classes)]
     elif target == ALL_TO_ALL:
         out = [(c + 1) % num_classes for c in range(num_classes)]
+    elif isinstance(target, str):  # a label task: unchanged classes are not attacked
+        labels = [LABEL_TASKS[target](c, num_classes) for c in range(num_classes)]
+        out = [NOT_ATTACKED if t == c else t for c, t in enumerate(labels)]
     else:
         out = [NOT_ATTACKED] * num_classes
         for s, t in target:
@@ -70,12 +79,12 @@ def target_map(target, num_classes: int, sources: Sequence[int] | None = None) -
 def check_classes(target, num_classes: int, sources: Sequence[int] | None, name: str) -> None:
     """Every class the target names (and every source) is a class of the data; one-line error otherwise."""
     target = normalise_target(target)
-    named = [target] if isinstance(target, int) else [] if target == ALL_TO_ALL else [c for p in target for c in p]
+    named = [target] if isinstance(target, int) else [] if isinstance(target, str) else [c for p in target for c in p]
     for c in (*named, *(sources or ())):
         if not 0 <= int(c) < num_classes:
             raise ConfigError(f"class {c} is not a class of '{name}'; accepted: 0..{num_classes - 1}")
-    if num_classes < 2 and target == ALL_TO_ALL:
-        raise ConfigError(f"target '{ALL_TO_ALL}' needs at least 2 classes; '{name}' has {num_classes}")
+    if num_classes < 2 and isinstance(target, str):
+        raise ConfigError(f"target '{target}' needs at least 2 classes; '{name}' has {num_classes}")
 
 
 def targets_of(y: torch.Tensor, tmap: Sequence[int]) -> torch.Tensor:
