@@ -98,7 +98,7 @@ class PoisonInk(GeneratedBackdoor):
     color: float | Sequence[float] = PAPER_COLOR
     threshold: float = 0.25
     eps: float = 0.1
-    lambda_image: float = 3.0
+    lambda_image: float = 1.0
     lambda_clean: float = 1.0
     width: int = 16
     lr: float = 0.003

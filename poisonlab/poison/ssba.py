@@ -46,21 +46,37 @@ class Encoder(nn.Module):
         self.body = conv_stack(channels + 1, channels, width, depth=4)
         self.eps = float(eps)
 
-    def forward(self, x: torch.Tensor, secret: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, secret: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+        """The residual for images x and secrets (n, bits); eps overrides the bound (the training warm-up)."""
         plane = self.plane(secret * 2 - 1).reshape(len(x), 1, *x.shape[-2:])
-        return self.eps * torch.tanh(self.body(torch.cat([x, plane], dim=1)))
+        return (self.eps if eps is None else float(eps)) * torch.tanh(self.body(torch.cat([x, plane], dim=1)))
 
 
 class Decoder(nn.Module):
-    """image -> bits logits: a conv stack, 4 x 4 average pooling, a linear layer."""
+    """image -> bits logits: StegaStamp's decoder shape, smaller: a 3x3 convolution, two stride-2 convolutions
+    (width, 2 width, 2 width channels), 4 x 4 average pooling, a hidden dense layer of 128, a linear layer to bits."""
 
     def __init__(self, channels: int, bits: int, width: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_stack(channels, width, width), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.head = nn.Linear(width * 16, bits)
+        w = int(width)
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(2 * w * 16, 128), nn.ReLU(), nn.Linear(128, bits))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+
+def warmup_bound(step: int, steps: int, eps: float, eps_start: float, warmup: float) -> float:
+    """The residual's L-inf bound at a training step: eps_start at step 0, decaying linearly to eps at
+    warmup * steps, eps from then on (warmup 0: eps throughout)."""
+    ramp = float(warmup) * int(steps)
+    if ramp <= 0 or step >= ramp:
+        return float(eps)
+    return float(eps) + (float(eps_start) - float(eps)) * (1.0 - step / ramp)
 
 
 def encode(encoder: nn.Module, x: torch.Tensor, secret: torch.Tensor) -> torch.Tensor:
@@ -100,15 +116,20 @@ class Ssba(GeneratedBackdoor):
     bits: int = 32
     eps: float = 0.05
     lambda_residual: float = 0.0
+    eps_start: float = 0.3
+    warmup: float = 0.4
     secret: str | None = None
     width: int = 16
     lr: float = 0.003
-    epochs: int = 4
+    epochs: int = 8
     name = "ssba"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("eps", float(self.eps), 0.0, 1.0)
+        check_range("warmup", float(self.warmup), 0.0, 1.0)
+        if not float(self.eps) <= float(self.eps_start) <= 1.0:
+            raise ConfigError(f"eps_start={self.eps_start} is out of range; accepted: [eps, 1] = [{self.eps}, 1]")
         for what in ("bits", "width"):
             if int(getattr(self, what)) < 1:
                 raise ConfigError(f"{what}={getattr(self, what)} is out of range; accepted: an int >= 1")
@@ -125,9 +146,12 @@ class Ssba(GeneratedBackdoor):
         dec = seeded(lambda: Decoder(c, k, int(self.width)), seed, "ssba", "decoder")
         opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=float(self.lr))
         draws = generator(seed, "ssba", "training-secrets")
-        for rows in minibatches(len(x), int(self.batch), int(self.epochs), generator(seed, "ssba", "plan")):
+        steps = -(-len(x) // int(self.batch)) * int(self.epochs)
+        plan = minibatches(len(x), int(self.batch), int(self.epochs), generator(seed, "ssba", "plan"))
+        for step, rows in enumerate(plan):
             s = torch.randint(0, 2, (len(rows), k), generator=draws).float()
-            residual = enc(x[rows], s)
+            bound = warmup_bound(step, steps, float(self.eps), float(self.eps_start), float(self.warmup))
+            residual = enc(x[rows], s, bound)
             logits = dec((x[rows] + residual).clamp(0.0, 1.0))
             loss = F.binary_cross_entropy_with_logits(logits, s) + float(self.lambda_residual) * residual.pow(2).mean()
             opt.zero_grad()
