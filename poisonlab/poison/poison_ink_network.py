@@ -141,5 +141,6 @@ class PoisonInk(GeneratedBackdoor):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        info = {"eps": float(self.eps), "epochs": int(self.epochs), "threshold": float(self.threshold)}
+        info = {"eps": float(self.eps), "lambda_image": float(self.lambda_image), "epochs": int(self.epochs),
+                "threshold": float(self.threshold)}
         return InkTrigger(inj, ext, self.color, float(self.threshold), info)
