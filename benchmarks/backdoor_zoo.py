@@ -111,8 +111,14 @@ def attacks(photos: Path) -> dict[str, tuple[dict, str]]:
         "lira": ({"name": "lira", "params": {"target": 0, "rate": 0.1, "eps": 0.1}},
                  "10% (BackdoorBench), L-inf 0.1 (Doan et al.'s MNIST command)"),
         "ssba": ({"name": "ssba", "params": {"target": 0, "rate": 0.1}}, "10% (Li et al.), 32 bits, L-inf 0.05"),
-        "poison-ink": ({"name": "backdoor", "params": {"trigger": "poison_ink", "target": 0, "rate": 0.1}},
-                       "10% (BackdoorBench), edges blended at strength 0.5"),
+        "poison-ink": ({"name": "poison_ink", "params": {"target": 0, "rate": 0.1}},
+                       "10% (BackdoorBench), edges hidden by the injection network, L-inf 0.1"),
+        "poison-ink lambda 0 (diagnostic)": ({"name": "poison_ink", "params": {"target": 0, "rate": 0.1,
+                                                                                "lambda_image": 0.0}},
+                                             "10%, no image loss: residual up to L-inf 0.1, PSNR ~23 dB (not invisible)"),
+        "poison-ink visible (diagnostic)": ({"name": "backdoor", "params": {"trigger": "poison_ink", "target": 0,
+                                                                              "rate": 0.1}},
+                                            "10%, edges blended directly at strength 0.5 (no injection network)"),
     }
 
 

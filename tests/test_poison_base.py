@@ -39,6 +39,7 @@ BUILT = {
     "input_aware": dict(target=1),
     "lira": dict(target=2),
     "ssba": dict(target=3),
+    "poison_ink": dict(target=4),
 }
 
 
@@ -55,7 +56,7 @@ def test_what_each_poison_declares():
         "backdoor", "semantic_backdoor", "feature_collision", "hidden_trigger", "dba", "edge_case",
         "clean_label_backdoor", "label_consistent", "low_frequency", "sleeper_agent", "trojannn", "wanet", "witches_brew",
         "blind_backdoor", "adversarial_embedding", "bullseye_polytope", "latent_backdoor",
-        "input_aware", "lira", "ssba"}
+        "input_aware", "lira", "ssba", "poison_ink"}
     assert {n for n, p in got.items() if p.requires_model} == {
         "feature_collision", "hidden_trigger", "label_consistent", "low_frequency", "sleeper_agent", "trojannn",
         "witches_brew", "bullseye_polytope", "latent_backdoor"}
@@ -70,7 +71,7 @@ def test_what_each_poison_declares():
         "low_frequency": (None, 1), "sleeper_agent": (5, 2), "trojannn": (None, 4), "wanet": (None, 0),
         "witches_brew": (None, 1), "blind_backdoor": (None, 3), "adversarial_embedding": (None, 2),
         "bullseye_polytope": (None, 4), "latent_backdoor": (None, 5), "input_aware": (None, 1), "lira": (None, 2),
-        "ssba": (None, 3)}
+        "ssba": (None, 3), "poison_ink": (None, 4)}
 
 
 def test_label_flip_pairs_only_when_targeted_from_one_class():

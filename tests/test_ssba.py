@@ -7,12 +7,12 @@ import torch
 
 from poisonlab.errors import ConfigError
 from poisonlab.poison import POISONS
-from poisonlab.poison.ssba import encode, parse_secret
+from poisonlab.poison.ssba import encode, parse_secret, warmup_bound
 
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    p = POISONS.get("ssba", target=0, rate=0.1, bits=8, eps=0.2, epochs=10, width=32, lambda_residual=0.0)
+    p = POISONS.get("ssba", target=0, rate=0.1, bits=8, eps=0.2, epochs=20, width=16, lambda_residual=0.0)
     before = digits.x.clone()
     return p, p.apply(digits, 0), before
 
@@ -52,6 +52,12 @@ def test_seeded(digits):
     a = POISONS.get("ssba", target=0, bits=4, epochs=1, width=4).apply(small, 1)
     b = POISONS.get("ssba", target=0, bits=4, epochs=1, width=4).apply(small, 1)
     assert torch.equal(a.data.x, b.data.x) and torch.equal(a.mask, b.mask)
-    for params in ({"eps": 2}, {"bits": 0}, {"lambda_residual": -1}):
+    for params in ({"eps": 2}, {"bits": 0}, {"lambda_residual": -1}, {"eps_start": 0.01}, {"warmup": 1.5}):
         with pytest.raises(ConfigError):
             POISONS.get("ssba", target=0, **params)
+
+
+def test_the_bound_warms_up_from_eps_start_to_eps():
+    # 100 steps, warm-up over the first 40: 0.3 at step 0, halfway (step 20) 0.175, eps from step 40 on
+    assert [warmup_bound(t, 100, 0.05, 0.3, 0.4) for t in (0, 20, 40, 99)] == pytest.approx([0.3, 0.175, 0.05, 0.05])
+    assert warmup_bound(0, 100, 0.05, 0.3, 0.0) == 0.05  # no warm-up: eps from the first step

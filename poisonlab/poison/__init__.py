@@ -20,6 +20,7 @@ from poisonlab.poison import (  # noqa: F401  (each registers its poisons / trig
 from poisonlab.poison import (  # noqa: F401,E402  (optimised and training-time backdoors)
     adversarial_embedding, blind_backdoor, bullseye_polytope, latent_backdoor)
 from poisonlab.poison import input_aware, lira, poison_ink, ssba  # noqa: F401,E402  (generator-trained / edge backdoors)
+from poisonlab.poison import poison_ink_network  # noqa: F401,E402  (Poison Ink with its injection network)
 
 __all__ = ["POISONS", "TRIGGERS", "Poison", "Poisoned", "Trigger", "PixelTrigger", "PatternTrigger", "PatchTrigger",
            "ImageTrigger", "BlendTrigger", "FeatureTrigger", "make_poison", "make_trigger"]
