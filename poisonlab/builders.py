@@ -66,13 +66,27 @@ def build_federation(config: ExperimentConfig, train_set: Dataset, test_set: Dat
         train_set, root, validation, clients = shared(key, lambda: _clients(fed, train_set, config.seed), train_set)
         adversaries, probe = build_adversaries(fed, config.seed)
         target = asr_target(probe, test_set.num_classes) if probe is not None and probe.has_trigger else None
-        triggered = probe.triggered(test_set, derive_seed(config.seed, "triggered")) if target is not None else None
+        learned = learned_trigger(probe)  # stamped only once the attackers' poisons trained it (Federation setup)
+        triggered = (probe.triggered(test_set, derive_seed(config.seed, "triggered"))
+                     if target is not None and not learned else None)
         model = build_model(config.model.name, train_set.input_shape, train_set.num_classes, seed=config.seed,
                             **config.model.params)
-    return Federation(model, clients, test_set, federation_config(config, out, quiet, target, probe),
-                      aggregator=build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
-                      root_data=root, validation_data=validation,
-                      device=config.device if device is None else device, precision=config.precision)
+    federation = Federation(model, clients, test_set, federation_config(config, out, quiet, target, probe),
+                            aggregator=build_aggregator(fed), adversaries=adversaries, triggered_test=triggered,
+                            root_data=root, validation_data=validation,
+                            device=config.device if device is None else device, precision=config.precision)
+    if target is not None and learned:
+        with host():
+            federation.set_triggered_test(probe.triggered(test_set, derive_seed(config.seed, "triggered")))
+    return federation
+
+
+def learned_trigger(poison) -> bool:
+    """Whether poison's trigger is a network its apply() trains (poison/generated.py): the federation's ASR probe
+    is then stamped after the attackers' data is poisoned, with the network their poisoning trained."""
+    from poisonlab.poison.generated import GeneratedBackdoor
+
+    return isinstance(poison, GeneratedBackdoor)
 
 
 def _clients(fed: FederatedSpec, train_set: Dataset, seed: int):
@@ -130,7 +144,10 @@ class _ClientPoison:
         self.poison, self.seed = poison, seed
 
     def __call__(self, data: Dataset, client_id: int) -> Dataset:
-        return self.poison.apply(data, derive_seed(self.seed, "client-poison", client_id)).data
+        seed = derive_seed(self.seed, "client-poison", client_id)
+        if learned_trigger(self.poison):  # coordinated attackers: the first one's data trains the shared trigger
+            return self.poison.apply(data, seed, learn=False).data
+        return self.poison.apply(data, seed).data
 
 
 def make_poison_fn(spec: AdversarySpec, seed: int, index: int) -> _ClientPoison | None:

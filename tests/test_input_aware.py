@@ -82,15 +82,29 @@ def test_trigger_before_apply_and_bad_parameters_are_one_line_errors(digits):
             POISONS.get("input_aware", target=0, **params)
 
 
-def test_a_federated_run_is_refused_in_one_line_before_training():
+def test_a_federated_run_trains_one_trigger_shared_by_the_attackers_and_probes_with_it():
+    from poisonlab.builders import build_federation, load_split
     from poisonlab.config import parse
     from poisonlab.experiment import run_experiment
 
     fed = {"clients": 4, "sample": 1.0, "rounds": 1, "local": {"batch_size": 32},
-           "adversary": {"clients": 1, "poison": {"name": "input_aware", "params": {"target": 0, **SMALL}}}}
-    doc = {"seed": 1, "device": "cpu", "data": {"dataset": "digits"}, "model": {"name": "mlp"}, "federated": fed}
-    with pytest.raises(ConfigError, match="federated run builds its ASR probe"):
-        run_experiment(parse(doc), quiet=True, device="cpu")
+           "adversary": {"clients": 2, "poison": {"name": "input_aware", "params": {"target": 0, **SMALL}}}}
+    config = parse({"seed": 1, "device": "cpu", "data": {"dataset": "digits"}, "model": {"name": "mlp"},
+                    "federated": fed})
+    train_set, test_set = load_split(config)
+    federation = build_federation(config, train_set, test_set, None, quiet=True)
+    (poisoned,) = federation.poisoned
+    assert len(poisoned) == 2
+    probe = federation.adversaries[0].poison.poison
+    assert probe.trained and federation.triggered_test is not None
+    # both attackers' relabelled rows are the shared network's stamps of their own clean rows
+    for cid, data in poisoned.items():
+        relabelled = data.y != federation.clients[cid].y
+        assert bool(relabelled.any())
+        assert torch.allclose(data.x[relabelled], probe.trigger(federation.clients[cid].x[relabelled]))
+    assert torch.allclose(federation.triggered_test.x, probe.trigger(test_set.x))  # the probe: the same network
+    metrics = run_experiment(config, quiet=True, device="cpu")
+    assert 0.0 <= metrics["final"]["attack_success_rate"] <= 1.0
 
 
 def test_diversity_loss_gradient_stays_finite_when_two_triggers_coincide():

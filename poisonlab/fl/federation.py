@@ -159,6 +159,13 @@ class Federation:
                 out[cid] = adversary.poison(self.clients[cid], cid)
         return out
 
+    def set_triggered_test(self, triggered: Dataset) -> None:
+        """The ASR probe of a poison whose trigger is trained while the attackers' data is poisoned (in setup,
+        builders.learned_trigger): given after construction, moved to the run's device."""
+        if self.config.target is None:
+            raise ConfigError("triggered_test is given but config.target is None; set the backdoor target class")
+        self.triggered_test = move_dataset(triggered, self.device)
+
     @property
     def num_clients(self) -> int:
         """K, the number of clients in the federation."""

@@ -36,7 +36,7 @@ class PendingTrigger(Trigger):
 
     def __call__(self, x, generator=None):
         raise ConfigError(f"{self.name}'s trigger is a network trained in apply(train_set); call apply() before"
-                          " triggered() (a federated run builds its ASR probe before any client trains: not supported)")
+                          " triggered()")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "params": {"trained": False}}
@@ -92,10 +92,15 @@ class GeneratedBackdoor(Backdoor):
         if not data.is_image:
             raise ConfigError(f"{self.name} needs image data (n, c, h, w); '{data.name}' has shape {tuple(data.x.shape)}")
 
-    def apply(self, data: Dataset, seed: int = 0) -> Poisoned:
-        """Learn the trigger on data, keep it for triggered(), stamp the chosen rows and relabel them."""
+    def apply(self, data: Dataset, seed: int = 0, *, learn: bool = True) -> Poisoned:
+        """Learn the trigger on data, keep it for triggered(), stamp the chosen rows and relabel them.
+
+        learn=False stamps with the trigger already trained (trained on the first call): a federation's attackers
+        are coordinated, so the first attacker's data trains the network and every attacker stamps with it, and
+        the ASR probe stamps the test inputs with that same network (builders._ClientPoison)."""
         self._check(data)
-        object.__setattr__(self, "trigger", self.learn(data, seed))
+        if learn or not self.trained:
+            object.__setattr__(self, "trigger", self.learn(data, seed))
         out = super().apply(data, seed)
         if not bool(torch.isfinite(out.data.x[out.mask]).all()):
             object.__setattr__(self, "trigger", PendingTrigger(self.name))

@@ -159,9 +159,10 @@ class InputAware(GeneratedBackdoor):
         self._train_pattern(pattern, mask, data, seed)
         return DynamicTrigger(pattern, mask, {"epochs": int(self.epochs), "mask_epochs": int(self.mask_epochs)})
 
-    def apply(self, data: Dataset, seed: int = 0) -> Poisoned:
-        """Backdoor rows (B(x), relabelled), then cross_ratio x as many others with another image's trigger, labels kept."""
-        out = super().apply(data, seed)
+    def apply(self, data: Dataset, seed: int = 0, *, learn: bool = True) -> Poisoned:
+        """Backdoor rows (B(x), relabelled), then cross_ratio x as many others with another image's trigger, labels kept
+        (learn=False: with the network already trained, generated.py)."""
+        out = super().apply(data, seed, learn=learn)
         others = torch.nonzero(~out.mask).flatten()
         count = min(int(round(float(self.cross_ratio) * out.count)), len(others))
         cross = choose(others, None, count, generator(seed, "input-aware", "cross"), "rows for the cross-trigger mode")
