@@ -8,7 +8,9 @@
 Each cell of configs/defense-matrix.yaml's grid is read from <sweep dir>/<cell>/metrics.json when its
 cell.json has the cell's config digest (poisonlab.sweep.finished_metrics, as `poisonlab sweep` skips it):
 final clean accuracy in %, and "clean / ASR" where the adversary has a triggered test set. A cell
-neither finished nor kept is "…". Rules are split into tables of at most 14 columns. With --keep,
+neither finished nor kept is "…"; a cell whose run diverged (the global model's test loss NaN/Inf:
+<cell>/diverged.json, written by benchmarks/defense_matrix_diverged.py) is "NaN (rN)", N the round it
+diverged in. Rules are split into tables of at most 14 columns. With --keep,
 a cell the sweep directory lacks takes the value the doc's current tables show (computed by an earlier
 session's sweep), and the counts line says how many cells came from where. --write replaces the text
 between the doc's `<!-- matrix:begin -->` and `<!-- matrix:end -->` markers.
@@ -17,18 +19,22 @@ between the doc's `<!-- matrix:begin -->` and `<!-- matrix:end -->` markers.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
 
 import yaml
 
-from poisonlab.sweep import _short, expand_grid, final_figures, finished_metrics
+from poisonlab.sweep import _short, config_digest, expand_grid, final_figures, finished_metrics
 
 CONFIG = "configs/defense-matrix.yaml"
 DOC = "docs/defense-matrix.md"
 ADVERSARY, AGGREGATOR = "federated.adversary", "federated.aggregator"
 BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 MISSING = "…"
+MARKER = "diverged.json"
+"""A cell whose run diverged (benchmarks/defense_matrix_diverged.py writes it): {"digest", "error"}."""
 WIDTH = (14, 9, 9, 9)
 """Columns per table: the 14 classic rules, then the issue-21 rules in tables of 9."""
 
@@ -46,13 +52,32 @@ def column_label(rule_label: str) -> str:
     return rule_label.replace("+", " > ")
 
 
+def diverged_round(cell_dir: Path, doc: dict) -> int | None:
+    """The 1-based round a cell's run diverged in (0 if the message names none), when <cell>/diverged.json
+    carries the cell's config digest; else None."""
+    path = cell_dir / MARKER
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record["digest"] != config_digest(doc):
+            return None
+        found = re.search(r"round (\d+)", record["error"])
+        return int(found.group(1)) if found else 0
+    except (ValueError, KeyError):
+        return None
+
+
 def computed(doc: dict, sweep_dir: Path) -> dict[tuple[str, str], str]:
     """(adversary label, rule label) -> cell text, for every finished cell in sweep_dir."""
     out = {}
     for cell in expand_grid(doc):
+        key = (_short(cell.settings[ADVERSARY]), _short(cell.settings[AGGREGATOR]))
         metrics = finished_metrics(sweep_dir / cell.slug, cell.doc)
         if metrics is not None:
-            out[(_short(cell.settings[ADVERSARY]), _short(cell.settings[AGGREGATOR]))] = cell_text(metrics)
+            out[key] = cell_text(metrics)
+        elif (round_ := diverged_round(sweep_dir / cell.slug, cell.doc)) is not None:
+            out[key] = f"NaN (r{round_})"
     return out
 
 

@@ -45,3 +45,21 @@ def test_part_keeps_the_full_grids_cell_names():
     full = {c.slug: c.doc for c in expand_grid(doc)}
     cells = expand_grid(cut)
     assert len(cells) == 4 and all(full[c.slug] == c.doc for c in cells)
+
+
+def test_a_diverged_cell_reads_as_nan_with_its_round_only_under_its_own_digest(tmp_path):
+    import json
+
+    from poisonlab.sweep import config_digest, expand_grid
+
+    tables = load("defense_matrix_tables")
+    doc = yaml.safe_load((ROOT / tables.CONFIG).read_text())
+    cell = next(c for c in expand_grid(doc) if tables._short(c.settings[tables.AGGREGATOR]) == "median")
+    (tmp_path / cell.slug).mkdir()
+    marker = tmp_path / cell.slug / tables.MARKER
+    error = "federated training diverged in round 5: the global model's test loss is nan; likely cause: ..."
+    marker.write_text(json.dumps({"digest": config_digest(cell.doc), "error": error}))
+    label = tables._short(cell.settings[tables.ADVERSARY])
+    assert tables.computed(doc, tmp_path) == {(label, "median"): "NaN (r5)"}
+    marker.write_text(json.dumps({"digest": "another config", "error": error}))
+    assert tables.computed(doc, tmp_path) == {}

@@ -79,7 +79,7 @@ def autogm(lamb: float = 2.0, max_iter: int = 100, nu: float = 1e-6, ftol: float
     max_iter = check_int("autogm", "max_iter", max_iter, low=1)
     nu = check_positive("autogm", "nu", nu)
     ftol = check_positive("autogm", "ftol", ftol, allow_zero=True)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("autogm", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         n = updates.shape[0]

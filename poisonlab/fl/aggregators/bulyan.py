@@ -82,7 +82,7 @@ def closest_to_median_mean(x: torch.Tensor, beta: int, chunk_bytes: int = CHUNK_
 @AGGREGATORS.register("bulyan", reference=REFERENCE)
 def bulyan(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """Bulyan: iterative Krum selection, then a coordinate-wise trimmed mean around the median (n >= 4f + 3)."""
-    f, chunk_bytes = check_int("bulyan", "f", f), int(chunk_bytes)
+    f, chunk_bytes = check_int("bulyan", "f", f), check_int("bulyan", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         """ConfigError unless a round of n updates can be aggregated: n >= 4f + 3."""

@@ -60,7 +60,7 @@ def caf_weights(gram: torch.Tensor, f: int, max_passes: int = 1000) -> tuple[tor
 @AGGREGATORS.register("caf", reference=REFERENCE)
 def caf(f: int = 1, max_passes: int = 1000, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """CAF: downweight updates along the top covariance direction; the mean of smallest top eigenvalue (n > 2f)."""
-    f, chunk_bytes = check_int("caf", "f", f), int(chunk_bytes)
+    f, chunk_bytes = check_int("caf", "f", f), check_int("caf", "chunk_bytes", chunk_bytes, 1)
     max_passes = check_int("caf", "max_passes", max_passes, low=1)
 
     def check_rows(n: int) -> None:

@@ -23,7 +23,7 @@ def centered_clipping(tau: float = 1.0, iterations: int = 1, chunk_bytes: int = 
     """Centered clipping: clip each update's distance to the previous aggregate at tau, L iterations."""
     tau = check_positive("centered_clipping", "tau", tau)
     iterations = check_int("centered_clipping", "iterations", iterations, low=1)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("centered_clipping", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         w = normalized(weights)

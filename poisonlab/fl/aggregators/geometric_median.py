@@ -43,7 +43,7 @@ def geometric_median(nu: float = 1e-6, max_iter: int = 100, ftol: float = 1e-6,
     nu = check_positive("geometric_median", "nu", nu)
     max_iter = check_int("geometric_median", "max_iter", max_iter, low=1)
     ftol = check_positive("geometric_median", "ftol", ftol, allow_zero=True)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("geometric_median", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         w = normalized(weights)

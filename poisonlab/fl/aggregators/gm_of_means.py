@@ -38,7 +38,7 @@ def gm_of_means(groups: int = 3, nu: float = 1e-6, max_iter: int = 100, ftol: fl
     nu = check_positive("gm_of_means", "nu", nu)
     max_iter = check_int("gm_of_means", "max_iter", max_iter, low=1)
     ftol = check_positive("gm_of_means", "ftol", ftol, allow_zero=True)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("gm_of_means", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         if n < groups:

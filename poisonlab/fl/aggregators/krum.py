@@ -76,11 +76,11 @@ def _multi_krum(f: int, m: int, name: str, chunk_bytes: int) -> Rule:
 @AGGREGATORS.register("krum", reference=REFERENCE)
 def krum(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """Krum: the update whose n - f - 2 nearest neighbours are closest (needs n > 2f + 2)."""
-    return _multi_krum(check_int("krum", "f", f), 1, "krum", int(chunk_bytes))
+    return _multi_krum(check_int("krum", "f", f), 1, "krum", check_int("krum", "chunk_bytes", chunk_bytes, 1))
 
 
 @AGGREGATORS.register("multi_krum", reference=REFERENCE)
 def multi_krum(f: int = 1, m: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """Multi-Krum: the mean of the m best Krum-scored updates (needs n > 2f + 2, 1 <= m <= n - f)."""
     return _multi_krum(check_int("multi_krum", "f", f), check_int("multi_krum", "m", m, low=1), "multi_krum",
-                       int(chunk_bytes))
+                       check_int("multi_krum", "chunk_bytes", chunk_bytes, 1))

@@ -50,7 +50,7 @@ def mda(f: int = 1, max_subsets: int = MAX_SUBSETS, chunk_bytes: int = CHUNK_BYT
     """MDA: the mean of the n - f updates of smallest diameter (exact search; needs n > 2f, C(n, f) <= max_subsets)."""
     f = check_int("mda", "f", f)
     max_subsets = check_int("mda", "max_subsets", max_subsets, low=1)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("mda", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         check_subsets("mda", n, f, max_subsets)

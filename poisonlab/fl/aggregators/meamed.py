@@ -43,7 +43,7 @@ def mean_around_median(x: torch.Tensor, q: int, chunk_bytes: int = CHUNK_BYTES) 
 @AGGREGATORS.register("meamed", reference=REFERENCE)
 def meamed(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """Meamed: per coordinate, the mean of the n - f values closest to the median (needs n > 2f)."""
-    f, chunk_bytes = check_int("meamed", "f", f), int(chunk_bytes)
+    f, chunk_bytes = check_int("meamed", "f", f), check_int("meamed", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         if not n > 2 * f:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, column_chunks, distances_to
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, column_chunks, distances_to
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
@@ -107,7 +107,7 @@ def median(chunk_bytes: int = CHUNK_BYTES) -> Rule:
 
     update_j = median_i x_ij.
     """
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("median", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         update = coordinate_median(updates, chunk_bytes)
@@ -129,7 +129,7 @@ def trimmed_mean(beta: float = 0.1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
         ok = False
     if not ok:
         raise ConfigError(f"trimmed_mean needs 0 <= beta < 0.5; got beta={beta!r}")
-    beta, chunk_bytes = float(beta), int(chunk_bytes)
+    beta, chunk_bytes = float(beta), check_int("trimmed_mean", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         k = updates.shape[0]

@@ -54,7 +54,7 @@ def monna(f: int = 1, trusted: int | None = None, chunk_bytes: int = CHUNK_BYTES
     """MoNNA: the mean of the n - f updates nearest to a trusted vector (the server's update, or a client's)."""
     f = check_int("monna", "f", f)
     trusted = None if trusted is None else check_int("monna", "trusted", trusted)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("monna", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         if not n > f:

@@ -40,7 +40,7 @@ def nearest_mixing(dist: torch.Tensor, q: int) -> torch.Tensor:
 @AGGREGATORS.register("nnm", reference=REFERENCE)
 def nnm(f: int = 1, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     """NNM pre-aggregator: replace each update by the mean of its n - f nearest updates (needs n > 2f)."""
-    f, chunk_bytes = check_int("nnm", "f", f), int(chunk_bytes)
+    f, chunk_bytes = check_int("nnm", "f", f), check_int("nnm", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         if not n > 2 * f:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_positive, column_chunks, normalized
+from poisonlab.fl.aggregators.base import CHUNK_BYTES, Rule, check_int, check_positive, column_chunks, normalized
 from poisonlab.fl.aggregators.registry import AGGREGATORS
 from poisonlab.fl.types import Aggregate, RoundContext
 
@@ -87,7 +87,7 @@ def residual_reweight(lam: float = 2.0, threshold: float = 0.1, line: str = "rep
     threshold = check_positive("residual_reweight", "threshold", threshold, allow_zero=True)
     if line not in LINES:
         raise ConfigError(f"residual_reweight: line={line!r} is not known; accepted: {', '.join(LINES)}")
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("residual_reweight", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         k, d = updates.shape

@@ -54,10 +54,11 @@ def signsgd_vote(step: float = 0.001, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     the engine's server_lr multiplies it as for every rule.
     """
     step = check_positive("signsgd_vote", "step", step)
+    chunk_bytes = check_int("signsgd_vote", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         voters = weights > 0
-        total, disagree = vote(updates, voters, int(chunk_bytes))
+        total, disagree = vote(updates, voters, chunk_bytes)
         update = (step * torch.sign(total)).to(updates.dtype)
         return Aggregate(update, voters, disagree / max(1, updates.shape[1]),
                          {"ties": int((total == 0).sum())})
@@ -74,6 +75,7 @@ def robust_lr(threshold: int = 4, chunk_bytes: int = CHUNK_BYTES) -> Rule:
     A round needs at least threshold voting rows (otherwise every coordinate would flip): check_rows.
     """
     threshold = check_int("robust_lr", "threshold", threshold, low=1)
+    chunk_bytes = check_int("robust_lr", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         if n < threshold:
@@ -82,7 +84,7 @@ def robust_lr(threshold: int = 4, chunk_bytes: int = CHUNK_BYTES) -> Rule:
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         voters = weights > 0
-        total, disagree = vote(updates, voters, int(chunk_bytes))
+        total, disagree = vote(updates, voters, chunk_bytes)
         keep = total.abs() >= threshold
         mean = normalized(weights).to(updates.dtype) @ updates
         update = torch.where(keep, mean, -mean)

@@ -99,7 +99,7 @@ def smea(f: int = 1, max_subsets: int = MAX_SUBSETS, chunk_bytes: int = CHUNK_BY
     """SMEA: the mean of the n - f updates whose covariance has the smallest top eigenvalue (exact search)."""
     f = check_int("smea", "f", f)
     max_subsets = check_int("smea", "max_subsets", max_subsets, low=1)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("smea", "chunk_bytes", chunk_bytes, 1)
 
     def check_rows(n: int) -> None:
         check_subsets("smea", n, f, max_subsets)

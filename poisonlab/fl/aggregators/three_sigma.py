@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.fl.aggregators.base import (CHUNK_BYTES, Rule, check_positive, normalized, row_distances,
+from poisonlab.fl.aggregators.base import (CHUNK_BYTES, Rule, check_int, check_positive, normalized, row_distances,
                                            row_norms_float64)
 from poisonlab.fl.aggregators.median import coordinate_median
 from poisonlab.fl.aggregators.registry import AGGREGATORS
@@ -52,7 +52,7 @@ def three_sigma(score: str = "median_distance", n_sigma: float = 3.0, chunk_byte
     if score not in SCORES:
         raise ConfigError(f"three_sigma: score={score!r} is not known; accepted: {', '.join(SCORES)}")
     n_sigma = check_positive("three_sigma", "n_sigma", n_sigma)
-    chunk_bytes = int(chunk_bytes)
+    chunk_bytes = check_int("three_sigma", "chunk_bytes", chunk_bytes, 1)
 
     def apply(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> Aggregate:
         keep, z = sigma_keep(row_scores(updates, weights, score, chunk_bytes), n_sigma)
