@@ -31,7 +31,7 @@ CONFIG = {
     "data": {"dataset": "digits"},
     "model": {"name": "mlp", "params": {"hidden": [16]}},
     "federated": {
-        "clients": 8, "rounds": 10, "sample": 0.5, "checkpoint_every": 1,
+        "clients": 8, "rounds": 30, "sample": 0.5, "checkpoint_every": 1,
         "local": {"epochs": 1, "batch_size": 32, "lr": 0.05},
         "adversary": {"clients": 1, "attack": {"name": "scale", "params": {"gamma": 5}}},
         "aggregator": {"name": "foolsgold", "params": {}},
