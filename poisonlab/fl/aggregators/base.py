@@ -11,12 +11,15 @@ alone its answer is the weighted mean of those rows. State is explicit: a statef
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 
 import torch
 
 from poisonlab.errors import ConfigError, record_range
 from poisonlab.fl.types import Aggregate, RoundContext
+
+log = logging.getLogger("poisonlab.fl.aggregators")
 
 #: default memory budget (bytes) for temporaries of rules that sort or copy columns
 CHUNK_BYTES = 256 * 2**20
@@ -76,10 +79,14 @@ class Rule:
             return empty(updates, state=ctx.state)
         try:
             self.check_rows(k)
-        except ConfigError:
-            if not ctx.extras.get("rows_dropped"):
+        except ConfigError as err:
+            dropped = ctx.extras.get("rows_dropped")
+            if not dropped:
                 raise
-            return empty(updates, {"too_few_rows": k}, ctx.state)  # rows with NaN/Inf were dropped: skip
+            reason = (f"{err} once {dropped} of {k + dropped} rows were dropped (NaN/Inf or an earlier step):"
+                      " no update this round")
+            log.warning(reason)  # e.g. Bulyan left with n < 4f + 3 under the inf attack: said, not silent
+            return empty(updates, {"too_few_rows": k, "skipped": reason}, ctx.state)
         return self.apply(updates, weights, ctx)
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext | None = None) -> Aggregate:
