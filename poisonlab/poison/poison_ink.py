@@ -55,6 +55,18 @@ def edge_map(x: torch.Tensor, threshold: float) -> torch.Tensor:
     return (sobel_magnitude(x) >= float(threshold)).to(x.dtype)
 
 
+def check_edge_colour(obj) -> None:
+    """Refuse a threshold <= 0 or a colour value outside [0, 1] in one line, and store a sequence colour as a tuple
+    (obj: a frozen dataclass with ``threshold`` and ``color``: the trigger here and poison_ink_network's poison)."""
+    if not float(obj.threshold) > 0:
+        raise ConfigError(f"threshold={obj.threshold} is out of range; accepted: > 0 (a unit step has magnitude 1)")
+    if not isinstance(obj.color, (int, float)):
+        object.__setattr__(obj, "color", tuple(float(v) for v in obj.color))
+    values = [float(obj.color)] if isinstance(obj.color, (int, float)) else list(obj.color)
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise ConfigError(f"color={obj.color!r} is out of range; accepted: values in [0, 1]")
+
+
 @TRIGGERS.register("poison_ink", reference="Zhang et al. 2022, Poison Ink: Robust and invisible backdoor attack "
                                            "(IEEE TIP): coloured edge map, blended directly (no injection network)")
 @dataclass(frozen=True)
@@ -68,13 +80,7 @@ class PoisonInkTrigger(Trigger):
 
     def __post_init__(self):
         check_range("strength", float(self.strength), 0.0, 1.0)
-        if not float(self.threshold) > 0:
-            raise ConfigError(f"threshold={self.threshold} is out of range; accepted: > 0 (a unit step has magnitude 1)")
-        if not isinstance(self.color, (int, float)):
-            object.__setattr__(self, "color", tuple(float(v) for v in self.color))
-        values = [float(self.color)] if isinstance(self.color, (int, float)) else list(self.color)
-        if any(not 0.0 <= v <= 1.0 for v in values):
-            raise ConfigError(f"color={self.color!r} is out of range; accepted: values in [0, 1]")
+        check_edge_colour(self)
 
     def __call__(self, x, generator=None):
         xb, single = _batch(x)

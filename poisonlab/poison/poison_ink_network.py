@@ -37,7 +37,7 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.poison.generated import GeneratedBackdoor, LearnedTrigger
 from poisonlab.poison.generator_nets import conv_stack, freeze, minibatches, run_frozen, seeded
-from poisonlab.poison.poison_ink import edge_map
+from poisonlab.poison.poison_ink import check_edge_colour, edge_map
 from poisonlab.poison.registry import POISONS
 from poisonlab.poison.triggers import channel_values
 from poisonlab.rng import generator
@@ -108,13 +108,7 @@ class PoisonInk(GeneratedBackdoor):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("eps", float(self.eps), 0.0, 1.0)
-        if not float(self.threshold) > 0:
-            raise ConfigError(f"threshold={self.threshold} is out of range; accepted: > 0 (a unit step has magnitude 1)")
-        if not isinstance(self.color, (int, float)):
-            object.__setattr__(self, "color", tuple(float(v) for v in self.color))
-        values = [float(self.color)] if isinstance(self.color, (int, float)) else list(self.color)
-        if any(not 0.0 <= v <= 1.0 for v in values):
-            raise ConfigError(f"color={self.color!r} is out of range; accepted: values in [0, 1]")
+        check_edge_colour(self)
         for what in ("lambda_image", "lambda_clean"):
             if float(getattr(self, what)) < 0:
                 raise ConfigError(f"{what}={getattr(self, what)} is out of range; accepted: >= 0")
