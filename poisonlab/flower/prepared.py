@@ -220,6 +220,7 @@ def server_federation(config, test, root, validation) -> Federation:
     from poisonlab.data.augment import check_images
     from poisonlab.device import host
     from poisonlab.model_spec import build_model
+    from poisonlab.poison.targets import asr_target
     from poisonlab.rng import derive_seed
 
     fed = config.federated
@@ -233,7 +234,7 @@ def server_federation(config, test, root, validation) -> Federation:
         check_images(test.input_shape, "federated.local.augment")
     with host():
         adversaries, probe = builders.build_adversaries(fed, config.seed)
-        target = probe.target if probe is not None and probe.has_trigger else None
+        target = asr_target(probe, test.num_classes) if probe is not None and probe.has_trigger else None  # a map for all_to_all
         triggered = probe.triggered(test, derive_seed(config.seed, "triggered")) if target is not None else None
         model = build_model(config.model.name, test.input_shape, test.num_classes, seed=config.seed,
                             **config.model.params)
