@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from poisonlab import progress
 from poisonlab.defend.abl import UNLEARNING_LOSSES, unlearning_objective
 from poisonlab.defend.base import Defended, require, trainable_copy
-from poisonlab.defend.fct import distinguish, fct_scores
+from poisonlab.defend.fct import check_split_ratios, distinguish, fct_scores
 from poisonlab.defend.loop import minibatches
 from poisonlab.defend.registry import DEFENSES
 from poisonlab.defend.training_loop import fresh_model
@@ -54,10 +54,7 @@ class DBR:
 
     def __init__(self, *, clean_ratio: float = 0.2, poison_ratio: float = 0.05, epochs: int = 10, lr: float = 1e-3,
                  weight_decay: float = 5e-4, batch_size: int | None = None, unlearning_loss: str = "complement"):
-        self.clean_ratio = check_range("clean_ratio", clean_ratio, 0.0, 1.0, low_open=True, high_open=True)
-        self.poison_ratio = check_range("poison_ratio", poison_ratio, 0.0, 1.0, low_open=True, high_open=True)
-        if clean_ratio + poison_ratio >= 1:
-            raise ConfigError(f"clean_ratio + poison_ratio = {clean_ratio + poison_ratio}; accepted: a sum below 1")
+        self.clean_ratio, self.poison_ratio = check_split_ratios(clean_ratio, poison_ratio)
         self.epochs = int(check_range("epochs", epochs, 1, 1000))
         self.lr = check_range("lr", lr, 0.0, None, low_open=True)
         self.weight_decay = check_range("weight_decay", weight_decay, 0.0, None)

@@ -34,11 +34,11 @@ from torch.nn import functional as F
 from poisonlab import progress
 from poisonlab.defend.base import Defended, require
 from poisonlab.defend.d_br import backdoored_model
-from poisonlab.defend.fct import distinguish, fct_scores, random_affine
+from poisonlab.defend.fct import check_split_ratios, distinguish, fct_scores, random_affine
 from poisonlab.defend.registry import DEFENSES
 from poisonlab.defend.training_loop import epochs, fresh_model
 from poisonlab.device import model_device
-from poisonlab.errors import ConfigError, check_range
+from poisonlab.errors import check_range
 from poisonlab.models import FeatureExtractor, features, linear_head
 from poisonlab.models.build import init_parameters
 from poisonlab.rng import generator
@@ -101,10 +101,7 @@ class DST:
                  extractor_lr: float = 0.05, temperature: float = 0.1, proj_dim: int = 128,
                  classifier_epochs: int = 100, classifier_lr: float = 0.01, unlearn_weight: float = 0.001,
                  extractor_batch_size: int | None = None):
-        self.clean_ratio = check_range("clean_ratio", clean_ratio, 0.0, 1.0, low_open=True, high_open=True)
-        self.poison_ratio = check_range("poison_ratio", poison_ratio, 0.0, 1.0, low_open=True, high_open=True)
-        if clean_ratio + poison_ratio >= 1:
-            raise ConfigError(f"clean_ratio + poison_ratio = {clean_ratio + poison_ratio}; accepted: a sum below 1")
+        self.clean_ratio, self.poison_ratio = check_split_ratios(clean_ratio, poison_ratio)
         self.extractor_epochs = int(check_range("extractor_epochs", extractor_epochs, 1, 1000))
         self.extractor_lr = check_range("extractor_lr", extractor_lr, 0.0, None, low_open=True)
         self.temperature = check_range("temperature", temperature, 0.0, None, low_open=True)

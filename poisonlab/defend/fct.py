@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, check_range
 from poisonlab.models import features
 from poisonlab.rng import generator
 
@@ -62,6 +62,15 @@ def fct_scores(model: nn.Module, x: torch.Tensor, seed: int, batch_size: int = 5
         moved = random_affine(xb, g)
         out.append((features(model, xb) - features(model, moved)).pow(2).mean(1))
     return torch.cat(out) if out else torch.empty(0, device=x.device)
+
+
+def check_split_ratios(clean_ratio: float, poison_ratio: float) -> tuple[float, float]:
+    """SD's two shares, each in (0, 1) and summing below 1 (one-line ConfigErrors); D-BR's and D-ST's parameters."""
+    clean = check_range("clean_ratio", clean_ratio, 0.0, 1.0, low_open=True, high_open=True)
+    poison = check_range("poison_ratio", poison_ratio, 0.0, 1.0, low_open=True, high_open=True)
+    if clean + poison >= 1:
+        raise ConfigError(f"clean_ratio + poison_ratio = {clean + poison}; accepted: a sum below 1")
+    return clean, poison
 
 
 @dataclass(frozen=True)
