@@ -9,6 +9,11 @@ from poisonlab.model_spec import check_factory_params, is_import_spec
 from poisonlab.registry import check_params
 
 
+BUILT_TO_CHECK = ("defenses", "poisons", "detectors")
+"""Kinds whose components check their values in their constructor, built once here so that a bad value (a
+poison's colour, a defense's ratios) is refused with its key path before the clean model trains, not after."""
+
+
 def check_components(config: ExperimentConfig) -> None:
     """Raise ConfigError at the first unknown component name or parameter, naming its key path."""
     for path, kind, name, params in components(config):
@@ -23,7 +28,7 @@ def check_components(config: ExperimentConfig) -> None:
                 continue
             entry = registry(kind).entry(name)
             check_params(f"{kind.rstrip('s')} '{name}'", entry.factory, params)
-            if kind == "defenses":  # a defense checks its values when built (cheap): refuse before any training
+            if kind in BUILT_TO_CHECK:  # they check their values when built (cheap): refuse before any training
                 entry.factory(**params)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
