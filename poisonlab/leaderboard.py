@@ -40,8 +40,13 @@ def defense_labels(pairs: list[tuple[str, dict]]) -> dict[tuple[str, str], str]:
     keys = {(name, json.dumps(params or {}, sort_keys=True)) for name, params in pairs}
     names = [name for name, _ in keys]
     return {(name, p): name if names.count(name) < 2 or p == "{}" else
-            name + "(" + ", ".join(f"{k}={v}" for k, v in sorted(json.loads(p).items())) + ")"
+            name + "(" + ", ".join(f"{k}={_value_label(v)}" for k, v in sorted(json.loads(p).items())) + ")"
             for name, p in keys}
+
+
+def _value_label(value: Any) -> str:
+    """A parameter value in a column label: a component spec ({name, params}) by its name, anything else as is."""
+    return str(value["name"]) if isinstance(value, dict) and "name" in value else str(value)
 
 
 def attack_label(value: Any) -> str:

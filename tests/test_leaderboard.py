@@ -40,6 +40,8 @@ def test_labels():
     labels = defense_labels([("fp", {}), ("fp", {"fraction": 0.5}), ("nad", {})])
     assert labels[("fp", "{}")] == "fp" and labels[("fp", json.dumps({"fraction": 0.5}))] == "fp(fraction=0.5)"
     assert labels[("nad", "{}")] == "nad"
+    spec = {"detector": {"name": "beatrix", "params": {"k": 2}}}
+    assert defense_labels([("filt", {}), ("filt", spec)])[("filt", json.dumps(spec))] == "filt(detector=beatrix)"
 
 
 def test_tiny_leaderboard_sweep_shares_models_and_changes_no_number(tmp_path):
