@@ -7,10 +7,15 @@ cell's directory. So a cluster needs no shared filesystem, only poisonlab instal
 claims each cell directory first (rerun.prepare_run_dir: another config's run is refused unless --force) and
 gathers the results as they finish into the same summary and report (poisonlab/sweep.py). A task that fails
 with a poisonlab error stops the sweep with that error's one line; finished cells keep their files.
+
+Cells that differ only in their defenses (a leaderboard's attack x seed, `defend.defenses` in the grid) share
+one trained clean and poisoned model when they run in one process (shared_builds.py), so they go to Ray as ONE
+task that runs them one after another (share_key): run one per task, each cell would train both models again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -85,29 +90,58 @@ def _gather(ray, tasks, options: dict, cpus: float, gpus: float):
     """Submit every task (claiming its directory first), then yield (index, metrics) as each finishes."""
     from poisonlab.rerun import prepare_run_dir, stored_metrics
 
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_cell)
-    pending = {}
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_cells)
+    groups: dict[str, list[int]] = {}
     for i, (config, cell_dir) in enumerate(tasks):
         if prepare_run_dir(cell_dir, config, "builtin", options.get("force", False)) == "complete":
             yield i, stored_metrics(cell_dir)  # its files were written already: nothing to run
             continue
-        pending[remote.remote(config, options)] = i
+        groups.setdefault(share_key(config), []).append(i)
+    pending = {remote.remote([tasks[i][0] for i in members], options): members for members in groups.values()}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        i = pending.pop(ready[0])
+        members = pending.pop(ready[0])
         try:
-            metrics, files = ray.get(ready[0])
+            results, error = ray.get(ready[0])
         except ray.exceptions.RayTaskError as err:
             cause = getattr(err, "cause", None)
             if isinstance(cause, PoisonlabError):
                 raise cause from None
             raise
-        write_files(tasks[i][1], files)
-        yield i, metrics
+        for i, (metrics, files) in zip(members, results):
+            write_files(tasks[i][1], files)
+            yield i, metrics
+        if error is not None:
+            raise error
+
+
+def share_key(config) -> str:
+    """Cells with equal keys share their trained models in one process: the config but for its defenses.
+    Federated cells (whose grid varies the rule, the attack, the data) each get a key of their own."""
+    doc = config.model_dump(mode="json")
+    if config.kind == "federated" or not isinstance(doc.get("defend"), dict):
+        return json.dumps(doc, sort_keys=True)
+    return json.dumps({**doc, "defend": {k: v for k, v in doc["defend"].items() if k != "defenses"}}, sort_keys=True)
+
+
+def run_cells(configs: list, options: dict) -> tuple[list[tuple[dict, dict[str, bytes]]], PoisonlabError | None]:
+    """One Ray task: the cells one after another in one sharing() context (their models trained once); each
+    cell's (metrics, {relative path: bytes}). A poisonlab error stops the task; the cells done before it are
+    returned with it, so the driver keeps their files."""
+    from poisonlab.shared_builds import sharing
+
+    results = []
+    with sharing():
+        for config in configs:
+            try:
+                results.append(run_cell(config, options))
+            except PoisonlabError as err:
+                return results, err
+    return results, None
 
 
 def run_cell(config, options: dict) -> tuple[dict, dict[str, bytes]]:
-    """(metrics, {relative path: bytes}) of one cell's run_experiment, run in a temporary directory (the task)."""
+    """(metrics, {relative path: bytes}) of one cell's run_experiment, run in a temporary directory."""
     from poisonlab.experiment import run_experiment
     from poisonlab.outdir import MARKER
 

@@ -52,3 +52,29 @@ def test_an_address_nothing_answers_is_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_cells_that_differ_only_in_defenses_share_one_task_and_one_trained_model(tmp_path, monkeypatch):
+    """share_key groups a leaderboard's cells by attack x seed; run_cells trains the group's models once."""
+    from poisonlab import centralized
+    from poisonlab.config.load import parse
+    from poisonlab.sweep import expand_grid
+    from poisonlab.sweep_ray import run_cells, share_key
+
+    doc = {"name": "lb", "data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 1},
+           "output": {"report": False},
+           "grid": {"seed": [0, 1], "poison": [[{"name": "backdoor", "params": {"target": 0, "rate": 0.1, "trigger": "patch"}}]],
+                    "defend.defenses": [[{"name": "fine_pruning", "params": {"epochs": 0}}],
+                                        [{"name": "fine_pruning", "params": {"epochs": 0, "fraction": 0.5}}]]}}
+    configs = [parse(cell.doc) for cell in expand_grid(doc)]
+    keys = [share_key(c) for c in configs]
+    assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2], "one group per seed, not per defense"
+    fed = parse({k: v for k, v in SWEEP.items() if k != "grid"})
+    assert share_key(fed) != share_key(fed.model_copy(update={"seed": fed.seed + 1}))
+    trained, real_train = [], centralized.train
+    monkeypatch.setattr(centralized, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    results, error = run_cells(configs[:2], OPTIONS)
+    assert error is None and len(results) == 2
+    assert len(trained) == 2, f"the clean and the poisoned model are trained once for both cells, not {len(trained)} times"
+    assert results[0][0]["defense"]["baseline"] == results[1][0]["defense"]["baseline"]
+    assert "metrics.json" in results[1][1]
