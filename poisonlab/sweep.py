@@ -142,7 +142,17 @@ def cell_result(metrics: dict) -> str:
     names = {"clean_accuracy": "clean acc.", "attack_success_rate": "ASR", "flag_precision": "flag precision",
              "flag_recall": "flag recall"}
     parts = [f"{label} {100 * figures[key]:.1f}%" for key, label in names.items() if figures.get(key) is not None]
-    return ", ".join(parts) or "no figures measured"
+    return ", ".join(parts + [_defense_result(d) for d in (metrics.get("defense") or {}).get("defenses", [])]) \
+        or "no figures measured"
+
+
+def _defense_result(record: dict) -> str:
+    """One defense's figures after it ran (or why it refused), for a cell's log line."""
+    if record.get("refused"):
+        return f"{record['defense']} refused"
+    figures = [f"{label} {100 * record[key]:.1f}%" for key, label in
+               (("clean_accuracy", "clean acc."), ("attack_success_rate", "ASR")) if record.get(key) is not None]
+    return f"after {record['defense']}: " + ", ".join(figures) if figures else f"{record['defense']}: no figures"
 
 
 def write_sweep_report(doc: dict, out_dir: Path, cells: list[Cell]) -> Path:

@@ -69,3 +69,12 @@ def test_matrix_table_rows_attacks_columns_rules():
     assert table[0] == "| adv \\ agg | mean | krum |"
     assert table[2] == "| none | 90.0 | 85.0 |"
     assert table[3] == "| backdoor+scale | 80.0 / 99.0 |  |"
+
+
+def test_a_defended_cells_log_line_gives_each_defenses_figures_after_the_undefended_ones():
+    from poisonlab.sweep import cell_result
+
+    line = cell_result({"final": {"clean_accuracy": 0.9, "attack_success_rate": 0.99},
+                        "defense": {"defenses": [{"defense": "nad", "clean_accuracy": 0.85, "attack_success_rate": 0.02},
+                                                 {"defense": "dp_sgd", "refused": "batch norm"}]}})
+    assert line == "clean acc. 90.0%, ASR 99.0%, after nad: clean acc. 85.0%, ASR 2.0%, dp_sgd refused"
