@@ -64,7 +64,7 @@ def test_resized_crop_identity_flip_and_boxes_inside_the_image():
 
 def test_bad_params_tabular_data_and_the_callers_model():
     for bad in ({"ssl_epochs": 0}, {"ssl_optimizer": "lbfgs"}, {"temperature": 0.0}, {"epsilon": 1.0},
-                {"min_scale": 0.0}, {"head_lr": -1.0}, {"ssl_batch_size": 1}):
+                {"min_scale": 0.0}, {"head_lr": -1.0}, {"ssl_batch_size": 1}, {"flip": "yes"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             get("dbd", **bad)
     table = Dataset(torch.rand(6, 3), torch.tensor([0, 1] * 3), ("a", "b"))

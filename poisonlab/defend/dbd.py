@@ -100,7 +100,9 @@ class DBD:
         self.ssl_batch_size = int(check_range("ssl_batch_size", ssl_batch_size, 2, None))
         self.temperature = check_range("temperature", temperature, 0.0, None, low_open=True)
         self.min_scale = check_range("min_scale", min_scale, 0.0, 1.0, low_open=True)
-        self.flip = bool(flip)
+        if not isinstance(flip, bool):
+            raise ConfigError(f"flip={flip!r} is not valid; accepted: true or false")
+        self.flip = flip
         self.proj_dim = int(check_range("proj_dim", proj_dim, 1, 4096))
         self.head_epochs = int(check_range("head_epochs", head_epochs, 1, 1000))
         self.head_lr = check_range("head_lr", head_lr, 0.0, None, low_open=True)
