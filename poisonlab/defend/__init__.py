@@ -11,7 +11,7 @@ experiment's ``defend:`` section and ``poisonlab sweep`` turns them into a leade
 from poisonlab.defend.registry import DEFENSES
 from poisonlab.defend.base import Defended, Defense
 from poisonlab.defend import (  # noqa: F401  (each member registers its defense)
-    abl, anp, bnp, clp, d_br, d_st, dp_instahide, dp_sgd, ep, filter_retrain, fine_pruning, ft_sam, i_bau, input_filter,
+    abl, anp, bnp, clp, d_br, d_st, dbd, dp_instahide, dp_sgd, ep, filter_retrain, fine_pruning, ft_sam, i_bau, input_filter,
     magnet, mcr, nab, nad, npd, pgd_at, recompression, rnp, sau, smoothing, trigger_unlearning)
 
 
