@@ -126,8 +126,9 @@ class Selector(nn.Module):
 @DETECTORS.register("asset", reference="Pan, Zeng, Lyu, Lin & Jia, ASSET: Robust Backdoor Data Detection Across a "
                                         "Multiplicity of Deep Learning Paradigms, USENIX Security 2023")
 class Asset:
-    """Offset training (minimise on the clean base set, maximise on the poisoned rows unlike it), then flag the
-    samples whose loss under the offset model is above the lower half's Gaussian threshold."""
+    """Offset training (loss down on the clean base set, up on rows unlike it); flag the losses above the split.
+
+    A sample's score is its loss under the offset model; the threshold is the lower half's Gaussian at density eps."""
 
     inspects = "data"
     requires = ("data", "model", "validation")
