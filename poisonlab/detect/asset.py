@@ -48,7 +48,7 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.detect.base import Detection, require
 from poisonlab.detect.features import embed
 from poisonlab.detect.registry import DETECTORS
-from poisonlab.device import model_device
+from poisonlab.device import host, model_device
 from poisonlab.errors import ConfigError, check_range
 from poisonlab.models.build import init_parameters
 from poisonlab.rng import generator
@@ -176,18 +176,19 @@ class Asset:
             order = torch.randperm(len(data), generator=generator(self.seed, "asset", "order", r), device="cpu")
             for b in range(batches):
                 progress.step(f"round {r + 1}/{self.rounds}, batch {b + 1}/{batches}")
-                rows = order[b * self.batch_size:(b + 1) * self.batch_size].to(device)
+                rows = order[b * self.batch_size:(b + 1) * self.batch_size]          # CPU indices, moved per use
                 pick = torch.randperm(len(base), generator=generator(self.seed, "asset", "base", r, b), device="cpu")
-                base_rows = pick[:min(self.batch_size, len(base))].to(device)
-                flat = offset(base.x[base_rows].to(device)).var(dim=1).mean()
+                base_rows = pick[:min(self.batch_size, len(base))]
+                flat = offset(base.x[base_rows.to(base.x.device)].to(device)).var(dim=1).mean()
                 opt_min.zero_grad(set_to_none=True)
                 flat.backward()
                 opt_min.step()
-                unlike = self.unlike_base(feats[rows], base_feats[base_rows], (r, b)).to(device)
+                unlike = self.unlike_base(feats[rows.to(feats.device)], base_feats[base_rows.to(feats.device)], (r, b))
                 selected.append(int(unlike.sum()))
                 if selected[-1] <= 1:
                     continue
-                x, y = data.x[rows[unlike]].to(device), data.y[rows[unlike]].to(device)
+                chosen = rows[unlike]
+                x, y = data.x[chosen.to(data.x.device)].to(device), data.y[chosen.to(data.y.device)].to(device)
                 ascent = -nn.functional.cross_entropy(offset(x), y)
                 opt_max.zero_grad(set_to_none=True)
                 ascent.backward()
@@ -196,8 +197,9 @@ class Asset:
 
     def unlike_base(self, batch: torch.Tensor, base: torch.Tensor, key: tuple) -> torch.Tensor:
         """Mask of the batch rows whose selector score has an adjusted outlyingness above the cut (on the CPU)."""
-        vnet = Selector(batch.shape[1], self.hidden)
-        init_parameters(vnet, generator(self.seed, "asset", "vnet", *key))
+        with host():  # built and initialised on the CPU from the seed, then moved to the features' device
+            vnet = Selector(batch.shape[1], self.hidden)
+            init_parameters(vnet, generator(self.seed, "asset", "vnet", *key))
         vnet = vnet.to(batch.device)
         opt_pos = torch.optim.Adam(vnet.parameters(), lr=self.vnet_lr)
         opt_neg = torch.optim.Adam(vnet.parameters(), lr=self.vnet_lr)
