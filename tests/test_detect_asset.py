@@ -102,3 +102,15 @@ def test_poisons_separate_on_a_vector_backdoor_and_the_model_is_unchanged():
     assert ev.auroc > 0.95 and ev.tpr >= 0.8 and ev.fpr <= 0.05   # measured: 1.0, 1.0, 0.0
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before)) and not model.training
     assert sum(det.details["selected_per_batch"]) > 0
+
+
+def test_the_selector_reads_the_last_spatial_map_or_the_penultimate_features():
+    cnn = make_model("cnn", (1, 8, 8), 4, seed=0, channels=(4, 8), hidden=16).train()
+    x = torch.rand(5, 1, 8, 8, generator=generator(0, "asset-test", "maps"))
+    with torch.no_grad():
+        spatial = cnn.eval()[:6](x).flatten(1)           # conv, relu, pool, conv, relu, pool: 8 x 2 x 2
+    cnn.train()
+    got = get("asset").selector_features(cnn, x)
+    assert got.shape == (5, 32) and torch.allclose(got, spatial) and cnn.training
+    mlp = make_model("mlp", (6,), 3, seed=0, hidden=(7,))
+    assert get("asset").selector_features(mlp, torch.zeros(2, 6)).shape == (2, 7)
