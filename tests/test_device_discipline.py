@@ -82,7 +82,8 @@ def test_centralized_pipeline_and_every_experiment_detector():
                       {"name": "neo", "params": {"block": 4, "stride": 4}},
                       {"name": "abs", "params": {"steps": 2, "samples": 40, "candidates": 2}},
                       {"name": "deep_inspect", "params": {"per_class": 1, "invert_steps": 2, "steps": 2}},
-                      {"name": "neuron_inspect", "params": {"samples": 20}}]}
+                      {"name": "neuron_inspect", "params": {"samples": 20}},
+                      {"name": "asset", "params": {"vnet_steps": 2}}, {"name": "agpd"}]}
     metrics = run_on_meta_default(doc)
     assert [d["detector"] for d in metrics["detections"]] == [d["name"] for d in doc["detect"]]
     assert 0.0 <= metrics["final"]["clean_accuracy"] <= 1.0

@@ -15,9 +15,9 @@ source; "inputs": a test input; "model": a label of a trained model; "probes": a
 from poisonlab.detect.registry import DETECTORS
 from poisonlab.detect.base import Detection, Detector, evaluate_detection
 from poisonlab.detect import (  # noqa: F401  (each member registers its detector)
-    abs_stimulation, activation_clustering, anomaly, beatrix, canary, cognitive_distillation, deep_inspect, neo,
-    neural_cleanse, neural_cleanse_filter, neuron_inspect, provenance, roni, scan, sentinet, spectral, spectre, strip,
-    tabor, teco)
+    abs_stimulation, activation_clustering, agpd, anomaly, asset, beatrix, canary, cognitive_distillation,
+    deep_inspect, neo, neural_cleanse, neural_cleanse_filter, neuron_inspect, provenance, roni, scan, sentinet,
+    spectral, spectre, strip, tabor, teco)
 
 
 def get(name: str, **params):
