@@ -11,7 +11,8 @@ and a defense added later adds cells without rerunning the finished ones. After 
   clean accuracy (C-Acc), attack success rate (ASR), robust accuracy (RA) and the defense
   effectiveness rating (DER, defend/evaluate.py), the seconds each defense took, and how many seeds;
 - leaderboard.md: the same as four attack x defense matrices (mean ± std, percent), and each
-  defense's mean DER over the attacks (its rank);
+  defense's mean DER, ranked over the attacks that work on the undefended model (ASR >= 50%), with the mean
+  over all attacks beside it;
 - leaderboard.html: the four matrices as heatmaps, one self-contained file.
 
 The "none" column is the undefended poisoned model of the same cell; "refused" marks a defense that
@@ -161,16 +162,34 @@ def _axes(summary: list[dict]) -> tuple[list[str], list[str]]:
     return attacks, defenses
 
 
-def ranking(summary: list[dict]) -> list[tuple[str, float, int, float | None]]:
-    """(defense, mean DER over the attacks that measured it, how many attacks, mean seconds a run), best first."""
-    per: dict[str, list[tuple[float, float | None]]] = {}
+EFFECTIVE_ASR = 0.5
+"""An attack "works" on the undefended model when its mean ASR there is at least this: only then does DER
+measure how well a defense removes a backdoor (elsewhere it only measures the accuracy the defense costs)."""
+
+
+def effective_attacks(summary: list[dict]) -> set[str]:
+    """The attacks whose undefended model ("none") has a mean ASR of at least EFFECTIVE_ASR."""
+    return {e["attack"] for e in summary if e["defense"] == NONE and e["attack_success_rate_mean"] is not None
+            and e["attack_success_rate_mean"] >= EFFECTIVE_ASR}
+
+
+def ranking(summary: list[dict]) -> list[tuple[str, float, int, float | None, float | None, int]]:
+    """(defense, mean DER over the attacks that measured it, how many attacks, mean seconds a run, mean DER over
+    the effective attacks among them (None: none), how many), best first: by the effective attacks' mean DER
+    where there are effective attacks, else by the mean over all."""
+    works = effective_attacks(summary)
+    per: dict[str, list[tuple[float, float | None, bool]]] = {}
     for e in summary:
         if e["defense"] != NONE and e["der_mean"] is not None:
-            per.setdefault(e["defense"], []).append((e["der_mean"], e["seconds_mean"]))
+            per.setdefault(e["defense"], []).append((e["der_mean"], e["seconds_mean"], e["attack"] in works))
     out = []
     for d, v in per.items():
-        secs = [t for _, t in v if t is not None]
-        out.append((d, sum(x for x, _ in v) / len(v), len(v), sum(secs) / len(secs) if secs else None))
+        secs = [t for _, t, _ in v if t is not None]
+        good = [x for x, _, w in v if w]
+        out.append((d, sum(x for x, _, _ in v) / len(v), len(v), sum(secs) / len(secs) if secs else None,
+                    sum(good) / len(good) if good else None, len(good)))
+    if works:  # defenses never scored on an effective attack go last
+        return sorted(out, key=lambda t: (t[4] is None, -(t[4] or 0.0)))
     return sorted(out, key=lambda t: -t[1])
 
 
@@ -193,9 +212,13 @@ def markdown(summary: list[dict]) -> str:
                  "|---|" + "---|" * len(defenses)]
         lines += ["| " + a + " | " + " | ".join(_pm(at.get((a, d)), key) for d in defenses) + " |" for a in attacks]
         parts.append("\n".join(lines))
-    rank = ["### Ranking by mean DER over the attacks", "",
-            "| defense | mean DER (%) | attacks | seconds a run |", "|---|---|---|---|"]
-    rank += [f"| {d} | {100 * v:.1f} | {n} | {'-' if t is None else f'{t:.1f}'} |" for d, v, n, t in ranking(summary)]
+    rank = ["### Ranking by mean DER", "",
+            f"Effective attacks: those whose undefended ASR is at least {100 * EFFECTIVE_ASR:.0f}% (only there does DER"
+            " measure the backdoor's removal); ranked by their mean DER.", "",
+            "| defense | mean DER, effective attacks (%) | effective attacks | mean DER, all attacks (%) | attacks |"
+            " seconds a run |", "|---|---|---|---|---|---|"]
+    rank += [f"| {d} | {'-' if g is None else f'{100 * g:.1f}'} | {ng} | {100 * v:.1f} | {n} |"
+             f" {'-' if t is None else f'{t:.1f}'} |" for d, v, n, t, g, ng in ranking(summary)]
     return "\n\n".join(parts + ["\n".join(rank)]) + "\n"
 
 

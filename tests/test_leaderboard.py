@@ -115,3 +115,14 @@ def test_a_refused_defense_is_shown_as_refused_not_as_a_number():
     text = markdown(summary)
     assert "| badnets | 100.0 | refused |" in text
     assert ranking(summary) == []
+
+
+def test_the_ranking_counts_only_attacks_that_work_on_the_undefended_model():
+    """DER on an attack whose undefended ASR is below 50% measures only the accuracy a defense costs."""
+    rows = (cell_rows("works", 0, metrics(0.99, record(0.01, 0.9, 0.99, "a"), record(0.9, 0.9, 0.55, "b")))
+            + cell_rows("fails", 0, metrics(0.05, record(0.0, 0.2, 0.2, "a"), record(0.05, 0.9, 0.9, "b"))))
+    rank = ranking(summarize(rows))
+    assert [r[0] for r in rank] == ["a", "b"], "by the effective attack's DER (a 0.99, b 0.55)"
+    assert rank[0][1] == pytest.approx((0.99 + 0.2) / 2) and rank[0][4:] == (pytest.approx(0.99), 1)
+    assert rank[1][1] == pytest.approx((0.55 + 0.9) / 2), "over all attacks b (0.725) would rank above a (0.595)"
+    assert "| a | 99.0 | 1 | 59.5 | 2 |" in markdown(summarize(rows))
